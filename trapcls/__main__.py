@@ -1,0 +1,5 @@
+"""Entry point for `python -m trapcls`."""
+
+from trapcls.cli import main
+
+main()

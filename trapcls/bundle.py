@@ -1,0 +1,181 @@
+"""The model bundle: the one contract between training, export and inference.
+
+A bundle is a folder holding `bundle.json`, `model.onnx` (dynamic batch, outputs logits) and
+optionally `weights.safetensors`. `bundle.json` records the format version, architecture,
+ordered class names, preprocessing, calibration temperature, metrics, the trapcls version and
+the sha256 of every file. `load_bundle` is the only reader and refuses anything inconsistent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from trapcls import __version__
+from trapcls.exceptions import BundleError
+from trapcls.fsutil import atomic_write_text, sha256_file
+from trapcls.preprocess import PreprocessSpec
+
+FORMAT_VERSION = 1
+MANIFEST = "bundle.json"
+ONNX_FILE = "model.onnx"
+WEIGHTS_FILE = "weights.safetensors"
+# Column names the CSV writers use besides the classes; a class may not take one of them.
+RESERVED_NAMES = frozenset({"id", "path", "label", "probability", "status", "error"})
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle on disk."""
+
+    root: Path
+    arch: str
+    classes: tuple[str, ...]
+    preprocess: PreprocessSpec
+    temperature: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.root / ONNX_FILE
+
+    @property
+    def weights_path(self) -> Path | None:
+        path = self.root / WEIGHTS_FILE
+        return path if WEIGHTS_FILE in self.manifest.get("files", {}) else None
+
+
+def write_manifest(
+    root: str | Path,
+    *,
+    arch: str,
+    classes: list[str],
+    preprocess: PreprocessSpec,
+    temperature: float = 1.0,
+    metrics: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+    export: dict[str, Any] | None = None,
+) -> Bundle:
+    """Write bundle.json for the model files already in `root`, then load it back validated."""
+    root = Path(root)
+    _check_classes(classes, root / MANIFEST)
+    files = {}
+    for name in (ONNX_FILE, WEIGHTS_FILE):
+        path = root / name
+        if path.exists():
+            files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    if ONNX_FILE not in files:
+        raise BundleError(f"{root / ONNX_FILE} does not exist; export the ONNX model before writing the manifest.")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "trapcls_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "arch": arch,
+        "classes": list(classes),
+        "preprocess": preprocess.to_dict(),
+        "output": "logits",
+        "calibration": {"temperature": float(temperature), "fitted": temperature != 1.0},
+        "metrics": metrics or {},
+        "training": training or {},
+        "export": export or {},
+        "files": files,
+    }
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return load_bundle(root)
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read and validate a bundle folder (or its bundle.json); raise BundleError saying what is wrong."""
+    path = Path(path)
+    root = path.parent if path.name == MANIFEST else path
+    manifest_path = root / MANIFEST
+    if not root.is_dir():
+        raise BundleError(f"Bundle folder {root} does not exist. Pass the folder `trapcls export onnx` wrote.")
+    if not manifest_path.is_file():
+        raise BundleError(f"{manifest_path} is missing: {root} is not a trapcls bundle.")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path} must hold a JSON object.")
+
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{manifest_path}: unknown format_version {version!r}; this trapcls ({__version__}) reads "
+            f"version {FORMAT_VERSION}. Upgrade trapcls or re-export the bundle."
+        )
+    for key in ("arch", "classes", "preprocess", "files"):
+        if key not in manifest:
+            raise BundleError(f"{manifest_path} lacks the required field {key!r}.")
+    classes = manifest["classes"]
+    _check_classes(classes, manifest_path)
+    try:
+        spec = PreprocessSpec.from_dict(manifest["preprocess"])
+    except BundleError as exc:
+        raise BundleError(f"{manifest_path}: {exc}") from exc
+    temperature = manifest.get("calibration", {}).get("temperature", 1.0)
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+        raise BundleError(f"{manifest_path}: calibration temperature must be a positive number, got {temperature!r}.")
+
+    files = manifest["files"]
+    if not isinstance(files, dict) or ONNX_FILE not in files:
+        raise BundleError(f"{manifest_path}: 'files' must list {ONNX_FILE} with its sha256.")
+    for name, info in files.items():
+        file_path = root / name
+        if not file_path.is_file():
+            raise BundleError(f"{file_path} is missing: the bundle lists it in {MANIFEST}. Re-export the bundle.")
+        actual = sha256_file(file_path)
+        if actual != info.get("sha256"):
+            raise BundleError(
+                f"{file_path}: sha256 mismatch (bundle.json records {info.get('sha256')}, the file has {actual}). "
+                "The file changed after export; re-run `trapcls export onnx` to rebuild the bundle."
+            )
+    outputs = _onnx_output_width(root / ONNX_FILE)
+    if outputs is not None and outputs != len(classes):
+        raise BundleError(
+            f"{root / ONNX_FILE} outputs {outputs} scores but {manifest_path} lists {len(classes)} classes. "
+            "The model and the class list do not belong together; re-export the bundle."
+        )
+    return Bundle(
+        root=root,
+        arch=str(manifest["arch"]),
+        classes=tuple(classes),
+        preprocess=spec,
+        temperature=float(temperature),
+        metrics=manifest.get("metrics", {}),
+        manifest=manifest,
+    )
+
+
+def _check_classes(classes: Any, where: Path) -> None:
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c.strip() for c in classes):
+        raise BundleError(f"{where}: 'classes' must be a non-empty list of non-empty names.")
+    if len(classes) < 2:
+        raise BundleError(f"{where}: a classifier needs at least 2 classes, got {classes}.")
+    duplicates = sorted({c for c in classes if classes.count(c) > 1})
+    if duplicates:
+        raise BundleError(f"{where}: duplicate class names {duplicates}.")
+    reserved = sorted(set(classes) & RESERVED_NAMES)
+    if reserved:
+        raise BundleError(f"{where}: class names {reserved} clash with CSV columns {sorted(RESERVED_NAMES)}; rename them.")
+
+
+def _onnx_output_width(path: Path) -> int | None:
+    """The static class dimension of the ONNX model's first output, or None if it is dynamic."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends for corrupt files
+        raise BundleError(f"{path} is not a readable ONNX model: {exc}") from exc
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) != 2:
+        raise BundleError(f"{path}: expected a (batch, classes) output, got {len(dims)} dimensions.")
+    return dims[1].dim_value or None

@@ -1,0 +1,168 @@
+"""The `trapcls` command line: each command builds a config and calls one library function.
+
+Errors are handled here, once: a TrapclsError prints its message and exits 1; bad usage
+exits 2 (typer/click); success exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from trapcls import __version__
+from trapcls.exceptions import TrapclsError
+
+app = typer.Typer(
+    name="trapcls",
+    help="Offline camera-trap image classifier: train, export, and classify folders of frames into CSVs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+export_app = typer.Typer(help="Turn a trained checkpoint into a deployable model bundle.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+log = logging.getLogger("trapcls")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"trapcls {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="Class-per-folder tree (DATA/<class>/*.jpg) or a filepath,label CSV.")],
+    arch: Annotated[str, typer.Option(help="timm ResNet/EfficientNet name, e.g. tf_efficientnet_lite0, resnet50.")],
+    out: Annotated[Path, typer.Option(help="Run folder to create (checkpoint, metrics, bundle).")],
+    weights: Annotated[Optional[Path], typer.Option(
+        help="Initial weights: .safetensors or torch state dict (efficientnet_pytorch keys are mapped).")] = None,
+    pretrained: Annotated[bool, typer.Option(help="Download ImageNet weights from the timm hub (needs internet).")] = False,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 5,
+    img_size: Annotated[Optional[int], typer.Option(help="Square input size; default: the architecture's.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 16,
+    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate; default 1e-3 (adamw) or 1e-2 (sgd).")] = None,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.05,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the loss.")] = 0.0,
+    freeze_backbone: Annotated[bool, typer.Option(help="Train only the classifier head (good for tiny datasets).")] = False,
+    val_fraction: Annotated[float, typer.Option(help="Share of each class held out for validation (0 = none).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
+    workers: Annotated[Optional[int], typer.Option(help="Data loader processes; default min(2, cores).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Reuse a non-empty --out folder.")] = False,
+    export: Annotated[bool, typer.Option(help="Export the best checkpoint to OUT/bundle at the end.")] = True,
+) -> None:
+    """Fine-tune a timm model on labelled images; writes OUT/best.pt, metrics.csv, split.csv and OUT/bundle."""
+    from trapcls.training.loop import TrainConfig, train as run_train
+
+    config = TrainConfig(data=data, out=out, arch=arch, weights=weights, pretrained=pretrained, epochs=epochs,
+                         img_size=img_size, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                         weight_decay=weight_decay, label_smoothing=label_smoothing, freeze_backbone=freeze_backbone,
+                         val_fraction=val_fraction, seed=seed, workers=workers, overwrite=overwrite, export=export)
+    result = run_train(config, show_progress=True)
+    summary = ", ".join(f"{k}={result.best_metrics[k]:.4f}" for k in ("val_accuracy", "val_log_loss")
+                        if k in result.best_metrics)
+    typer.echo(f"best epoch {result.best_epoch}{': ' + summary if summary else ''}")
+    typer.echo(f"run folder: {result.run_dir}")
+    if result.bundle_dir:
+        typer.echo(f"bundle: {result.bundle_dir}")
+
+
+@export_app.command("onnx")
+def export_onnx(
+    source: Annotated[Path, typer.Argument(help="A run folder from `trapcls train` or its best.pt.")],
+    out: Annotated[Path, typer.Option(help="Bundle folder to write (model.onnx, weights.safetensors, bundle.json).")],
+    verify_images: Annotated[Optional[Path], typer.Option(
+        help="Folder of real frames for the PyTorch-vs-ONNX check; default: frames shipped with trapcls.")] = None,
+) -> None:
+    """Export to ONNX (dynamic batch) and refuse the bundle unless it matches PyTorch on real frames."""
+    from trapcls.export.onnx import MAX_ABS_TOL, export_onnx as run_export
+    from trapcls.predict.discover import discover_images
+
+    images = [f.path for f in discover_images([verify_images])][:32] if verify_images else None
+    report = run_export(source, out, verify_images=images)
+    p = report.parity
+    typer.echo(f"parity on {p.images} images: max abs probability difference {p.max_abs_diff:.2e} "
+               f"(tolerance {MAX_ABS_TOL:.0e}), mean {p.mean_abs_diff:.2e}, top-1 agreement {p.top1_agreement:.1%}")
+    typer.echo(f"bundle: {report.bundle.root}")
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="Folders (searched recursively) and/or image files.")],
+    bundle: Annotated[Path, typer.Option(help="Model bundle folder (from `trapcls export onnx` or `trapcls train`).")],
+    out: Annotated[Path, typer.Option(help="CSV file to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="field (per-file table) or submission (id + class columns).")]
+    = "field",
+    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 16,
+    threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime intra-op threads; default: all cores.")] = None,
+    strict: Annotated[bool, typer.Option(help="Exit 1 when any image could not be read.")] = False,
+) -> None:
+    """Classify JPEG/PNG images into a CSV of per-class probabilities; unreadable files become error rows."""
+    from trapcls.predict.runner import PredictConfig, run_predict
+    from trapcls.progress import bar
+
+    config = PredictConfig(inputs=inputs, bundle=bundle, out=out, fmt=fmt, batch_size=batch_size, threads=threads)
+    with bar(None, "classify", enabled=True) as progress:
+        summary = run_predict(config, progress=progress.update, on_total=lambda n: setattr(progress, "total", n))
+    typer.echo(f"{summary.images} images -> {summary.out} ({summary.failed} unreadable) in {summary.seconds:.1f}s "
+               f"with {summary.backend}")
+    if summary.failed:
+        for result in summary.failures[:5]:
+            typer.echo(f"  {result.error}", err=True)
+        if fmt == "submission":
+            typer.echo("warning: unreadable images got the uniform distribution in the submission", err=True)
+        if strict:
+            raise typer.Exit(1)
+
+
+@app.command()
+def watch() -> None:
+    """Watch an inbox folder and classify new camera folders (not implemented yet)."""
+    raise TrapclsError("`trapcls watch` is not implemented yet; use `trapcls predict` on each folder for now.")
+
+
+@app.command()
+def evaluate() -> None:
+    """Score predictions against labels (not implemented yet)."""
+    raise TrapclsError("`trapcls evaluate` is not implemented yet; the metrics.csv of a training run has "
+                       "validation loss, accuracy and log loss meanwhile.")
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning TrapclsError into exit status 1."""
+    try:
+        app(standalone_mode=False)
+    except TrapclsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,1 @@
+"""Exporting trained checkpoints into model bundles (ONNX now; TensorRT engines on the device)."""

@@ -1,0 +1,144 @@
+"""`trapcls export onnx`: checkpoint -> bundle (ONNX + safetensors), verified against PyTorch.
+
+The export is refused when ONNX Runtime and PyTorch disagree on real frames beyond these
+tolerances (FP32 both sides, so only kernel rounding should differ):
+- max absolute difference of any class probability: MAX_ABS_TOL (1e-4);
+- top-1 label: must agree on every image, except near-ties where PyTorch's top-2 margin is
+  within 2 * MAX_ABS_TOL (a difference that small may legitimately flip the order).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from trapcls._deps import require
+from trapcls.bundle import ONNX_FILE, WEIGHTS_FILE, Bundle, load_bundle, write_manifest
+from trapcls.exceptions import ExportError, ImageReadError
+from trapcls.predict.backends import OnnxRuntimeBackend, probabilities
+from trapcls.preprocess import IMAGE_SUFFIXES, PreprocessSpec, preprocess
+from trapcls.training.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+MAX_ABS_TOL = 1e-4
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """How closely the exported model matches PyTorch on real frames."""
+
+    images: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float
+    disagreements: list[str]
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    bundle: Bundle
+    parity: ParityReport
+
+
+def sample_images() -> list[Path]:
+    """The few real camera-trap frames shipped inside the package (see trapcls/samples/README.md)."""
+    folder = Path(str(resources.files("trapcls") / "samples"))
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def export_onnx(source: Path, out: Path, *, verify_images: list[Path] | None = None) -> ExportReport:
+    """Write a bundle for the checkpoint at `source` (a run folder or .pt) into `out`.
+
+    The bundle is assembled in a sibling staging folder and moved into place only after the
+    parity check passes, so `out` never holds a half-written or unverified bundle.
+    """
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "bundle.json").exists())):
+        raise ExportError(f"{out} exists and is not a bundle folder; choose another --out so nothing is overwritten.")
+    torch = require("torch")
+    timm = require("timm")
+    safetensors_torch = require("safetensors.torch")
+    ckpt = load_checkpoint(source)
+    spec = PreprocessSpec.from_dict(ckpt["preprocess"])
+    model = timm.create_model(ckpt["arch"], pretrained=False, num_classes=len(ckpt["classes"]))
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        dummy = torch.zeros(2, 3, spec.height, spec.width)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
+            torch.onnx.export(model, (dummy,), str(staging / ONNX_FILE), input_names=["image"],
+                              output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                              opset_version=OPSET, dynamo=False)
+        safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                                    str(staging / WEIGHTS_FILE))
+        metrics = {k: v for k, v in ckpt["metrics"].items() if k.startswith("val_")}
+        training = {"checkpoint": ckpt["path"], "epoch": ckpt["epoch"], "config": ckpt["config"]}
+        manifest_args = dict(arch=ckpt["arch"], classes=ckpt["classes"], preprocess=spec, metrics=metrics,
+                             training=training)
+        bundle = write_manifest(staging, **manifest_args)
+        parity = check_parity(model, bundle, verify_images or sample_images())
+        write_manifest(staging, **manifest_args, export={
+            "torch": torch.__version__, "opset": OPSET, "parity": asdict(parity), "max_abs_tolerance": MAX_ABS_TOL})
+        _replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportReport(bundle=load_bundle(out), parity=parity)
+
+
+def check_parity(model, bundle: Bundle, images: list[Path]) -> ParityReport:
+    """Compare PyTorch and ONNX Runtime probabilities on `images`; raise ExportError past tolerance."""
+    torch = require("torch")
+    arrays, names = [], []
+    for path in images:
+        try:
+            arrays.append(preprocess(path, bundle.preprocess))
+            names.append(Path(path).name)
+        except ImageReadError as exc:
+            log.warning("skipping verification image: %s", exc)
+    if not arrays:
+        raise ExportError("No readable verification images; pass a folder of JPEG/PNG frames with --verify-images.")
+    batch = np.stack(arrays)
+    with torch.no_grad():
+        reference = torch.softmax(model(torch.from_numpy(batch)).double(), dim=1).numpy()
+    backend = OnnxRuntimeBackend(bundle)
+    exported = probabilities(backend.logits(batch), 1.0)
+    single = probabilities(backend.logits(batch[:1]), 1.0)  # a different batch size proves the dynamic axis
+    diff = np.abs(np.concatenate([exported - reference, single - reference[:1]]))
+    top_ref, top_onnx = reference.argmax(1), exported.argmax(1)
+    ordered = np.sort(reference, axis=1)
+    margins = ordered[:, -1] - ordered[:, -2]
+    disagree = [names[i] for i in np.flatnonzero(top_ref != top_onnx)]
+    hard = [names[i] for i in np.flatnonzero((top_ref != top_onnx) & (margins > 2 * MAX_ABS_TOL))]
+    report = ParityReport(images=len(arrays), max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()),
+                          top1_agreement=float(np.mean(top_ref == top_onnx)), disagreements=disagree)
+    if report.max_abs_diff > MAX_ABS_TOL or hard:
+        raise ExportError(
+            f"ONNX export does not match PyTorch on {report.images} images: max abs probability difference "
+            f"{report.max_abs_diff:.2e} (tolerance {MAX_ABS_TOL:.0e}), top-1 agreement {report.top1_agreement:.1%}"
+            + (f", disagreeing on {', '.join(hard[:5])}" if hard else "") + ". The bundle was not written."
+        )
+    return report
+
+
+def _replace_dir(staging: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)

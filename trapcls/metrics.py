@@ -1,0 +1,20 @@
+"""Classification metrics on probability arrays (numpy only, shared by train and evaluate)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# The DrivenData multiclass log loss clips probabilities to [eps, 1 - eps] before the log.
+LOG_LOSS_EPS = 1e-15
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray, eps: float = LOG_LOSS_EPS) -> float:
+    """Mean negative log probability of the true class, probabilities clipped to [eps, 1-eps]."""
+    probs = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.log(probs[np.arange(len(labels)), labels])))
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose highest probability is the true class."""
+    return float(np.mean(np.argmax(probs, axis=1) == labels))

@@ -1,0 +1,1 @@
+"""Batch classification of image folders into CSV files."""
