@@ -6,6 +6,7 @@ exits 2 (typer/click); success exits 0.
 
 from __future__ import annotations
 
+import enum
 import logging
 import sys
 from pathlib import Path
@@ -27,6 +28,11 @@ export_app = typer.Typer(help="Turn a trained checkpoint into a deployable model
 app.add_typer(export_app, name="export")
 
 log = logging.getLogger("trapcls")
+
+
+class OutputFormat(str, enum.Enum):
+    field = "field"
+    submission = "submission"
 
 
 def _version(value: bool) -> None:
@@ -107,8 +113,8 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Folders (searched recursively) and/or image files.")],
     bundle: Annotated[Path, typer.Option(help="Model bundle folder (from `trapcls export onnx` or `trapcls train`).")],
     out: Annotated[Path, typer.Option(help="CSV file to write.")],
-    fmt: Annotated[str, typer.Option("--format", help="field (per-file table) or submission (id + class columns).")]
-    = "field",
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="field (per-file table) or submission (id + class columns).")]
+    = OutputFormat.field,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 16,
     threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime intra-op threads; default: all cores.")] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 when any image could not be read.")] = False,
@@ -117,15 +123,20 @@ def predict(
     from trapcls.predict.runner import PredictConfig, run_predict
     from trapcls.progress import bar
 
-    config = PredictConfig(inputs=inputs, bundle=bundle, out=out, fmt=fmt, batch_size=batch_size, threads=threads)
-    with bar(None, "classify", enabled=True) as progress:
-        summary = run_predict(config, progress=progress.update, on_total=lambda n: setattr(progress, "total", n))
+    config = PredictConfig(inputs=inputs, bundle=bundle, out=out, fmt=fmt.value, batch_size=batch_size, threads=threads)
+    bars = []  # created once the number of files is known, so errors before that print cleanly
+    try:
+        summary = run_predict(config, progress=lambda n: bars[0].update(n),
+                              on_total=lambda n: bars.append(bar(n, "classify", enabled=True)))
+    finally:
+        for progress in bars:
+            progress.close()
     typer.echo(f"{summary.images} images -> {summary.out} ({summary.failed} unreadable) in {summary.seconds:.1f}s "
                f"with {summary.backend}")
     if summary.failed:
         for result in summary.failures[:5]:
             typer.echo(f"  {result.error}", err=True)
-        if fmt == "submission":
+        if fmt is OutputFormat.submission:
             typer.echo("warning: unreadable images got the uniform distribution in the submission", err=True)
         if strict:
             raise typer.Exit(1)
@@ -145,24 +156,9 @@ def evaluate() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning TrapclsError into exit status 1."""
+    """Console-script entry point: typer handles usage errors (exit 2); TrapclsError exits 1."""
     try:
-        app(standalone_mode=False)
+        app()
     except TrapclsError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

@@ -110,6 +110,9 @@ def load_weights(model, path: Path) -> None:
 
 def map_efficientnet_pytorch(state: dict[str, Any], model) -> dict[str, Any]:
     """Rename efficientnet_pytorch keys to timm's EfficientNet keys, block by block."""
+    if not hasattr(model, "blocks"):
+        raise DataError(f"the weights use efficientnet_pytorch names but {model.pretrained_cfg.get('architecture')} "
+                        "is not an EfficientNet; pick a matching --arch.")
     blocks = [(s, i, type(block).__name__) for s, stage in enumerate(model.blocks) for i, block in enumerate(stage)]
     mapped = {}
     for key, value in state.items():
