@@ -1,0 +1,81 @@
+"""The command line as a user runs it: real processes, exit codes, the end-to-end slice."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pandas as pd
+from conftest import DEMO, make_bad_inputs
+from trapcls import __version__
+
+
+def trapcls(*args, check_rc: int | None = 0) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "trapcls", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, f"rc={proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}"
+    return proc
+
+
+def test_version_and_help():
+    assert trapcls("--version").stdout.strip() == f"trapcls {__version__}"
+    help_text = trapcls("--help").stdout
+    for command in ("train", "export", "predict", "watch", "evaluate"):
+        assert command in help_text
+
+
+def test_bad_usage_exits_2():
+    assert "Missing option '--bundle'" in trapcls("predict", DEMO / "frames", "--out", "x.csv", check_rc=2).stderr
+    trapcls("predict", DEMO / "frames", "--bundle", "b", "--out", "x.csv", "--format", "xml", check_rc=2)
+    trapcls("no-such-command", check_rc=2)
+
+
+def test_explained_failures_exit_1_and_name_the_problem(tmp_path):
+    proc = trapcls("predict", DEMO / "frames", "--bundle", tmp_path / "missing", "--out", tmp_path / "o.csv",
+                   check_rc=1)
+    assert proc.stderr.startswith("error: Bundle folder") and str(tmp_path / "missing") in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "not implemented yet" in trapcls("watch", check_rc=1).stderr
+    assert "not implemented yet" in trapcls("evaluate", check_rc=1).stderr
+    proc = trapcls("train", DEMO / "train", "--arch", "vit_tiny", "--out", tmp_path / "run", check_rc=1)
+    assert "Invalid --arch 'vit_tiny'" in proc.stderr
+
+
+def test_unreadable_images_exit_0_unless_strict(tiny_run, tmp_path):
+    make_bad_inputs(tmp_path / "in")
+    args = ("predict", tmp_path / "in", "--bundle", tiny_run / "bundle", "--out", tmp_path / "o.csv",
+            "--format", "submission")
+    proc = trapcls(*args)
+    assert "3 unreadable" in proc.stdout and "uniform distribution" in proc.stderr
+    assert len(pd.read_csv(tmp_path / "o.csv")) == 5
+    trapcls(*args, "--strict", check_rc=1)
+
+
+def test_train_export_predict_on_ena24_from_the_cli(tmp_path, shared_data):
+    run = tmp_path / "run"
+    trapcls("train", shared_data / "ena24_small" / "labels.csv", "--arch", "test_resnet", "--epochs", "1",
+            "--img-size", "64", "--batch-size", "8", "--workers", "0", "--out", run, "--no-export")
+    proc = trapcls("export", "onnx", run, "--out", tmp_path / "bundle",
+                   "--verify-images", shared_data / "ena24_small")
+    assert "top-1 agreement 100.0%" in proc.stdout
+    out = tmp_path / "submission.csv"
+    trapcls("predict", shared_data / "ena24_small", "--bundle", tmp_path / "bundle", "--out", out,
+            "--format", "submission")
+    labels = pd.read_csv(shared_data / "ena24_small" / "labels.csv")
+    classes = sorted(labels["label"].unique())
+    with open(out) as fh:
+        assert next(csv.reader(fh)) == ["id", *classes]
+    df = pd.read_csv(out, dtype={"id": str})
+    assert sorted(df["id"]) == sorted(p.split(".")[0] for p in labels["filepath"])
+    assert len(df) == 21
+
+
+def test_console_script_is_installed_next_to_python():
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "trapcls"
+    assert exe.exists(), f"pip install should have put the trapcls script at {exe}"
+    proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"trapcls {__version__}"
