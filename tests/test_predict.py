@@ -128,3 +128,15 @@ def test_real_frames_from_shared_data(tiny_run, tmp_path, shared_data):
     df = _read(out)
     assert summary.failed == 0 and len(df) == 60 == summary.images
     assert df["path"].str.contains("/").all()  # class folders kept in the relative path
+
+
+def test_the_predict_path_does_not_import_torch(tiny_run, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from trapcls.predict.runner import PredictConfig, run_predict; "
+            f"run_predict(PredictConfig(inputs=[Path({str(DEMO / 'frames')!r})], bundle=Path({str(tiny_run / 'bundle')!r}), "
+            f"out=Path({str(tmp_path / 'o.csv')!r}))); "
+            "heavy = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)

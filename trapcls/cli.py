@@ -27,9 +27,6 @@ app = typer.Typer(
 export_app = typer.Typer(help="Turn a trained checkpoint into a deployable model bundle.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
-log = logging.getLogger("trapcls")
-
-
 class OutputFormat(str, enum.Enum):
     field = "field"
     submission = "submission"

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from trapcls._deps import require
 from trapcls.exceptions import DataError
@@ -195,7 +196,7 @@ class _ImageDataset:
         if self.augment:
             img = resize(load_image(sample.path), self.spec)
             if random.random() < 0.5:
-                img = img.transpose(0)  # Image.Transpose.FLIP_LEFT_RIGHT
+                img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             array = to_array(img, self.spec)
         else:
             array = preprocess(sample.path, self.spec)
