@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,7 +63,7 @@ def test_single_class_and_empty_class_are_refused(tmp_path):
 
 
 def test_stratified_split_is_seeded_disjoint_and_covers_each_class():
-    samples = [Sample(path=__import__("pathlib").Path(f"{label}/{i}.jpg"), label=label)
+    samples = [Sample(path=Path(f"{label}/{i}.jpg"), label=label)
                for label, n in (("a", 10), ("b", 5), ("c", 2), ("d", 1)) for i in range(n)]
     train, val = stratified_split(samples, 0.2, seed=7)
     again, val_again = stratified_split(list(reversed(samples)), 0.2, seed=7)

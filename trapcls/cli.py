@@ -16,6 +16,7 @@ import typer
 
 from trapcls import __version__
 from trapcls.exceptions import TrapclsError
+from trapcls.predict import FORMATS
 
 app = typer.Typer(
     name="trapcls",
@@ -27,9 +28,8 @@ app = typer.Typer(
 export_app = typer.Typer(help="Turn a trained checkpoint into a deployable model bundle.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
-class OutputFormat(str, enum.Enum):
-    field = "field"
-    submission = "submission"
+# The choices come from the CSV writers, so the CLI cannot offer a format they do not know.
+OutputFormat = enum.Enum("OutputFormat", {name: name for name in FORMATS}, type=str)
 
 
 def _version(value: bool) -> None:

@@ -12,9 +12,9 @@ import numpy as np
 
 from trapcls.exceptions import DataError
 from trapcls.fsutil import atomic_write_text
+from trapcls.predict import FORMATS
 from trapcls.predict.discover import ImageFile
 
-FORMATS = ("field", "submission")
 _FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -48,10 +48,15 @@ def check_submission_ids(files: list[ImageFile]) -> None:
         )
 
 
-def render_csv(results: list[Result], classes: tuple[str, ...], fmt: str) -> str:
-    """The CSV text for `results` in format `fmt` (one of FORMATS)."""
+def check_format(fmt: str) -> None:
+    """Raise DataError unless `fmt` is one of FORMATS."""
     if fmt not in FORMATS:
         raise DataError(f"Invalid format {fmt!r}. Only {', '.join(FORMATS)} are supported.")
+
+
+def render_csv(results: list[Result], classes: tuple[str, ...], fmt: str) -> str:
+    """The CSV text for `results` in format `fmt` (one of FORMATS)."""
+    check_format(fmt)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if fmt == "submission":

@@ -16,7 +16,7 @@ from trapcls.bundle import Bundle, load_bundle
 from trapcls.exceptions import DataError, ImageReadError
 from trapcls.predict.backends import create_backend, probabilities
 from trapcls.predict.discover import ImageFile, discover_images
-from trapcls.predict.output import FORMATS, Result, check_submission_ids, write_csv
+from trapcls.predict.output import Result, check_format, check_submission_ids, write_csv
 from trapcls.preprocess import PreprocessSpec, preprocess
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,7 @@ def run_predict(
     on_total: Callable[[int], None] | None = None,
 ) -> PredictSummary:
     """Classify every image under `config.inputs` and write one CSV row per file."""
-    if config.fmt not in FORMATS:
-        raise DataError(f"Invalid format {config.fmt!r}. Only {', '.join(FORMATS)} are supported.")
+    check_format(config.fmt)  # before any work, not after the whole folder is classified
     if config.batch_size < 1:
         raise DataError(f"--batch-size must be at least 1, got {config.batch_size}.")
     bundle = load_bundle(config.bundle)
