@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import DEMO, make_bad_inputs, noise_image
 from trapcls.exceptions import BundleError, ImageReadError
-from trapcls.preprocess import PreprocessSpec, load_image, preprocess
+from trapcls.preprocess import PreprocessSpec, draft_size, load_frame, load_image, preprocess, resize, to_array
 
 SPEC = PreprocessSpec(height=48, width=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
 
@@ -114,3 +117,104 @@ def test_training_eval_transform_equals_inference_preprocessing_on_real_frames()
     for i, sample in enumerate(samples):
         tensor, _ = dataset[i]
         np.testing.assert_array_equal(tensor.numpy(), preprocess(sample.path, spec))
+
+
+def _noise_jpeg(path, size, exif=None):
+    noise_image(size).save(path, "JPEG", quality=85, **({"exif": exif.tobytes()} if exif else {}))
+    return path
+
+
+@pytest.mark.parametrize("size, expected", [((2000, 1500), (1000, 750)), ((900, 900), (450, 450)),
+                                            ((800, 600), (800, 600)), ((4000, 3000), (1000, 750)), ((8000, 6000), (1000, 750))])
+def test_reduced_decoding_never_goes_below_the_minimum(tmp_path, size, expected):
+    path = _noise_jpeg(tmp_path / "big.jpg", size)
+    assert load_image(path, min_size=(448, 448)).size == expected  # DCT scaling by 1/2, 1/4 or 1/8 at most
+    assert load_image(path).size == size
+
+
+def test_reduced_decoding_accounts_for_exif_rotation(tmp_path):
+    # Stored 2400x1600 and rotated to 1600x2400 for display; the model wants 300 wide x 100 high.
+    # Requesting the draft in stored orientation would decode 600x400 -> upright 400 wide, below 2x.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = _noise_jpeg(tmp_path / "rotated.jpg", (2400, 1600), exif)
+    spec = PreprocessSpec(height=100, width=300, mean=(0, 0, 0), std=(1, 1, 1))
+    upright = load_image(path, min_size=draft_size(spec)).size
+    assert upright[0] >= 600 and upright[1] >= 200 and upright == (800, 1200)
+
+
+def test_preprocess_uses_reduced_decoding_only_for_large_jpegs(tmp_path):
+    spec = PreprocessSpec(height=32, width=32, mean=(0, 0, 0), std=(1, 1, 1))
+    big = _noise_jpeg(tmp_path / "big.jpg", (640, 480))
+    full = to_array(resize(load_image(big), spec), spec)
+    assert load_image(big, min_size=draft_size(spec)).size == (160, 120)  # 1/4: 1/8 would give 60 < 64 rows
+    assert not np.array_equal(preprocess(big, spec), full)
+    png = tmp_path / "big.png"
+    noise_image((640, 480)).save(png)
+    np.testing.assert_array_equal(preprocess(png, spec), to_array(resize(load_image(png), spec), spec))
+
+
+def test_reduced_decoding_changes_probabilities_within_tolerance_on_real_frames(shared_data):
+    """The stated tolerance (README): reduced-size decoding moves any class probability of the
+    1000-class ImageNet EfficientNet-Lite0 by at most 0.05 on the real 2-3 MP ENA24 and CCT
+    frames, and changes the top-1 class only where the full-decode top-2 margin is below 0.02."""
+    import torch
+
+    from conftest import LITE0_WEIGHTS
+    from trapcls.training.models import create_model, preprocess_spec
+
+    model = create_model("tf_efficientnet_lite0", 1000, weights=LITE0_WEIGHTS).eval()
+    spec = preprocess_spec(model, 224)
+    frames = sorted((shared_data / "ena24_small").glob("*.jpg")) + sorted((shared_data / "cct_sample").glob("*/*.jpg"))
+    assert len(frames) == 81
+    assert all(load_image(f, min_size=draft_size(spec)).size < load_image(f).size for f in frames[:5])
+    full = np.stack([to_array(resize(load_image(f), spec), spec) for f in frames])
+    reduced = np.stack([preprocess(f, spec) for f in frames])
+    with torch.no_grad():
+        p_full = torch.softmax(model(torch.from_numpy(full)).double(), 1).numpy()
+        p_reduced = torch.softmax(model(torch.from_numpy(reduced)).double(), 1).numpy()
+    assert np.abs(p_full - p_reduced).max() <= 0.05
+    top2 = np.sort(p_full, axis=1)[:, -2:]
+    flipped = p_full.argmax(1) != p_reduced.argmax(1)
+    assert (top2[flipped, 1] - top2[flipped, 0] < 0.02).all()
+
+
+def test_decompression_bombs_are_refused_before_decoding(tmp_path):
+    # Above MAX_IMAGE_PIXELS Pillow only warns, above twice it raises: both must be errors.
+    for side in (10_000, 14_000):
+        path = tmp_path / f"bomb{side}.png"
+        Image.new("1", (side, side)).save(path)
+        assert path.stat().st_size < 200_000
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with pytest.raises(ImageReadError, match="decompression bomb"):
+                load_image(path)
+
+
+def test_fifo_and_folder_named_like_images_are_errors_not_hangs(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageReadError, match="not a regular file"):
+        load_image(fifo)
+    (tmp_path / "folder.jpg").mkdir()
+    with pytest.raises(ImageReadError, match="not a regular file"):
+        load_image(tmp_path / "folder.jpg")
+
+
+def _exif_jpeg(path, **tags):
+    exif = Image.Exif()
+    sub = exif.get_ifd(0x8769)
+    for tag, value in tags.items():
+        {"original": sub, "offset": sub, "plain": exif}[tag][
+            {"original": 0x9003, "offset": 0x9011, "plain": 0x0132}[tag]] = value
+    Image.new("RGB", (32, 32)).save(path, exif=exif.tobytes())
+    return path
+
+
+def test_capture_time_comes_from_exif(tmp_path):
+    assert load_frame(_exif_jpeg(tmp_path / "a.jpg", original="2024:05:01 06:30:15")).captured == "2024-05-01T06:30:15"
+    with_offset = _exif_jpeg(tmp_path / "b.jpg", original="2024:05:01 06:30:15", offset="+02:00")
+    assert load_frame(with_offset).captured == "2024-05-01T06:30:15+02:00"
+    assert load_frame(_exif_jpeg(tmp_path / "c.jpg", plain="2023:12:31 23:59:59")).captured == "2023-12-31T23:59:59"
+    assert load_frame(_exif_jpeg(tmp_path / "d.jpg", original="0000:00:00 00:00:00")).captured is None
+    assert load_frame(_exif_jpeg(tmp_path / "e.jpg")).captured is None

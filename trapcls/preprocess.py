@@ -7,7 +7,11 @@ trapcls turns an image into model input. The parameters come from the bundle
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Whole frame, no centre crop: animals stand at frame edges. "squash" resizes the full frame
 # to the model input, ignoring aspect ratio; it is the one policy, used everywhere.
 RESIZE_POLICIES = ("squash",)
+# JPEGs are decoded by DCT scaling to no less than this multiple of the input size.
+DRAFT_FACTOR = 2
+_ORIENTATION, _DATETIME, _EXIF_IFD = 0x0112, 0x0132, 0x8769
+_DATETIME_ORIGINAL, _OFFSET_ORIGINAL = 0x9003, 0x9011
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
@@ -66,25 +74,86 @@ class PreprocessSpec:
             raise BundleError(f"preprocess section is malformed ({exc!r}); expected height, width, mean, std.") from exc
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Decode a JPEG/PNG to an upright 8-bit RGB image, or raise ImageReadError with the reason."""
+@dataclass(frozen=True)
+class Frame:
+    """A decoded, upright 8-bit RGB frame and its EXIF capture time (ISO 8601, camera local time)."""
+
+    image: Image.Image
+    captured: str | None
+
+
+def load_frame(path: str | Path, *, min_size: tuple[int, int] | None = None) -> Frame:
+    """Decode a JPEG/PNG to an upright RGB frame, or raise ImageReadError with the reason.
+
+    With `min_size` (width, height), a JPEG much larger than that is decoded at a reduced
+    size by DCT scaling (1/2, 1/4 or 1/8), never below `min_size` in either dimension.
+    Frames above Pillow's MAX_IMAGE_PIXELS are refused before any pixel is decoded.
+    """
     path = Path(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ImageReadError(f"not a regular file: {path}")
         with Image.open(path, formats=ALLOWED_FORMATS) as img:
+            _check_pixels(img, path)
+            exif = img.getexif()
+            if min_size and img.format == "JPEG":
+                img.draft(None, _upright_request(min_size, exif.get(_ORIENTATION)))
             img.load()  # JPEG truncation only surfaces here; verify() is a no-op for JPEG
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            ImageOps.exif_transpose(img, in_place=True)
+            return Frame(image=_to_rgb(img), captured=capture_time(exif))
     except UnidentifiedImageError as exc:
         size = path.stat().st_size if path.exists() else None
         reason = "empty file (0 bytes)" if size == 0 else "not a JPEG or PNG image"
         raise ImageReadError(f"{reason}: {path}") from exc
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning when run with -W error
         raise ImageReadError(f"image too large (decompression bomb guard): {path}: {exc}") from exc
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as exc:
         raise ImageReadError(f"cannot read file: {path}: {exc.strerror or exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow raises OSError("image file is truncated ...") and friends for broken data.
         raise ImageReadError(f"truncated or corrupt image: {path}: {exc}") from exc
+
+
+def load_image(path: str | Path, *, min_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode a JPEG/PNG to an upright 8-bit RGB image (see `load_frame`)."""
+    return load_frame(path, min_size=min_size).image
+
+
+def draft_size(spec: PreprocessSpec) -> tuple[int, int]:
+    """The smallest (width, height) a JPEG may be decoded at: twice the model input, so the
+    bilinear resize still averages several source pixels per output pixel."""
+    return (DRAFT_FACTOR * spec.width, DRAFT_FACTOR * spec.height)
+
+
+def capture_time(exif: Image.Exif) -> str | None:
+    """DateTimeOriginal (else DateTime) as YYYY-MM-DDTHH:MM:SS[+HH:MM], or None when absent or invalid."""
+    sub = exif.get_ifd(_EXIF_IFD)
+    raw, offset = sub.get(_DATETIME_ORIGINAL), sub.get(_OFFSET_ORIGINAL)
+    if not raw:
+        raw, offset = exif.get(_DATETIME), None
+    try:
+        stamp = datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S").isoformat()
+    except (TypeError, ValueError):
+        return None  # cameras write "0000:00:00 00:00:00" or nothing when the clock was never set
+    if isinstance(offset, str) and re.fullmatch(r"[+-]\d\d:\d\d", offset.strip("\x00 ")):
+        stamp += offset.strip("\x00 ")
+    return stamp
+
+
+def _check_pixels(img: Image.Image, path: Path) -> None:
+    # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a warning is no outcome for a
+    # batch run, so anything above the limit becomes an error before decoding starts.
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and img.width * img.height > limit:
+        raise ImageReadError(
+            f"image too large (decompression bomb guard): {path}: {img.width}x{img.height} pixels "
+            f"exceeds the limit of {limit}"
+        )
+
+
+def _upright_request(min_size: tuple[int, int], orientation: int | None) -> tuple[int, int]:
+    # draft() works on the stored frame; EXIF orientations 5-8 swap width and height afterwards.
+    return (min_size[1], min_size[0]) if orientation in (5, 6, 7, 8) else min_size
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -116,5 +185,12 @@ def to_array(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
 
 
 def preprocess(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
-    """Decode, resize and normalise one file into a float32 array of shape (3, H, W)."""
-    return to_array(resize(load_image(path), spec), spec)
+    """Decode (at reduced size when much larger than the input), resize and normalise one file
+    into a float32 array of shape (3, H, W)."""
+    return preprocess_frame(path, spec)[0]
+
+
+def preprocess_frame(path: str | Path, spec: PreprocessSpec) -> tuple[np.ndarray, str | None]:
+    """`preprocess` plus the frame's EXIF capture time."""
+    frame = load_frame(path, min_size=draft_size(spec))
+    return to_array(resize(frame.image, spec), spec), frame.captured

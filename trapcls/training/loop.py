@@ -20,7 +20,7 @@ from trapcls._deps import require
 from trapcls.exceptions import DataError
 from trapcls.fsutil import atomic_write_text
 from trapcls.metrics import accuracy, log_loss
-from trapcls.preprocess import PreprocessSpec, load_image, preprocess, resize, to_array
+from trapcls.preprocess import PreprocessSpec, draft_size, load_image, preprocess, resize, to_array
 from trapcls.progress import bar
 from trapcls.training.checkpoint import BEST, save_checkpoint
 from trapcls.training.data import Sample, load_samples, stratified_split
@@ -194,7 +194,7 @@ class _ImageDataset:
         torch = require("torch")
         sample = self.samples[i]
         if self.augment:
-            img = resize(load_image(sample.path), self.spec)
+            img = resize(load_image(sample.path, min_size=draft_size(self.spec)), self.spec)
             if random.random() < 0.5:
                 img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             array = to_array(img, self.spec)
