@@ -50,7 +50,8 @@ def test_unreadable_images_exit_0_unless_strict(tiny_run, tmp_path):
     proc = trapcls(*args)
     assert "3 unreadable" in proc.stdout and "uniform distribution" in proc.stderr
     assert len(pd.read_csv(tmp_path / "o.csv")) == 5
-    trapcls(*args, "--strict", check_rc=1)
+    assert "already in" in trapcls(*args).stderr  # the same command again resumes: nothing left to do
+    trapcls(*args, "--strict", "--overwrite", check_rc=1)
 
 
 def test_train_export_predict_on_ena24_from_the_cli(tmp_path, shared_data):

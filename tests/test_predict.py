@@ -51,7 +51,7 @@ def test_field_format_has_one_row_per_image_and_probabilities_sum_to_one(tiny_ru
     summary = run_predict(PredictConfig(inputs=[DEMO / "frames"], bundle=tiny_run / "bundle", out=out, batch_size=3))
     df = _read(out)
     classes = ["baboon", "blank", "buffalo", "elephant", "warthog", "zebra"]
-    assert list(df.columns) == ["path", "label", "probability", *classes, "status", "error"]
+    assert list(df.columns) == ["path", "captured", "label", "probability", "is_blank", *classes, "status", "error"]
     assert len(df) == summary.images == 10 and summary.failed == 0
     assert list(df["path"]) == sorted(df["path"])
     probs = df[classes].to_numpy(dtype=float)
@@ -59,6 +59,7 @@ def test_field_format_has_one_row_per_image_and_probabilities_sum_to_one(tiny_ru
     assert (df["label"] == np.array(classes)[probs.argmax(axis=1)]).all()
     np.testing.assert_allclose(df["probability"], probs.max(axis=1))
     assert set(df["status"]) == {"ok"}
+    assert (df["is_blank"] == (df["blank"] >= 0.5)).all()
 
 
 def test_submission_format_is_the_drivendata_layout(tiny_run, tmp_path):

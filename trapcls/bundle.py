@@ -25,7 +25,7 @@ MANIFEST = "bundle.json"
 ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.safetensors"
 # Column names the CSV writers use besides the classes; a class may not take one of them.
-RESERVED_NAMES = frozenset({"id", "path", "label", "probability", "status", "error"})
+RESERVED_NAMES = frozenset({"id", "path", "captured", "label", "probability", "is_blank", "status", "error"})
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import typer
 
 from trapcls import __version__
 from trapcls.exceptions import TrapclsError
-from trapcls.predict import FORMATS
+from trapcls.predict import BACKEND_NAMES, DEFAULT_BLANK_THRESHOLD, FORMATS
 
 app = typer.Typer(
     name="trapcls",
@@ -105,31 +105,77 @@ def export_onnx(
     typer.echo(f"bundle: {report.bundle.root}")
 
 
+BackendName = enum.Enum("BackendName", {name: name for name in ("auto", *BACKEND_NAMES)}, type=str)
+
+
 @app.command()
 def predict(
-    inputs: Annotated[list[Path], typer.Argument(help="Folders (searched recursively) and/or image files.")],
-    bundle: Annotated[Path, typer.Option(help="Model bundle folder (from `trapcls export onnx` or `trapcls train`).")],
-    out: Annotated[Path, typer.Option(help="CSV file to write.")],
-    fmt: Annotated[OutputFormat, typer.Option("--format", help="field (per-file table) or submission (id + class columns).")]
-    = OutputFormat.field,
+    inputs: Annotated[Optional[list[Path]], typer.Argument(
+        help="Folders (searched recursively), image files, or quoted globs such as 'cams/**/*.JPG'.")] = None,
+    bundle: Annotated[Path, typer.Option(help="Model bundle folder (from `trapcls export onnx` or `trapcls train`).")]
+    = ...,
+    out: Annotated[Path, typer.Option(help="CSV to write. If it exists, files already in it are skipped (resume).")]
+    = ...,
+    fmt: Annotated[OutputFormat, typer.Option(
+        "--format", help="field (path, capture time, label, blank flag, probabilities, status) or submission "
+                         "(id + one probability column per class).")] = OutputFormat.field,
+    file_list: Annotated[Optional[Path], typer.Option(
+        help="Text file with one image path per line (relative to the list's folder; # comments).")] = None,
+    backend: Annotated[BackendName, typer.Option(
+        help="Inference engine; auto picks the fastest available and says which.")] = BackendName.auto,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 16,
-    threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime intra-op threads; default: all cores.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU inference threads; default: all cores.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Image decoding threads; default: all cores.")] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        help="K/N: classify only shard K of N (1-based, by a hash of each path); join the CSVs with `trapcls merge`.")]
+    = None,
+    tta: Annotated[bool, typer.Option(help="Average with a horizontally flipped copy (twice the model work).")] = False,
+    blank_threshold: Annotated[Optional[float], typer.Option(
+        help=f"is_blank is true when P(blank) >= this (field format, bundles with a blank class). "
+             f"Default {DEFAULT_BLANK_THRESHOLD}.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Start --out afresh instead of resuming it.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit 1 when any image could not be read.")] = False,
 ) -> None:
-    """Classify JPEG/PNG images into a CSV of per-class probabilities; unreadable files become error rows."""
+    """Classify JPEG/PNG images into a CSV of per-class probabilities; unreadable files become error rows.
+
+    Rows are appended as batches finish. Interrupted? Run the same command again: it skips what
+    is done, repairs a torn last line, and ends with the same CSV an uninterrupted run writes.
+    """
+    import warnings
+
+    from PIL import Image
+
+    from trapcls.predict.discover import parse_shard
     from trapcls.predict.runner import PredictConfig, run_predict
     from trapcls.progress import bar
 
-    config = PredictConfig(inputs=inputs, bundle=bundle, out=out, fmt=fmt.value, batch_size=batch_size, threads=threads)
+    # Oversized frames become error rows; Pillow's warning for them would only be noise.
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    config = PredictConfig(inputs=inputs or [], bundle=bundle, out=out, fmt=fmt.value, backend=backend.value,
+                           batch_size=batch_size, threads=threads, workers=workers, file_list=file_list,
+                           shard=parse_shard(shard) if shard else None, overwrite=overwrite, tta=tta,
+                           blank_threshold=blank_threshold)
     bars = []  # created once the number of files is known, so errors before that print cleanly
     try:
         summary = run_predict(config, progress=lambda n: bars[0].update(n),
                               on_total=lambda n: bars.append(bar(n, "classify", enabled=True)))
+    except KeyboardInterrupt:
+        for progress in bars:
+            progress.close()
+        typer.echo(f"interrupted: the rows written so far are kept in {out}; run the same command again "
+                   "to finish the rest.", err=True)
+        raise typer.Exit(130) from None
     finally:
         for progress in bars:
             progress.close()
-    typer.echo(f"{summary.images} images -> {summary.out} ({summary.failed} unreadable) in {summary.seconds:.1f}s "
-               f"with {summary.backend}")
+    rate = summary.classified / summary.seconds if summary.seconds > 0 else 0.0
+    typer.echo(f"backend: {summary.backend} on {summary.device} ({summary.reason})", err=True)
+    if summary.skipped:
+        typer.echo(f"resumed: {summary.skipped} files were already in {summary.out}", err=True)
+    if summary.repaired:
+        typer.echo(f"repaired: cut an incomplete last line from {summary.out}", err=True)
+    typer.echo(f"{summary.classified} images -> {summary.out} ({summary.failed} unreadable) "
+               f"in {summary.seconds:.1f}s, {rate:.1f} images/s")
     if summary.failed:
         for result in summary.failures[:5]:
             typer.echo(f"  {result.error}", err=True)
@@ -137,6 +183,19 @@ def predict(
             typer.echo("warning: unreadable images got the uniform distribution in the submission", err=True)
         if strict:
             raise typer.Exit(1)
+
+
+@app.command()
+def merge(
+    shards: Annotated[list[Path], typer.Argument(help="CSVs written by `trapcls predict --shard K/N` (same model "
+                                                      "and format).")],
+    out: Annotated[Path, typer.Option(help="The joined CSV to write.")],
+) -> None:
+    """Join shard CSVs into one, sorted like an unsharded run; refuses mismatched or overlapping shards."""
+    from trapcls.predict.merge import merge_csvs
+
+    summary = merge_csvs(shards, out)
+    typer.echo(f"{summary.rows} rows from {summary.sources} files -> {summary.out}")
 
 
 @app.command()

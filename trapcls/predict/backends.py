@@ -1,58 +1,184 @@
 """Inference backends behind one small registry, looked up by name.
 
 A backend turns a float32 NCHW batch into logits; `probabilities` applies the bundle's
-calibration temperature and softmax, the same for every backend.
+calibration temperature and softmax, the same for every backend. `choose_backend("auto")`
+takes the first available in AUTO_ORDER: a TensorRT engine, then torch on a CUDA GPU
+(FP16, channels_last), then ONNX Runtime (CUDA provider when present, else CPU). On a CPU
+box ONNX Runtime beats eager torch (see benchmarks/), so auto never picks torch without a GPU.
 """
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import logging
 import os
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from trapcls._deps import require
 from trapcls.bundle import Bundle
-from trapcls.exceptions import TrapclsError
+from trapcls.exceptions import BundleError, MissingDependencyError, TrapclsError
 
 log = logging.getLogger(__name__)
 
 
 class Backend(Protocol):
     name: str
+    device: str
+    # How many batches may run at once; the runner keeps this many inference calls in flight.
+    slots: int
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Logits of shape (N, classes) for a float32 batch of shape (N, 3, H, W)."""
         ...
 
 
+def cores() -> int:
+    """CPU cores this process may use (cgroup/affinity aware where the OS says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def gpu_present() -> bool:
+    """Whether an NVIDIA GPU device node exists (x86 or Jetson); cheap, imports nothing."""
+    return bool(glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/nvhost-ctrl-gpu"))
+
+
 class OnnxRuntimeBackend:
-    """ONNX Runtime on the CPU with explicit thread settings."""
+    """ONNX Runtime with explicit thread settings; the CUDA provider when it is installed and a GPU is present.
+
+    On the CPU one call runs at a time on `threads` intra-op threads (default: all cores) that
+    sleep instead of spinning between kernels, so the decoding threads get the cores back while
+    a batch waits (measured in benchmarks/: spinning or several single-threaded calls at once
+    both lose throughput on a 2-core box).
+    """
 
     name = "onnxruntime"
 
     def __init__(self, bundle: Bundle, *, threads: int | None = None) -> None:
         import onnxruntime as ort
 
+        use_cuda = "CUDAExecutionProvider" in ort.get_available_providers() and gpu_present()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(
-            str(bundle.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        options.inter_op_num_threads = 1
+        # Spinning threads burn the cores the decoders need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.intra_op_num_threads = 1 if use_cuda else (threads or cores())
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        self.device, self.slots = ("cuda" if use_cuda else "cpu"), 1
+        self._session = ort.InferenceSession(str(bundle.onnx_path), sess_options=options, providers=providers)
         self._input = self._session.get_inputs()[0].name
-        log.info("onnxruntime %s, %d intra-op threads", ort.__version__, options.intra_op_num_threads)
+        log.info("onnxruntime %s on %s, %d intra-op threads", ort.__version__, self.device,
+                 options.intra_op_num_threads)
+
+    @staticmethod
+    def unavailable(bundle: Bundle) -> str | None:
+        return None  # a core dependency: always there
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input: batch})[0]
 
 
-BACKENDS: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend}
+class TorchBackend:
+    """PyTorch eager from the bundle's weights.safetensors: FP16 + channels_last on CUDA, FP32 on the CPU."""
+
+    name = "torch"
+
+    def __init__(self, bundle: Bundle, *, threads: int | None = None) -> None:
+        torch = require("torch")
+        from trapcls.training.models import create_model
+
+        if bundle.weights_path is None:
+            raise BundleError(f"{bundle.root} has no weights.safetensors, which the torch backend needs; "
+                              "use --backend onnxruntime.")
+        model = create_model(bundle.arch, len(bundle.classes))
+        state = require("safetensors.torch").load_file(str(bundle.weights_path))
+        model.load_state_dict(state)
+        model.eval()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.slots = 1
+        if self.device == "cuda":
+            model = model.to("cuda", memory_format=torch.channels_last).half()
+        elif threads:
+            torch.set_num_threads(threads)
+        self._torch, self._model = torch, model
+        log.info("torch %s on %s%s", torch.__version__, self.device, " (fp16, channels_last)" if self.device == "cuda" else "")
+
+    @staticmethod
+    def unavailable(bundle: Bundle) -> str | None:
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("timm") is None:
+            return "torch/timm not installed (pip install 'trapcls[train]')"
+        if bundle.weights_path is None:
+            return "the bundle has no weights.safetensors"
+        if not gpu_present():
+            return "no GPU (on a CPU onnxruntime is faster)"
+        if not require("torch").cuda.is_available():
+            return "torch cannot use the GPU (CPU-only build or driver mismatch)"
+        return None
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch)
+            if self.device == "cuda":
+                x = x.pin_memory().to("cuda", non_blocking=True).half().contiguous(memory_format=torch.channels_last)
+            return self._model(x).float().cpu().numpy()
+
+
+class TensorRTBackend:
+    """The slot for FP16 TensorRT engines built on the target device; this version builds none yet."""
+
+    name = "tensorrt"
+    REASON = "this trapcls version does not build TensorRT engines yet, so no bundle has one"
+
+    def __init__(self, bundle: Bundle, *, threads: int | None = None) -> None:
+        raise TrapclsError(f"The tensorrt backend is not available: {self.unavailable(bundle)}. "
+                           "Use --backend onnxruntime or torch.")
+
+    @staticmethod
+    def unavailable(bundle: Bundle) -> str | None:
+        if importlib.util.find_spec("tensorrt") is None:
+            return "tensorrt is not installed"
+        return TensorRTBackend.REASON
+
+
+# Keys must equal trapcls.predict.BACKEND_NAMES (the CLI's choices); a test holds them equal.
+BACKENDS: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend, "torch": TorchBackend, "tensorrt": TensorRTBackend}
+AUTO_ORDER = ("tensorrt", "torch", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The backend to use and why it was picked."""
+
+    name: str
+    reason: str
+
+
+def choose_backend(name: str, bundle: Bundle) -> Choice:
+    """Resolve `name` ("auto" or a BACKENDS key) to a backend, saying why."""
+    if name != "auto":
+        if name not in BACKENDS:
+            raise TrapclsError(f"Invalid backend {name!r}. Only auto, {', '.join(BACKENDS)} are supported.")
+        return Choice(name, "requested")
+    skipped = []
+    for candidate in AUTO_ORDER:
+        why_not = BACKENDS[candidate].unavailable(bundle)
+        if why_not is None:
+            note = f" (skipped {'; '.join(skipped)})" if skipped else ""
+            return Choice(candidate, f"auto: fastest available{note}")
+        skipped.append(f"{candidate}: {why_not}")
+    raise MissingDependencyError("No inference backend is available: " + "; ".join(skipped))
 
 
 def create_backend(name: str, bundle: Bundle, *, threads: int | None = None) -> Backend:
-    """Instantiate the backend called `name` for `bundle`."""
+    """Instantiate the backend called `name` (a BACKENDS key) for `bundle`."""
     try:
         cls = BACKENDS[name]
     except KeyError:

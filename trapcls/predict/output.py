@@ -1,9 +1,16 @@
-"""CSV writers for prediction results: the `field` table and the competition `submission`."""
+"""CSV writers for prediction results: the `field` table and the competition `submission`.
+
+Rows are keyed by their first cell (the relative path, or the submission id) and a finished
+CSV is sorted by it, so an interrupted-and-resumed run, a sharded-and-merged run and a plain
+run end in the same file.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from trapcls.exceptions import DataError
-from trapcls.fsutil import atomic_write_text
-from trapcls.predict import FORMATS
+from trapcls.fsutil import atomic_write_text, fsync_dir
+from trapcls.predict import DEFAULT_BLANK_THRESHOLD, FORMATS
 from trapcls.predict.discover import ImageFile
 
+log = logging.getLogger(__name__)
+
 _FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+# Class names that mean "nothing triggered the camera but wind, sun or rain".
+BLANK_NAMES = ("blank", "empty")
+
 
 
 @dataclass(frozen=True)
@@ -25,6 +37,7 @@ class Result:
     file: ImageFile
     probs: np.ndarray | None
     error: str | None = None
+    captured: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -34,6 +47,67 @@ class Result:
 def neutralise(cell: str) -> str:
     """Prefix a quote to text a spreadsheet would run as a formula (a file name can carry one)."""
     return "'" + cell if cell.startswith(_FORMULA_LEADS) else cell
+
+
+def blank_index(classes: tuple[str, ...]) -> int | None:
+    """Index of the bundle's blank class (named blank or empty, any case), or None."""
+    for i, name in enumerate(classes):
+        if name.lower() in BLANK_NAMES:
+            return i
+    return None
+
+
+def check_format(fmt: str) -> None:
+    """Raise DataError unless `fmt` is one of FORMATS."""
+    if fmt not in FORMATS:
+        raise DataError(f"Invalid format {fmt!r}. Only {', '.join(FORMATS)} are supported.")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The shape of one prediction CSV: format, classes, and the blank flag's threshold.
+
+    field: path, captured, label, probability, [is_blank,] <classes>, status, error
+    (is_blank only when the bundle has a blank class: P(blank) >= blank_threshold).
+    submission: id, <classes>; unreadable files get the uniform distribution.
+    """
+
+    fmt: str
+    classes: tuple[str, ...]
+    blank_threshold: float = DEFAULT_BLANK_THRESHOLD
+
+    def __post_init__(self) -> None:
+        check_format(self.fmt)
+        if not 0.0 <= self.blank_threshold <= 1.0:
+            raise DataError(f"--blank-threshold must be between 0 and 1, got {self.blank_threshold}.")
+
+    @property
+    def blank(self) -> int | None:
+        return blank_index(self.classes) if self.fmt == "field" else None
+
+    def header(self) -> list[str]:
+        classes = list(map(neutralise, self.classes))
+        if self.fmt == "submission":
+            return ["id", *classes]
+        flag = ["is_blank"] if self.blank is not None else []
+        return ["path", "captured", "label", "probability", *flag, *classes, "status", "error"]
+
+    def key(self, file: ImageFile) -> str:
+        """The row's first cell, exactly as written."""
+        return neutralise(file.stem if self.fmt == "submission" else file.rel)
+
+    def row(self, result: Result) -> list[str]:
+        n = len(self.classes)
+        if self.fmt == "submission":
+            probs = result.probs if result.ok else np.full(n, 1.0 / n)
+            return [self.key(result.file), *map(_fmt, probs)]
+        flag = 1 if self.blank is not None else 0
+        if not result.ok:
+            return [self.key(result.file), "", "", "", *([""] * (flag + n)), "error", neutralise(result.error or "")]
+        top = int(np.argmax(result.probs))
+        is_blank = ["true" if result.probs[self.blank] >= self.blank_threshold else "false"] if flag else []
+        return [self.key(result.file), result.captured or "", neutralise(self.classes[top]), _fmt(result.probs[top]),
+                *is_blank, *map(_fmt, result.probs), "ok", ""]
 
 
 def check_submission_ids(files: list[ImageFile]) -> None:
@@ -48,39 +122,100 @@ def check_submission_ids(files: list[ImageFile]) -> None:
         )
 
 
-def check_format(fmt: str) -> None:
-    """Raise DataError unless `fmt` is one of FORMATS."""
-    if fmt not in FORMATS:
-        raise DataError(f"Invalid format {fmt!r}. Only {', '.join(FORMATS)} are supported.")
-
-
-def render_csv(results: list[Result], classes: tuple[str, ...], fmt: str) -> str:
-    """The CSV text for `results` in format `fmt` (one of FORMATS)."""
-    check_format(fmt)
+def render_csv(results: list[Result], layout: Layout) -> str:
+    """The CSV text for `results`, sorted by key."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    if fmt == "submission":
-        writer.writerow(["id", *map(neutralise, classes)])
-        uniform = np.full(len(classes), 1.0 / len(classes))
-        for result in sorted(results, key=lambda r: r.file.stem):
-            probs = result.probs if result.ok else uniform
-            writer.writerow([neutralise(result.file.stem), *map(_fmt, probs)])
-    else:
-        writer.writerow(["path", "label", "probability", *map(neutralise, classes), "status", "error"])
-        for result in sorted(results, key=lambda r: r.file.rel):
-            if result.ok:
-                top = int(np.argmax(result.probs))
-                writer.writerow([neutralise(result.file.rel), neutralise(classes[top]), _fmt(result.probs[top]),
-                                 *map(_fmt, result.probs), "ok", ""])
-            else:
-                writer.writerow([neutralise(result.file.rel), "", "", *([""] * len(classes)), "error",
-                                 neutralise(result.error or "")])
+    writer.writerow(layout.header())
+    writer.writerows(sorted((layout.row(r) for r in results), key=lambda row: row[0]))
     return buffer.getvalue()
 
 
-def write_csv(path: Path, results: list[Result], classes: tuple[str, ...], fmt: str) -> None:
+def write_csv(path: Path, results: list[Result], layout: Layout) -> None:
     """Write the CSV atomically: a crash leaves the previous file or the complete new one."""
-    atomic_write_text(path, render_csv(results, classes, fmt))
+    atomic_write_text(path, render_csv(results, layout))
+
+
+class CsvAppender:
+    """An append-only prediction CSV that doubles as the resume file.
+
+    Each `append` writes whole rows, flushes and fsyncs, so a killed run leaves every finished
+    batch on disk and at worst one torn last line, which the next open cuts off. `done` holds
+    the keys already written, which a re-run skips.
+    """
+
+    def __init__(self, path: Path, layout: Layout, *, overwrite: bool = False) -> None:
+        self.path, self.layout = path, layout
+        self.done: set[str] = set()
+        self.repaired = False
+        if path.is_dir():
+            raise DataError(f"--out {path} is a folder; give a CSV file path.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not overwrite and path.exists():
+            self.repaired = _cut_torn_line(path)
+        if overwrite or not path.exists() or path.stat().st_size == 0:
+            self._fh = open(path, "w", newline="", encoding="utf-8")
+            csv.writer(self._fh, lineterminator="\n").writerow(layout.header())
+            self._sync()
+            fsync_dir(path.parent)
+        else:
+            self.done = _read_keys(path, layout.header())
+            self._fh = open(path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._fh, lineterminator="\n")
+
+    def append(self, results: list[Result]) -> None:
+        """Write one row per result and make them durable."""
+        self._writer.writerows(self.layout.row(r) for r in results)
+        self._sync()
+        self.done.update(self.layout.key(r.file) for r in results)
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._sync()
+            self._fh.close()
+
+    def _sync(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+
+def _cut_torn_line(path: Path) -> bool:
+    """Truncate a last line that has no newline (a run killed mid-write); True when one was cut."""
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if not data or data.endswith(b"\n"):
+            return False
+        keep = data.rfind(b"\n") + 1
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+    log.warning("%s: cut an incomplete last line (%d bytes) left by an interrupted run", path, len(data) - keep)
+    return True
+
+
+def _read_keys(path: Path, header: list[str]) -> set[str]:
+    """Keys (first cells) of the rows in an existing CSV whose header must equal `header`."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        found = next(reader, None)
+        if found is None:
+            return set()
+        if found != header:
+            raise DataError(
+                f"{path} already exists with other columns ({_short(found)}; this run writes {_short(header)}). "
+                "It is from another model or format: pass --overwrite to replace it, or choose another --out."
+            )
+        keys = set()
+        for line, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise DataError(f"{path} line {line} has {len(row)} cells, expected {len(header)}; "
+                                "the file is damaged. Pass --overwrite to start it again.")
+            keys.add(row[0])
+    return keys
+
+
+def _short(cells: list[str]) -> str:
+    return ",".join(cells) if len(cells) <= 8 else ",".join(cells[:7]) + f",... ({len(cells)} columns)"
 
 
 def _fmt(p: float) -> str:

@@ -1,25 +1,34 @@
-"""Classify image files with a bundle: decode in threads, batch, run the backend, write the CSV."""
+"""Classify image files with a bundle: a decode pool feeding inference, rows appended as batches finish.
+
+The pipeline: decoding threads (one per core; Pillow and numpy release the GIL) turn files
+into model input a few batches ahead; the backend's `slots` inference calls run at once, each
+on a whole batch; the main thread writes each finished batch, in order, to the CSV. Only a
+bounded window of batches is ever in memory, whatever the number of files.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from trapcls.bundle import Bundle, load_bundle
 from trapcls.exceptions import DataError, ImageReadError
-from trapcls.predict.backends import create_backend, probabilities
-from trapcls.predict.discover import ImageFile, discover_images
-from trapcls.predict.output import Result, check_format, check_submission_ids, write_csv
-from trapcls.preprocess import PreprocessSpec, preprocess
+from trapcls.predict.backends import Backend, choose_backend, cores, create_backend, probabilities
+from trapcls.predict.discover import ImageFile, discover_images, select_shard
+from trapcls.predict.merge import merge_csvs
+from trapcls.predict.output import DEFAULT_BLANK_THRESHOLD, CsvAppender, Layout, Result, check_format, check_submission_ids
+from trapcls.preprocess import PreprocessSpec, preprocess_frame
 
 log = logging.getLogger(__name__)
+
+MAX_REPORTED_FAILURES = 20
 
 
 @dataclass(frozen=True)
@@ -30,22 +39,32 @@ class PredictConfig:
     bundle: Path
     out: Path
     fmt: str = "field"
-    backend: str = "onnxruntime"
+    backend: str = "auto"
     batch_size: int = 16
     threads: int | None = None
     workers: int | None = None
+    file_list: Path | None = None
+    shard: tuple[int, int] | None = None
+    overwrite: bool = False
+    tta: bool = False
+    blank_threshold: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class PredictSummary:
-    """What a run did: counts, where the CSV went, how long it took."""
+    """What a run did: counts, where the CSV went, which backend, how long it took."""
 
     out: Path
-    images: int
-    failed: int
-    seconds: float
-    backend: str
-    failures: list[Result]
+    backend: str = ""
+    device: str = ""
+    reason: str = ""
+    images: int = 0
+    classified: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    repaired: bool = False
+    failures: list[Result] = field(default_factory=list)
 
 
 def run_predict(
@@ -54,74 +73,130 @@ def run_predict(
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> PredictSummary:
-    """Classify every image under `config.inputs` and write one CSV row per file."""
+    """Classify every selected image not yet in `config.out`, appending one row per file.
+
+    The CSV is the resume file: re-running the same command skips the files it holds (unless
+    `overwrite`), and a finished CSV is put in canonical (sorted) order.
+    """
     check_format(config.fmt)  # before any work, not after the whole folder is classified
     if config.batch_size < 1:
         raise DataError(f"--batch-size must be at least 1, got {config.batch_size}.")
     bundle = load_bundle(config.bundle)
-    files = discover_images(config.inputs)
+    layout = _layout(config, bundle)
+    files = discover_images(config.inputs, file_list=config.file_list)
     if config.fmt == "submission":
-        check_submission_ids(files)
+        check_submission_ids(files)  # over the whole job, so clashes between shards are caught too
+    if config.shard:
+        files = select_shard(files, *config.shard)
+    choice = choose_backend(config.backend, bundle)
+    backend = create_backend(choice.name, bundle, threads=config.threads)
+    summary = PredictSummary(out=config.out, backend=backend.name, device=backend.device, reason=choice.reason,
+                             images=len(files))
+    appender = CsvAppender(config.out, layout, overwrite=config.overwrite)
+    summary.repaired = appender.repaired
+    todo = [f for f in files if layout.key(f) not in appender.done]
+    summary.skipped = len(files) - len(todo)
+    if summary.skipped:
+        log.info("resuming: %d of %d files are already in %s", summary.skipped, len(files), config.out)
     if on_total:
-        on_total(len(files))
-    backend = create_backend(config.backend, bundle, threads=config.threads)
+        on_total(len(todo))
     start = time.perf_counter()
-    results = classify_files(files, bundle, backend, batch_size=config.batch_size, workers=config.workers,
-                             progress=progress)
-    write_csv(config.out, results, bundle.classes, config.fmt)
-    failures = [r for r in results if not r.ok]
-    return PredictSummary(out=config.out, images=len(results), failed=len(failures),
-                          seconds=time.perf_counter() - start, backend=backend.name, failures=failures)
+    try:
+        for results in classify_batches(todo, bundle, backend, batch_size=config.batch_size,
+                                        workers=config.workers, tta=config.tta):
+            appender.append(results)
+            _count(summary, results)
+            if progress:
+                progress(len(results))
+    finally:
+        appender.close()
+        summary.seconds = time.perf_counter() - start
+    merge_csvs([config.out], config.out)  # canonical order: the same file however the work was split
+    return summary
 
 
-def classify_files(
+def _layout(config: PredictConfig, bundle: Bundle) -> Layout:
+    layout = Layout(config.fmt, bundle.classes,
+                    DEFAULT_BLANK_THRESHOLD if config.blank_threshold is None else config.blank_threshold)
+    if config.blank_threshold is not None and layout.blank is None:
+        why = ("the submission format has no is_blank column" if config.fmt == "submission"
+               else f"the bundle has no blank class (classes: {', '.join(bundle.classes)})")
+        raise DataError(f"--blank-threshold does not apply: {why}.")
+    return layout
+
+
+def _count(summary: PredictSummary, results: list[Result]) -> None:
+    summary.classified += len(results)
+    for result in results:
+        if not result.ok:
+            summary.failed += 1
+            if len(summary.failures) < MAX_REPORTED_FAILURES:
+                summary.failures.append(result)
+
+
+def classify_batches(
     files: list[ImageFile],
     bundle: Bundle,
-    backend,
+    backend: Backend,
     *,
     batch_size: int = 16,
     workers: int | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> list[Result]:
-    """Results for `files` in order. Decoding of the next batch overlaps inference on this one."""
-    workers = workers or min(8, os.cpu_count() or 1)
-    batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
-    results: list[Result] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        pending = _submit(pool, batches[0], bundle.preprocess) if batches else []
-        for index, batch in enumerate(batches):
-            decoded = [future.result() for future in pending]
-            if index + 1 < len(batches):
-                pending = _submit(pool, batches[index + 1], bundle.preprocess)
-            results.extend(_infer(batch, decoded, bundle, backend))
-            if progress:
-                progress(len(batch))
-    return results
+    tta: bool = False,
+) -> Iterator[list[Result]]:
+    """Results for `files`, one list per batch, in order; decoding runs ahead of inference."""
+    batches = iter([files[i:i + batch_size] for i in range(0, len(files), batch_size)])
+    decode_pool = ThreadPoolExecutor(max_workers=workers or cores(), thread_name_prefix="decode")
+    infer_pool = ThreadPoolExecutor(max_workers=backend.slots, thread_name_prefix="infer")
+    in_flight: deque[Future] = deque()
 
+    def submit_next() -> None:
+        batch = next(batches, None)
+        if batch is not None:
+            decoded = [decode_pool.submit(_decode, f.path, bundle.preprocess) for f in batch]
+            in_flight.append(infer_pool.submit(_infer, batch, decoded, bundle, backend, tta))
 
-def _submit(pool: ThreadPoolExecutor, batch: list[ImageFile], spec: PreprocessSpec) -> list[Future]:
-    return [pool.submit(_decode, f.path, spec) for f in batch]
-
-
-def _decode(path: Path, spec: PreprocessSpec) -> np.ndarray | str:
     try:
-        return preprocess(path, spec)
+        # Every slot busy plus two batches decoding ahead: enough to hide decode latency,
+        # few enough that memory stays a handful of batches.
+        for _ in range(backend.slots + 2):
+            submit_next()
+        while in_flight:
+            results = in_flight.popleft().result()
+            submit_next()
+            yield results
+    finally:
+        for future in in_flight:
+            future.cancel()
+        decode_pool.shutdown(wait=True, cancel_futures=True)
+        infer_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _decode(path: Path, spec: PreprocessSpec) -> tuple[np.ndarray, str | None] | str:
+    try:
+        return preprocess_frame(path, spec)
     except ImageReadError as exc:
         return str(exc)
+    except Exception as exc:  # a decoder bug on one odd file must not stop a 50,000-file run
+        log.exception("unexpected error decoding %s", path)
+        return f"unexpected error while decoding: {path}: {type(exc).__name__}: {exc}"
 
 
-def _infer(batch: list[ImageFile], decoded: list[np.ndarray | str], bundle: Bundle, backend) -> list[Result]:
-    good = [i for i, item in enumerate(decoded) if not isinstance(item, str)]
-    probs = None
+def _infer(batch: list[ImageFile], decoded: list[Future], bundle: Bundle, backend: Backend, tta: bool) -> list[Result]:
+    items = [future.result() for future in decoded]
+    good = [i for i, item in enumerate(items) if not isinstance(item, str)]
+    probs = {}
     if good:
-        logits = backend.logits(np.stack([decoded[i] for i in good]))
-        probs = probabilities(logits, bundle.temperature)
-    row_of = {i: row for row, i in enumerate(good)}
+        x = np.stack([items[i][0] for i in good])
+        p = probabilities(backend.logits(x), bundle.temperature)
+        if tta:  # horizontal flip: the same scene, the same answer; average the two
+            flipped = np.ascontiguousarray(x[..., ::-1])
+            p = (p + probabilities(backend.logits(flipped), bundle.temperature)) / 2
+        probs = dict(zip(good, p))
     out = []
     for i, file in enumerate(batch):
-        if i in row_of:
-            out.append(Result(file=file, probs=probs[row_of[i]]))
+        if i in probs:
+            out.append(Result(file=file, probs=probs[i], captured=items[i][1]))
         else:
-            log.warning("%s: %s", file.rel, decoded[i])
-            out.append(Result(file=file, probs=None, error=decoded[i]))
+            log.warning("%s: %s", file.rel, items[i])
+            out.append(Result(file=file, probs=None, error=items[i]))
     return out
