@@ -123,8 +123,10 @@ def predict(
         help="Text file with one image path per line (relative to the list's folder; # comments).")] = None,
     backend: Annotated[BackendName, typer.Option(
         help="Inference engine; auto picks the fastest available and says which.")] = BackendName.auto,
-    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 16,
-    threads: Annotated[Optional[int], typer.Option(help="CPU inference threads; default: all cores.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Images per inference batch; default 8 on a CPU, 32 on a GPU.")] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        help="CPU inference threads, each running its own batch; default: all cores.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Image decoding threads; default: all cores.")] = None,
     shard: Annotated[Optional[str], typer.Option(
         help="K/N: classify only shard K of N (1-based, by a hash of each path); join the CSVs with `trapcls merge`.")]
@@ -134,7 +136,8 @@ def predict(
         help=f"is_blank is true when P(blank) >= this (field format, bundles with a blank class). "
              f"Default {DEFAULT_BLANK_THRESHOLD}.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start --out afresh instead of resuming it.")] = False,
-    strict: Annotated[bool, typer.Option(help="Exit 1 when any image could not be read.")] = False,
+    strict: Annotated[bool, typer.Option(help="Exit 1 when any image classified in this run could not be read.")]
+    = False,
 ) -> None:
     """Classify JPEG/PNG images into a CSV of per-class probabilities; unreadable files become error rows.
 
@@ -174,8 +177,11 @@ def predict(
         typer.echo(f"resumed: {summary.skipped} files were already in {summary.out}", err=True)
     if summary.repaired:
         typer.echo(f"repaired: cut an incomplete last line from {summary.out}", err=True)
-    typer.echo(f"{summary.classified} images -> {summary.out} ({summary.failed} unreadable) "
-               f"in {summary.seconds:.1f}s, {rate:.1f} images/s")
+    if summary.classified or not summary.skipped:
+        typer.echo(f"{summary.classified} images -> {summary.out} ({summary.failed} unreadable) "
+                   f"in {summary.seconds:.1f}s, {rate:.1f} images/s")
+    else:
+        typer.echo(f"nothing to do: all {summary.images} images are already in {summary.out}")
     if summary.failed:
         for result in summary.failures[:5]:
             typer.echo(f"  {result.error}", err=True)

@@ -52,10 +52,12 @@ def gpu_present() -> bool:
 class OnnxRuntimeBackend:
     """ONNX Runtime with explicit thread settings; the CUDA provider when it is installed and a GPU is present.
 
-    On the CPU one call runs at a time on `threads` intra-op threads (default: all cores) that
-    sleep instead of spinning between kernels, so the decoding threads get the cores back while
-    a batch waits (measured in benchmarks/: spinning or several single-threaded calls at once
-    both lose throughput on a 2-core box).
+    On the CPU each call runs on one thread and the runner keeps `threads` calls (default: one
+    per core) in flight on separate batches. Independent batches never wait for each other,
+    whereas intra-op threads meet at a barrier after every layer and stall whenever a decoding
+    thread holds the other core: on 2 cores this gets ~97% of the work bound against ~85% for
+    one call on two intra-op threads (benchmarks/predict_throughput.py). Threads sleep rather
+    than spin, leaving the cores to the decoders.
     """
 
     name = "onnxruntime"
@@ -69,13 +71,13 @@ class OnnxRuntimeBackend:
         options.inter_op_num_threads = 1
         # Spinning threads burn the cores the decoders need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.intra_op_num_threads = 1 if use_cuda else (threads or cores())
+        options.intra_op_num_threads = 1
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
-        self.device, self.slots = ("cuda" if use_cuda else "cpu"), 1
+        self.device = "cuda" if use_cuda else "cpu"
+        self.slots = 1 if use_cuda else (threads or cores())
         self._session = ort.InferenceSession(str(bundle.onnx_path), sess_options=options, providers=providers)
         self._input = self._session.get_inputs()[0].name
-        log.info("onnxruntime %s on %s, %d intra-op threads", ort.__version__, self.device,
-                 options.intra_op_num_threads)
+        log.info("onnxruntime %s on %s, %d single-threaded calls in flight", ort.__version__, self.device, self.slots)
 
     @staticmethod
     def unavailable(bundle: Bundle) -> str | None:
