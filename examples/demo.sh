@@ -17,5 +17,5 @@ run .venv/bin/trapcls train examples/demo/train --arch tf_efficientnet_lite0 \
     --epochs 20 --lr 1e-2 --batch-size 8 --val-fraction 0 --out demo-out/run
 run .venv/bin/trapcls predict examples/demo/frames --bundle demo-out/run/bundle --out demo-out/predictions.csv
 echo
-echo "first rows of demo-out/predictions.csv (path, label, probability):"
-head -n 11 demo-out/predictions.csv | cut -d, -f1-3
+echo "first rows of demo-out/predictions.csv (path, label, probability, is_blank):"
+head -n 11 demo-out/predictions.csv | cut -d, -f1,3-5

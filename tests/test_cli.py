@@ -22,7 +22,7 @@ def trapcls(*args, check_rc: int | None = 0) -> subprocess.CompletedProcess:
 def test_version_and_help():
     assert trapcls("--version").stdout.strip() == f"trapcls {__version__}"
     help_text = trapcls("--help").stdout
-    for command in ("train", "export", "predict", "watch", "evaluate"):
+    for command in ("train", "export", "predict", "merge", "watch", "evaluate"):
         assert command in help_text
 
 
