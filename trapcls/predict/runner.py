@@ -195,7 +195,7 @@ def _infer(batch: list[ImageFile], decoded: list[Future], bundle: Bundle, backen
         if tta:  # horizontal flip: the same scene, the same answer; average the two
             flipped = np.ascontiguousarray(x[..., ::-1])
             p = (p + probabilities(backend.logits(flipped), bundle.temperature)) / 2
-        probs = dict(zip(good, p))
+        probs = dict(zip(good, p, strict=True))
     out = []
     for i, file in enumerate(batch):
         if i in probs:
