@@ -9,6 +9,7 @@ from pathlib import Path
 
 from trapcls.exceptions import DataError
 from trapcls.fsutil import atomic_write_text
+from trapcls.predict.output import read_table, short
 
 _EXAMPLES = 5
 
@@ -32,12 +33,12 @@ def merge_csvs(sources: list[Path], out: Path) -> MergeSummary:
     """
     if not sources:
         raise DataError("Nothing to merge: name at least one prediction CSV.")
-    tables = [(path, *_read_csv(path)) for path in sources]  # all read before `out` is replaced
+    tables = [(path, *read_table(path)) for path in sources]  # all read before `out` is replaced
     header = tables[0][1]
     for path, other, _ in tables[1:]:
         if other != header:
             raise DataError(
-                f"{path} has other columns than {sources[0]}: {_short(other)} vs {_short(header)}. "
+                f"{path} has other columns than {sources[0]}: {short(other)} vs {short(header)}. "
                 "Merge only CSVs written by the same model with the same --format."
             )
     tagged = [(row, path) for path, _, rows in tables for row in rows]
@@ -49,32 +50,6 @@ def merge_csvs(sources: list[Path], out: Path) -> MergeSummary:
     writer.writerows(row for row, _ in tagged)
     atomic_write_text(out, buffer.getvalue())
     return MergeSummary(rows=len(tagged), sources=len(sources), out=out)
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a complete prediction CSV; refuses missing, empty, torn or ragged files."""
-    try:
-        data = path.read_bytes()
-        text = data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"Cannot read {path}: {exc}.") from exc
-    if not data:
-        raise DataError(f"{path} is empty: it has no header row. Re-run the command that writes it.")
-    if not data.endswith(b"\n"):
-        raise DataError(
-            f"{path} ends in an incomplete line: its run was interrupted. Re-run that shard's predict command "
-            "(it resumes and finishes the file), then merge again."
-        )
-    try:
-        table = list(csv.reader(io.StringIO(text, newline=""), strict=True))
-    except csv.Error as exc:
-        raise DataError(f"{path} is not a valid CSV: {exc}.") from exc
-    header, rows = table[0], table[1:]
-    for line, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}: row {line} has {len(row)} cells, the header {len(header)}. The file is "
-                            "damaged; re-run that shard's predict command with --overwrite.")
-    return header, rows
 
 
 def _check_unique(tagged: list[tuple[list[str], Path]]) -> None:
@@ -90,8 +65,3 @@ def _check_unique(tagged: list[tuple[list[str], Path]]) -> None:
             f"{count} more than once, e.g. {examples}. Each image must be in exactly one source: "
             "were the shards run with different inputs, or the same --shard twice?"
         )
-
-
-def _short(cells: list[str], limit: int = 100) -> str:
-    text = ",".join(cells)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

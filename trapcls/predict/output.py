@@ -1,8 +1,8 @@
 """CSV writers for prediction results: the `field` table and the competition `submission`.
 
 Rows are keyed by their first cell (the relative path, or the submission id) and a finished
-CSV is sorted by it, so an interrupted-and-resumed run, a sharded-and-merged run and a plain
-run end in the same file.
+CSV is sorted by it (`merge.merge_csvs`), so an interrupted-and-resumed run, a sharded-and-
+merged run and a plain run end in the same file. `read_table` is the one reader of these CSVs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from trapcls.exceptions import DataError
-from trapcls.fsutil import atomic_write_text, fsync_dir
+from trapcls.fsutil import fsync_dir
 from trapcls.predict import DEFAULT_BLANK_THRESHOLD, FORMATS
 from trapcls.predict.discover import ImageFile
 
@@ -122,20 +122,6 @@ def check_submission_ids(files: list[ImageFile]) -> None:
         )
 
 
-def render_csv(results: list[Result], layout: Layout) -> str:
-    """The CSV text for `results`, sorted by key."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(layout.header())
-    writer.writerows(sorted((layout.row(r) for r in results), key=lambda row: row[0]))
-    return buffer.getvalue()
-
-
-def write_csv(path: Path, results: list[Result], layout: Layout) -> None:
-    """Write the CSV atomically: a crash leaves the previous file or the complete new one."""
-    atomic_write_text(path, render_csv(results, layout))
-
-
 class CsvAppender:
     """An append-only prediction CSV that doubles as the resume file.
 
@@ -159,7 +145,14 @@ class CsvAppender:
             self._sync()
             fsync_dir(path.parent)
         else:
-            self.done = _read_keys(path, layout.header())
+            header, rows = read_table(path)
+            if header != layout.header():
+                raise DataError(
+                    f"{path} already exists with other columns ({short(header)}; this run writes "
+                    f"{short(layout.header())}). It is from another model or format: pass --overwrite to replace "
+                    "it, or choose another --out."
+                )
+            self.done = {row[0] for row in rows}
             self._fh = open(path, "a", newline="", encoding="utf-8")
         self._writer = csv.writer(self._fh, lineterminator="\n")
 
@@ -193,29 +186,36 @@ def _cut_torn_line(path: Path) -> bool:
     return True
 
 
-def _read_keys(path: Path, header: list[str]) -> set[str]:
-    """Keys (first cells) of the rows in an existing CSV whose header must equal `header`."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        found = next(reader, None)
-        if found is None:
-            return set()
-        if found != header:
-            raise DataError(
-                f"{path} already exists with other columns ({_short(found)}; this run writes {_short(header)}). "
-                "It is from another model or format: pass --overwrite to replace it, or choose another --out."
-            )
-        keys = set()
-        for line, row in enumerate(reader, start=2):
-            if len(row) != len(header):
-                raise DataError(f"{path} line {line} has {len(row)} cells, expected {len(header)}; "
-                                "the file is damaged. Pass --overwrite to start it again.")
-            keys.add(row[0])
-    return keys
+def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a complete prediction CSV; refuses a missing, empty, torn or ragged file."""
+    try:
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"Cannot read {path}: {exc}.") from exc
+    if not data:
+        raise DataError(f"{path} is empty: it has no header row. Re-run the command that writes it.")
+    if not data.endswith(b"\n"):
+        raise DataError(
+            f"{path} ends in an incomplete line: its run was interrupted. Re-run that shard's predict command "
+            "(it resumes and finishes the file), then merge again."
+        )
+    try:
+        table = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except csv.Error as exc:
+        raise DataError(f"{path} is not a valid CSV: {exc}.") from exc
+    header, rows = table[0], table[1:]
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}: row {line} has {len(row)} cells, the header {len(header)}. The file is "
+                            "damaged; re-run the predict command that wrote it with --overwrite.")
+    return header, rows
 
 
-def _short(cells: list[str]) -> str:
-    return ",".join(cells) if len(cells) <= 8 else ",".join(cells[:7]) + f",... ({len(cells)} columns)"
+def short(cells: list[str], limit: int = 100) -> str:
+    """Cells joined by commas, cut to `limit` characters for an error message."""
+    text = ",".join(cells)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fmt(p: float) -> str:
