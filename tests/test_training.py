@@ -142,3 +142,27 @@ def test_weights_with_other_shapes_are_refused_with_the_offending_keys(tmp_path)
     save_file(create_model("resnet18", 3).state_dict(), str(path))
     with pytest.raises(DataError, match="does not fit test_resnet: .*shape-mismatched"):
         load_weights(create_model("test_resnet", 3), path)
+
+
+def test_calibration_is_fitted_on_validation_stored_and_applied_by_predict(tiny_run, tmp_path):
+    import pandas as pd
+
+    from trapcls.bundle import load_bundle
+    from trapcls.predict.backends import create_backend, probabilities
+    from trapcls.predict.runner import PredictConfig, run_predict
+
+    manifest = json.loads((tiny_run / "bundle" / "bundle.json").read_text())
+    calibration = manifest["calibration"]
+    assert calibration["fitted"] and calibration["images"] > 0
+    assert calibration["val_log_loss_after"] <= calibration["val_log_loss_before"]
+    assert load_checkpoint(tiny_run)["calibration"]["temperature"] == calibration["temperature"] != 1.0
+
+    bundle = load_bundle(tiny_run / "bundle")
+    frame = sorted((DEMO / "frames").glob("*.jpg"))[0]
+    logits = create_backend("onnxruntime", bundle).logits(preprocess(frame, bundle.preprocess)[None])
+    out = tmp_path / "p.csv"
+    run_predict(PredictConfig(inputs=[frame], bundle=bundle.root, out=out))
+    row = pd.read_csv(out).iloc[0]
+    np.testing.assert_allclose(row[list(bundle.classes)].to_numpy(dtype=float),
+                               probabilities(logits, bundle.temperature)[0], atol=1e-7)
+    assert not np.allclose(probabilities(logits, 1.0)[0], probabilities(logits, bundle.temperature)[0], atol=1e-6)

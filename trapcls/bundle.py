@@ -56,7 +56,7 @@ def write_manifest(
     arch: str,
     classes: list[str],
     preprocess: PreprocessSpec,
-    temperature: float = 1.0,
+    calibration: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
     export: dict[str, Any] | None = None,
@@ -79,7 +79,8 @@ def write_manifest(
         "classes": list(classes),
         "preprocess": preprocess.to_dict(),
         "output": "logits",
-        "calibration": {"temperature": float(temperature), "fitted": temperature != 1.0},
+        # A fitted calibration also records the validation log loss before and after it.
+        "calibration": calibration or {"temperature": 1.0, "fitted": False},
         "metrics": metrics or {},
         "training": training or {},
         "export": export or {},

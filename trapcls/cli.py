@@ -69,6 +69,8 @@ def train(
     workers: Annotated[Optional[int], typer.Option(help="Data loader processes; default min(2, cores).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Reuse a non-empty --out folder.")] = False,
     export: Annotated[bool, typer.Option(help="Export the best checkpoint to OUT/bundle at the end.")] = True,
+    calibrate: Annotated[bool, typer.Option(
+        help="Fit a temperature on the validation split (minimising log loss) and store it in the bundle.")] = True,
 ) -> None:
     """Fine-tune a timm model on labelled images; writes OUT/best.pt, metrics.csv, split.csv and OUT/bundle."""
     from trapcls.training.loop import TrainConfig, train as run_train
@@ -76,11 +78,16 @@ def train(
     config = TrainConfig(data=data, out=out, arch=arch, weights=weights, pretrained=pretrained, epochs=epochs,
                          img_size=img_size, batch_size=batch_size, optimizer=optimizer, lr=lr,
                          weight_decay=weight_decay, label_smoothing=label_smoothing, freeze_backbone=freeze_backbone,
-                         val_fraction=val_fraction, seed=seed, workers=workers, overwrite=overwrite, export=export)
+                         val_fraction=val_fraction, seed=seed, workers=workers, overwrite=overwrite, export=export,
+                         calibrate=calibrate)
     result = run_train(config, show_progress=True)
     summary = ", ".join(f"{k}={result.best_metrics[k]:.4f}" for k in ("val_accuracy", "val_log_loss")
                         if k in result.best_metrics)
     typer.echo(f"best epoch {result.best_epoch}{': ' + summary if summary else ''}")
+    if result.calibration:
+        c = result.calibration
+        typer.echo(f"calibration: temperature {c.temperature:.3f}, validation log loss "
+                   f"{c.val_log_loss_before:.4f} -> {c.val_log_loss_after:.4f}")
     typer.echo(f"run folder: {result.run_dir}")
     if result.bundle_dir:
         typer.echo(f"bundle: {result.bundle_dir}")

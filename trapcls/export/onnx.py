@@ -87,7 +87,7 @@ def export_onnx(source: Path, out: Path, *, verify_images: list[Path] | None = N
         metrics = {k: v for k, v in ckpt["metrics"].items() if k.startswith("val_")}
         training = {"checkpoint": ckpt["path"], "epoch": ckpt["epoch"], "config": ckpt["config"]}
         manifest_args = dict(arch=ckpt["arch"], classes=ckpt["classes"], preprocess=spec, metrics=metrics,
-                             training=training)
+                             training=training, calibration=ckpt.get("calibration"))
         bundle = write_manifest(staging, **manifest_args)
         parity = check_parity(model, bundle, verify_images or sample_images())
         write_manifest(staging, **manifest_args, export={

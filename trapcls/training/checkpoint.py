@@ -14,13 +14,14 @@ BEST = "best.pt"
 
 
 def save_checkpoint(path: Path, model, *, arch: str, classes: list[str], spec: PreprocessSpec, epoch: int,
-                    metrics: dict[str, float], config: dict[str, Any]) -> None:
-    """Save everything needed to rebuild the model without the run folder."""
+                    metrics: dict[str, float], config: dict[str, Any], calibration: dict[str, Any] | None = None) -> None:
+    """Save everything needed to rebuild the model without the run folder (and its fitted calibration)."""
     torch = require("torch")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
     torch.save({"format": CHECKPOINT_FORMAT, "arch": arch, "classes": list(classes), "preprocess": spec.to_dict(),
-                "epoch": epoch, "metrics": metrics, "config": config, "state_dict": state}, tmp)
+                "epoch": epoch, "metrics": metrics, "config": config, "calibration": calibration,
+                "state_dict": state}, tmp)
     tmp.replace(path)
 
 

@@ -22,7 +22,8 @@ from trapcls.fsutil import atomic_write_text
 from trapcls.metrics import accuracy, log_loss
 from trapcls.preprocess import PreprocessSpec, draft_size, load_image, preprocess, resize, to_array
 from trapcls.progress import bar
-from trapcls.training.checkpoint import BEST, save_checkpoint
+from trapcls.training.calibrate import Calibration, fit_temperature
+from trapcls.training.checkpoint import BEST, load_checkpoint, save_checkpoint
 from trapcls.training.data import Sample, load_samples, stratified_split
 from trapcls.training.models import create_model, preprocess_spec
 
@@ -56,6 +57,7 @@ class TrainConfig:
     workers: int | None = None
     overwrite: bool = False
     export: bool = True
+    calibrate: bool = True
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -69,6 +71,7 @@ class TrainResult:
     best_epoch: int
     best_metrics: dict[str, float]
     bundle_dir: Path | None
+    calibration: Calibration | None = None
 
 
 def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
@@ -131,13 +134,24 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
             save_checkpoint(run_dir / BEST, model, arch=config.arch, classes=classes, spec=spec, epoch=epoch,
                             metrics=row, config=resolved)
 
+    calibration = None
+    if val_set and config.calibrate:
+        model.load_state_dict(load_checkpoint(run_dir / BEST)["state_dict"])
+        logits, labels = collect_logits(model, val_loader, show_progress=show_progress)
+        calibration = fit_temperature(logits.numpy(), labels.numpy())
+        log.info("calibration: temperature %.3f, validation log loss %.4f -> %.4f", calibration.temperature,
+                 calibration.val_log_loss_before, calibration.val_log_loss_after)
+        save_checkpoint(run_dir / BEST, model, arch=config.arch, classes=classes, spec=spec, epoch=int(best["epoch"]),
+                        metrics=best, config=resolved, calibration=calibration.to_dict())
+
     bundle_dir = None
     if config.export:
         from trapcls.export.onnx import export_onnx
 
         verify = [s.path for s in (val_set or train_set)][:16]
         bundle_dir = export_onnx(run_dir / BEST, run_dir / "bundle", verify_images=verify).bundle.root
-    return TrainResult(run_dir=run_dir, best_epoch=int(best["epoch"]), best_metrics=best, bundle_dir=bundle_dir)
+    return TrainResult(run_dir=run_dir, best_epoch=int(best["epoch"]), best_metrics=best, bundle_dir=bundle_dir,
+                       calibration=calibration)
 
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, *, frozen: bool, desc: str,
@@ -164,8 +178,8 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, *, frozen: b
     return total_loss / max(seen, 1), correct / max(seen, 1), seen
 
 
-def evaluate(model, loader, criterion, *, show_progress: bool = False) -> dict[str, float]:
-    """Validation loss, accuracy and clipped multiclass log loss."""
+def collect_logits(model, loader, *, show_progress: bool = False):
+    """The model's logits and the labels over `loader`, in eval mode, as two tensors."""
     torch = require("torch")
     model.eval()
     all_logits, all_labels = [], []
@@ -174,7 +188,13 @@ def evaluate(model, loader, criterion, *, show_progress: bool = False) -> dict[s
             all_logits.append(model(images))
             all_labels.append(labels)
             progress.update(len(labels))
-    logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def evaluate(model, loader, criterion, *, show_progress: bool = False) -> dict[str, float]:
+    """Validation loss, accuracy and clipped multiclass log loss."""
+    torch = require("torch")
+    logits, labels = collect_logits(model, loader, show_progress=show_progress)
     probs = torch.softmax(logits.double(), dim=1).numpy()
     y = labels.numpy()
     return {"val_loss": float(criterion(logits, labels)), "val_accuracy": accuracy(probs, y),
