@@ -26,7 +26,7 @@ def test_round_trip_holds_everything_inference_needs(tiny_run):
     assert bundle.classes == ("baboon", "blank", "buffalo", "elephant", "warthog", "zebra")
     assert bundle.preprocess == PreprocessSpec(height=64, width=64, mean=(0.485, 0.456, 0.406),
                                                std=(0.229, 0.224, 0.225))
-    assert bundle.temperature == 1.0 and manifest["calibration"]["fitted"] is False
+    assert bundle.temperature == manifest["calibration"]["temperature"] and manifest["calibration"]["fitted"] is True
     assert set(manifest["files"]) == {"model.onnx", "weights.safetensors"}
     assert bundle.weights_path is not None and bundle.weights_path.exists()
     assert {"val_loss", "val_accuracy", "val_log_loss"} <= set(bundle.metrics)

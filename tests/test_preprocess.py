@@ -113,7 +113,7 @@ def test_training_eval_transform_equals_inference_preprocessing_on_real_frames()
 
     samples = load_samples(DEMO / "train")[:6]
     spec = PreprocessSpec(height=96, width=128, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    dataset = _ImageDataset(samples, {s.label: 0 for s in samples}, spec, augment=False)
+    dataset = _ImageDataset(samples, {s.label: 0 for s in samples}, spec, augment=None)
     for i, sample in enumerate(samples):
         tensor, _ = dataset[i]
         np.testing.assert_array_equal(tensor.numpy(), preprocess(sample.path, spec))

@@ -109,10 +109,10 @@ def test_a_run_leaves_checkpoint_metrics_split_config_and_bundle(tiny_run):
         rows = list(csv.DictReader(fh))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     for row in rows:
-        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_log_loss"):
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_log_loss", "val_macro_f1"):
             assert np.isfinite(float(row[key]))
     with open(tiny_run / "split.csv") as fh:
-        split = Counter(r["split"] for r in csv.DictReader(fh))
+        split = Counter(r["part"] for r in csv.DictReader(fh))  # data.write_split: filepath,label,site,group,part
     assert split["train"] + split["val"] == 21 and split["val"] == 6
     ckpt = load_checkpoint(tiny_run)  # a run folder means its best.pt, loaded with weights_only=True
     assert ckpt["arch"] == "test_efficientnet" and len(ckpt["classes"]) == 6
@@ -166,3 +166,28 @@ def test_calibration_is_fitted_on_validation_stored_and_applied_by_predict(tiny_
     np.testing.assert_allclose(row[list(bundle.classes)].to_numpy(dtype=float),
                                probabilities(logits, bundle.temperature)[0], atol=1e-7)
     assert not np.allclose(probabilities(logits, 1.0)[0], probabilities(logits, bundle.temperature)[0], atol=1e-6)
+
+
+def test_drivendata_layout_trains_with_a_site_grouped_split(tmp_path):
+    from trapcls.training.loop import TrainConfig, train
+
+    frames = sorted((DEMO / "train").glob("*/*.jpg"))
+    classes = sorted({p.parent.name for p in frames})
+    data = tmp_path / "conservision"
+    (data / "train_features").mkdir(parents=True)
+    features, labels = ["id,filepath,site"], ["id," + ",".join(classes)]
+    for i, frame in enumerate(frames):
+        target = data / "train_features" / f"ZJ{i:06d}.jpg"
+        target.write_bytes(frame.read_bytes())
+        features.append(f"ZJ{i:06d},train_features/{target.name},S{i % 5:04d}")
+        labels.append(f"ZJ{i:06d}," + ",".join("1.0" if c == frame.parent.name else "0.0" for c in classes))
+    (data / "train_features.csv").write_text("\n".join(features) + "\n")
+    (data / "train_labels.csv").write_text("\n".join(labels) + "\n")
+    run = tmp_path / "run"
+    train(TrainConfig(data=data, out=run, arch="test_efficientnet", epochs=1, img_size=64, batch_size=8,
+                      workers=0, export=False))
+    assert json.loads((run / "config.json").read_text())["split"] == "site"
+    with open(run / "split.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    sites = {part: {r["site"] for r in rows if r["part"] == part} for part in ("train", "val")}
+    assert len(rows) == len(frames) and sites["train"] and sites["val"] and not sites["train"] & sites["val"]

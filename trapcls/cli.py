@@ -50,7 +50,9 @@ def _root(
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="Class-per-folder tree (DATA/<class>/*.jpg) or a filepath,label CSV.")],
+    data: Annotated[Path, typer.Argument(
+        help="Class-per-folder tree (DATA/<class>/*.jpg), a filepath,label[,site] CSV, a DrivenData folder "
+             "(train_features.csv + train_labels.csv), or a folder of images with --label-regex.")],
     arch: Annotated[str, typer.Option(help="timm ResNet/EfficientNet name, e.g. tf_efficientnet_lite0, resnet50.")],
     out: Annotated[Path, typer.Option(help="Run folder to create (checkpoint, metrics, bundle).")],
     weights: Annotated[Optional[Path], typer.Option(
@@ -59,12 +61,41 @@ def train(
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 5,
     img_size: Annotated[Optional[int], typer.Option(help="Square input size; default: the architecture's.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 16,
-    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
+    optimizer: Annotated[str, typer.Option(help="adamw or sgd (momentum 0.9, Nesterov).")] = "adamw",
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate; default 1e-3 (adamw) or 1e-2 (sgd).")] = None,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.05,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the loss.")] = 0.0,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay (never on norms and biases).")] = 0.05,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the loss.")] = 0.1,
     freeze_backbone: Annotated[bool, typer.Option(help="Train only the classifier head (good for tiny datasets).")] = False,
-    val_fraction: Annotated[float, typer.Option(help="Share of each class held out for validation (0 = none).")] = 0.2,
+    freeze_epochs: Annotated[int, typer.Option(
+        help="Warm-up epochs that train only the head before the whole network is unfrozen.")] = 0,
+    layer_decay: Annotated[Optional[float], typer.Option(
+        help="Discriminative learning rates: each block's LR is lr * layer_decay^(depth from the head), e.g. 0.7.")]
+    = None,
+    warmup_epochs: Annotated[float, typer.Option(help="Linear LR warm-up (epochs), then cosine decay to 0.")] = 1.0,
+    augment: Annotated[str, typer.Option(help="trivial (TrivialAugmentWide), randaugment or none; always with a "
+                                              "random crop keeping most of the frame and a horizontal flip.")]
+    = "trivial",
+    crop_scale: Annotated[float, typer.Option(help="Smallest share of the frame's area a training crop keeps.")]
+    = 0.7,
+    balance: Annotated[str, typer.Option(
+        help="For skewed classes: none, sampler (class-balanced sampling) or loss (inverse-frequency weights).")]
+    = "none",
+    accumulate: Annotated[int, typer.Option(help="Batches per optimizer step (gradient accumulation).")] = 1,
+    ema_decay: Annotated[Optional[float], typer.Option(
+        help="Keep an exponential moving average of the weights (e.g. 0.999) and validate/save it.")] = None,
+    early_stop: Annotated[int, typer.Option(
+        help="Stop after this many epochs without a better validation log loss (0 = never).")] = 0,
+    amp: Annotated[bool, typer.Option(help="Mixed precision (bf16, else fp16) and channels_last on CUDA.")] = True,
+    val_fraction: Annotated[float, typer.Option(help="Share of the images held out for validation (0 = none).")]
+    = 0.2,
+    group_by: Annotated[str, typer.Option(
+        help="Keep each group on one side of the split: auto (site when the data has sites, else stratified by "
+             "class), site, folder (camera folder) or none.")] = "auto",
+    folds: Annotated[int, typer.Option(help="k-fold cross-validation by group: the number of folds (0 = off).")] = 0,
+    fold: Annotated[int, typer.Option(help="Which fold (1..--folds) is validation in this run.")] = 1,
+    label_regex: Annotated[Optional[str], typer.Option(
+        help="Label images by file name: a regex whose first (or 'label') group is the class, e.g. '(.+)_\\d+\\.jpg$'.")]
+    = None,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
     workers: Annotated[Optional[int], typer.Option(help="Data loader processes; default min(2, cores).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Reuse a non-empty --out folder.")] = False,
@@ -78,7 +109,11 @@ def train(
     config = TrainConfig(data=data, out=out, arch=arch, weights=weights, pretrained=pretrained, epochs=epochs,
                          img_size=img_size, batch_size=batch_size, optimizer=optimizer, lr=lr,
                          weight_decay=weight_decay, label_smoothing=label_smoothing, freeze_backbone=freeze_backbone,
-                         val_fraction=val_fraction, seed=seed, workers=workers, overwrite=overwrite, export=export,
+                         freeze_epochs=freeze_epochs, layer_decay=layer_decay, warmup_epochs=warmup_epochs,
+                         augment=augment, crop_scale=crop_scale, balance=balance, accumulate=accumulate,
+                         ema_decay=ema_decay, early_stop=early_stop, amp=amp,
+                         val_fraction=val_fraction, group_by=group_by, folds=folds, fold=fold,
+                         label_regex=label_regex, seed=seed, workers=workers, overwrite=overwrite, export=export,
                          calibrate=calibrate)
     result = run_train(config, show_progress=True)
     summary = ", ".join(f"{k}={result.best_metrics[k]:.4f}" for k in ("val_accuracy", "val_log_loss")

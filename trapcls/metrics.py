@@ -18,3 +18,16 @@ def log_loss(probs: np.ndarray, labels: np.ndarray, eps: float = LOG_LOSS_EPS) -
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     """Share of rows whose highest probability is the true class."""
     return float(np.mean(np.argmax(probs, axis=1) == labels))
+
+
+def macro_f1(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Unweighted mean over classes of F1 of the top-1 prediction (classes absent from both count 0)."""
+    predicted = np.argmax(probs, axis=1)
+    scores = []
+    for c in range(np.asarray(probs).shape[1]):
+        tp = np.sum((predicted == c) & (labels == c))
+        fp = np.sum((predicted == c) & (labels != c))
+        fn = np.sum((predicted != c) & (labels == c))
+        if tp + fp + fn:
+            scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores)) if scores else 0.0

@@ -10,6 +10,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,20 +20,21 @@ from PIL import Image
 from trapcls._deps import require
 from trapcls.exceptions import DataError
 from trapcls.fsutil import atomic_write_text
-from trapcls.metrics import accuracy, log_loss
-from trapcls.preprocess import PreprocessSpec, draft_size, load_image, preprocess, resize, to_array
+from trapcls.metrics import accuracy, log_loss, macro_f1
+from trapcls.preprocess import PreprocessSpec, draft_size, load_image, preprocess, to_array
 from trapcls.progress import bar
 from trapcls.training.calibrate import Calibration, fit_temperature
 from trapcls.training.checkpoint import BEST, load_checkpoint, save_checkpoint
-from trapcls.training.data import Sample, load_samples, stratified_split
+from trapcls.training.data import Sample, kfold_split, load_samples, split_samples, write_split
 from trapcls.training.models import create_model, preprocess_spec
+from trapcls.training.recipe import (AUGMENTS, BALANCES, OPTIMIZERS, autocast_dtype, balanced_sampler, check_choice,
+                                     class_weights, ema_model, make_optimizer, train_transform, warmup_cosine)
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adamw", "sgd")
 DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-2}
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_log_loss",
-                 "images_per_s", "seconds")
+                 "val_macro_f1", "images_per_s", "seconds")
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,23 @@ class TrainConfig:
     optimizer: str = "adamw"
     lr: float | None = None
     weight_decay: float = 0.05
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     freeze_backbone: bool = False
+    freeze_epochs: int = 0
+    layer_decay: float | None = None
+    warmup_epochs: float = 1.0
+    augment: str = "trivial"
+    crop_scale: float = 0.7
+    balance: str = "none"
+    accumulate: int = 1
+    ema_decay: float | None = None
+    early_stop: int = 0
+    amp: bool = True
     val_fraction: float = 0.2
+    group_by: str = "auto"
+    folds: int = 0
+    fold: int = 1
+    label_regex: str | None = None
     seed: int = 0
     workers: int | None = None
     overwrite: bool = False
@@ -81,48 +97,72 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
     run_dir = _prepare_run_dir(config.out, config.overwrite)
     _seed_everything(config.seed)
 
-    samples = load_samples(config.data)
+    samples = load_samples(config.data, label_regex=config.label_regex)
     classes = sorted({s.label for s in samples})
-    train_set, val_set = stratified_split(samples, config.val_fraction, config.seed)
-    _write_split(run_dir / "split.csv", train_set, val_set)
-    log.info("%d images in %d classes: %d train, %d validation", len(samples), len(classes), len(train_set), len(val_set))
+    if config.folds:
+        train_set, val_set, grouping = kfold_split(samples, folds=config.folds, fold=config.fold, seed=config.seed,
+                                                   group_by=config.group_by)
+    else:
+        train_set, val_set, grouping = split_samples(samples, val_fraction=config.val_fraction, seed=config.seed,
+                                                     group_by=config.group_by)
+    write_split(run_dir / "split.csv", train_set, val_set, grouping)
+    log.info("%d images in %d classes: %d train, %d validation (split: %s)", len(samples), len(classes),
+             len(train_set), len(val_set), grouping if grouping != "none" else "stratified by class")
 
     model = create_model(config.arch, len(classes), weights=config.weights, pretrained=config.pretrained)
     spec = preprocess_spec(model, config.img_size)
-    if config.freeze_backbone:
-        _freeze_backbone(model)
-    resolved = {**config.to_json(), "lr": config.lr or DEFAULT_LR[config.optimizer], "classes": classes,
-                "preprocess": spec.to_dict(), "train_images": len(train_set), "val_images": len(val_set)}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    amp_dtype = autocast_dtype(device, config.amp)
+    if device == "cuda":
+        model = model.to(device, memory_format=torch.channels_last)
+    lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
+    resolved = {**config.to_json(), "lr": lr, "split": grouping, "device": device, "amp": str(amp_dtype) if amp_dtype else "fp32",
+                "classes": classes, "preprocess": spec.to_dict(), "train_images": len(train_set),
+                "val_images": len(val_set)}
     atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
 
     index = {c: i for i, c in enumerate(classes)}
+    train_labels = [index[s.label] for s in train_set]
     workers = config.workers if config.workers is not None else min(2, os.cpu_count() or 1)
-    generator = torch.Generator().manual_seed(config.seed)
+    augment = train_transform(spec, augment=config.augment, min_scale=config.crop_scale)
+    sampler = balanced_sampler(train_labels, len(classes), seed=config.seed) if config.balance == "sampler" else None
     train_loader = torch.utils.data.DataLoader(
-        _ImageDataset(train_set, index, spec, augment=True), batch_size=config.batch_size, shuffle=True,
-        num_workers=workers, generator=generator, drop_last=len(train_set) > config.batch_size)
+        _ImageDataset(train_set, index, spec, augment=augment), batch_size=config.batch_size,
+        shuffle=sampler is None, sampler=sampler, num_workers=workers,
+        generator=torch.Generator().manual_seed(config.seed), drop_last=len(train_set) > config.batch_size,
+        worker_init_fn=_seed_worker)
     val_loader = torch.utils.data.DataLoader(
-        _ImageDataset(val_set, index, spec, augment=False), batch_size=config.batch_size, num_workers=workers)
+        _ImageDataset(val_set, index, spec, augment=None), batch_size=config.batch_size, num_workers=workers)
 
-    optimizer = _make_optimizer(model, config)
-    total_steps = max(1, config.epochs * len(train_loader))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    optimizer = make_optimizer(model, name=config.optimizer, lr=lr, weight_decay=config.weight_decay,
+                               layer_decay=config.layer_decay)
+    steps_per_epoch = math.ceil(len(train_loader) / config.accumulate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
+        config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch)))
+    weight = (torch.tensor(class_weights(train_labels, len(classes)), device=device)
+              if config.balance == "loss" else None)
+    criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    ema = ema_model(model, config.ema_decay) if config.ema_decay else None
+    step = Stepper(optimizer, scheduler, accumulate=config.accumulate, amp_dtype=amp_dtype, ema=ema)
 
     history: list[dict[str, float]] = []
     best: dict[str, float] | None = None
     for epoch in range(1, config.epochs + 1):
+        frozen = config.freeze_backbone or epoch <= config.freeze_epochs
+        _set_backbone_trainable(model, not frozen)
+        if epoch == config.freeze_epochs + 1 and config.freeze_epochs and not config.freeze_backbone:
+            log.info("epoch %d: unfreezing the backbone", epoch)
         start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
+        current_lr = max(group["lr"] for group in optimizer.param_groups)
         train_loss, train_acc, seen = train_one_epoch(
-            model, train_loader, criterion, optimizer, scheduler, frozen=config.freeze_backbone,
+            model, train_loader, criterion, step, frozen=frozen, device=device,
             desc=f"epoch {epoch}/{config.epochs}", show_progress=show_progress)
         seconds = time.perf_counter() - start
-        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_accuracy": train_acc,
+        row = {"epoch": epoch, "lr": current_lr, "train_loss": train_loss, "train_accuracy": train_acc,
                "images_per_s": seen / seconds if seconds else float("nan")}
+        scored = ema.module if ema is not None else model
         if val_set:
-            row.update(evaluate(model, val_loader, criterion, show_progress=show_progress))
+            row.update(evaluate(scored, val_loader, criterion, device=device, show_progress=show_progress))
         row["seconds"] = time.perf_counter() - start
         history.append(row)
         _write_metrics(run_dir / "metrics.csv", history)
@@ -131,18 +171,23 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
         score = row.get("val_log_loss", -epoch)  # without validation the last epoch is kept
         if best is None or score < best.get("val_log_loss", -best["epoch"]):
             best = row
-            save_checkpoint(run_dir / BEST, model, arch=config.arch, classes=classes, spec=spec, epoch=epoch,
+            save_checkpoint(run_dir / BEST, scored, arch=config.arch, classes=classes, spec=spec, epoch=epoch,
                             metrics=row, config=resolved)
+        elif config.early_stop and val_set and epoch - best["epoch"] >= config.early_stop:
+            log.info("early stop: validation log loss has not improved for %d epochs (best: epoch %d)",
+                     config.early_stop, best["epoch"])
+            break
+    model = scored
 
     calibration = None
     if val_set and config.calibrate:
         model.load_state_dict(load_checkpoint(run_dir / BEST)["state_dict"])
-        logits, labels = collect_logits(model, val_loader, show_progress=show_progress)
+        logits, labels = collect_logits(model, val_loader, device=device, show_progress=show_progress)
         calibration = fit_temperature(logits.numpy(), labels.numpy())
         log.info("calibration: temperature %.3f, validation log loss %.4f -> %.4f", calibration.temperature,
                  calibration.val_log_loss_before, calibration.val_log_loss_after)
-        save_checkpoint(run_dir / BEST, model, arch=config.arch, classes=classes, spec=spec, epoch=int(best["epoch"]),
-                        metrics=best, config=resolved, calibration=calibration.to_dict())
+        save_checkpoint(run_dir / BEST, model, arch=config.arch, classes=classes, spec=spec,
+                        epoch=int(best["epoch"]), metrics=best, config=resolved, calibration=calibration.to_dict())
 
     bundle_dir = None
     if config.export:
@@ -154,7 +199,36 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
                        calibration=calibration)
 
 
-def train_one_epoch(model, loader, criterion, optimizer, scheduler, *, frozen: bool, desc: str,
+class Stepper:
+    """One optimizer step per `accumulate` batches: mixed precision (with loss scaling for fp16),
+    the per-step schedule, and the EMA update."""
+
+    def __init__(self, optimizer, scheduler, *, accumulate: int, amp_dtype, ema) -> None:
+        torch = require("torch")
+        self.optimizer, self.scheduler, self.accumulate, self.amp_dtype, self.ema = (
+            optimizer, scheduler, accumulate, amp_dtype, ema)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        self._pending = 0
+
+    def autocast(self, device: str):
+        torch = require("torch")
+        return torch.autocast(device, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def backward(self, loss, model, *, last: bool) -> None:
+        """Accumulate the gradient of `loss`; step when `accumulate` batches (or the epoch's last) are in."""
+        self.scaler.scale(loss / self.accumulate).backward()
+        self._pending += 1
+        if self._pending == self.accumulate or last:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(model)
+            self._pending = 0
+
+
+def train_one_epoch(model, loader, criterion, step: Stepper, *, frozen: bool, device: str, desc: str,
                     show_progress: bool) -> tuple[float, float, int]:
     """One pass over the training data; returns mean loss, accuracy and images seen."""
     torch = require("torch")
@@ -163,13 +237,12 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, *, frozen: b
         _eval_frozen_norms(model)
     total_loss, correct, seen = 0.0, 0, 0
     with bar(len(loader.dataset), desc, enabled=show_progress) as progress:
-        for images, labels in loader:
-            logits = model(images)
-            loss = criterion(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+        for i, (images, labels) in enumerate(loader):
+            images, labels = _to_device(images, labels, device)
+            with step.autocast(device):
+                logits = model(images)
+                loss = criterion(logits, labels)
+            step.backward(loss, model, last=i == len(loader) - 1)
             with torch.no_grad():
                 total_loss += loss.item() * len(labels)
                 correct += int((logits.argmax(1) == labels).sum())
@@ -178,33 +251,51 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, *, frozen: b
     return total_loss / max(seen, 1), correct / max(seen, 1), seen
 
 
-def collect_logits(model, loader, *, show_progress: bool = False):
-    """The model's logits and the labels over `loader`, in eval mode, as two tensors."""
+def collect_logits(model, loader, *, device: str = "cpu", show_progress: bool = False):
+    """The model's FP32 logits and the labels over `loader`, in eval mode, as two CPU tensors."""
     torch = require("torch")
     model.eval()
     all_logits, all_labels = [], []
     with torch.no_grad(), bar(len(loader.dataset), "validate", enabled=show_progress) as progress:
         for images, labels in loader:
-            all_logits.append(model(images))
+            all_logits.append(model(_to_device(images, labels, device)[0]).float().cpu())
             all_labels.append(labels)
             progress.update(len(labels))
     return torch.cat(all_logits), torch.cat(all_labels)
 
 
-def evaluate(model, loader, criterion, *, show_progress: bool = False) -> dict[str, float]:
-    """Validation loss, accuracy and clipped multiclass log loss."""
+def evaluate(model, loader, criterion, *, device: str = "cpu", show_progress: bool = False) -> dict[str, float]:
+    """Validation loss, accuracy, clipped multiclass log loss and macro-F1."""
     torch = require("torch")
-    logits, labels = collect_logits(model, loader, show_progress=show_progress)
+    logits, labels = collect_logits(model, loader, device=device, show_progress=show_progress)
     probs = torch.softmax(logits.double(), dim=1).numpy()
     y = labels.numpy()
-    return {"val_loss": float(criterion(logits, labels)), "val_accuracy": accuracy(probs, y),
-            "val_log_loss": log_loss(probs, y)}
+    loss = criterion(logits.to(device), labels.to(device))
+    return {"val_loss": float(loss), "val_accuracy": accuracy(probs, y), "val_log_loss": log_loss(probs, y),
+            "val_macro_f1": macro_f1(probs, y)}
+
+
+def _to_device(images, labels, device: str):
+    torch = require("torch")
+    if device == "cpu":
+        return images, labels
+    images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    return images, labels.to(device, non_blocking=True)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Augmentation draws from `random`; each loader worker gets its own stream from torch's seed.
+    torch = require("torch")
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 class _ImageDataset:
     """Samples -> (tensor, label index) through the one preprocessing definition."""
 
-    def __init__(self, samples: list[Sample], index: dict[str, int], spec: PreprocessSpec, *, augment: bool) -> None:
+    def __init__(self, samples: list[Sample], index: dict[str, int], spec: PreprocessSpec, *,
+                 augment: Callable[[Image.Image], Image.Image] | None) -> None:
         self.samples, self.index, self.spec, self.augment = samples, index, spec, augment
 
     def __len__(self) -> int:
@@ -213,19 +304,21 @@ class _ImageDataset:
     def __getitem__(self, i: int):
         torch = require("torch")
         sample = self.samples[i]
-        if self.augment:
-            img = resize(load_image(sample.path, min_size=draft_size(self.spec)), self.spec)
-            if random.random() < 0.5:
-                img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            array = to_array(img, self.spec)
+        if self.augment is not None:
+            array = to_array(self.augment(load_image(sample.path, min_size=draft_size(self.spec))), self.spec)
         else:
             array = preprocess(sample.path, self.spec)
         return torch.from_numpy(array), self.index[sample.label]
 
 
 def _validate(config: TrainConfig) -> None:
-    if config.optimizer not in OPTIMIZERS:
-        raise DataError(f"Invalid optimizer {config.optimizer!r}. Only {', '.join(OPTIMIZERS)} are supported.")
+    check_choice("--optimizer", config.optimizer, OPTIMIZERS)
+    check_choice("--balance", config.balance, BALANCES)
+    check_choice("--augment", config.augment, AUGMENTS)
+    if config.accumulate < 1:
+        raise DataError(f"--accumulate must be at least 1, got {config.accumulate}.")
+    if config.freeze_epochs < 0 or config.early_stop < 0 or config.warmup_epochs < 0:
+        raise DataError("--freeze-epochs, --early-stop and --warmup-epochs must not be negative.")
     if config.epochs < 1:
         raise DataError(f"--epochs must be at least 1, got {config.epochs}.")
     if config.batch_size < 1:
@@ -248,11 +341,11 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _freeze_backbone(model) -> None:
-    head = model.get_classifier()
-    trainable = {id(p) for p in head.parameters()}
+def _set_backbone_trainable(model, trainable: bool) -> None:
+    """Freeze or unfreeze everything but the classifier head."""
+    head = {id(p) for p in model.get_classifier().parameters()}
     for p in model.parameters():
-        p.requires_grad_(id(p) in trainable)
+        p.requires_grad_(trainable or id(p) in head)
 
 
 def _eval_frozen_norms(model) -> None:
@@ -262,24 +355,6 @@ def _eval_frozen_norms(model) -> None:
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(
                 p.requires_grad for p in module.parameters()):
             module.eval()
-
-
-def _make_optimizer(model, config: TrainConfig):
-    torch = require("torch")
-    params = [p for p in model.parameters() if p.requires_grad]
-    lr = config.lr or DEFAULT_LR[config.optimizer]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
-
-
-def _write_split(path: Path, train_set: list[Sample], val_set: list[Sample]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["filepath", "label", "split"])
-    for split, items in (("train", train_set), ("val", val_set)):
-        writer.writerows([str(s.path), s.label, split] for s in items)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:

@@ -1,0 +1,120 @@
+"""The fine-tuning recipe's parts, each checked on its own, and two short real runs."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+from collections import Counter
+
+import pytest
+import torch
+
+from conftest import DEMO, noise_image
+from trapcls.exceptions import DataError
+from trapcls.preprocess import PreprocessSpec
+from trapcls.training.loop import Stepper, TrainConfig, _set_backbone_trainable, train
+from trapcls.training.models import create_model
+from trapcls.training.recipe import (balanced_sampler, class_weights, crop_box, ema_model, make_optimizer,
+                                     train_transform, warmup_cosine)
+
+
+def test_training_crops_keep_most_of_the_frame_inside_it():
+    rng = random.Random(0)
+    for _ in range(2000):
+        left, top, right, bottom = crop_box(2048, 1536, min_scale=0.7, rng=rng)
+        assert 0 <= left < right <= 2048 and 0 <= top < bottom <= 1536
+        share = (right - left) * (bottom - top) / (2048 * 1536)
+        assert 0.7 * 0.75 <= share <= 1.0
+        assert 0.7 <= ((right - left) / (bottom - top)) / (2048 / 1536) <= 1.4
+
+
+@pytest.mark.parametrize("augment", ["trivial", "randaugment", "none"])
+def test_train_transform_gives_the_input_size(augment):
+    spec = PreprocessSpec(height=48, width=64, mean=(0, 0, 0), std=(1, 1, 1))
+    out = train_transform(spec, augment=augment, min_scale=0.7)(noise_image((400, 300)))
+    assert out.size == (64, 48) and out.mode == "RGB"
+    with pytest.raises(DataError, match="Invalid --augment 'mixup'"):
+        train_transform(spec, augment="mixup", min_scale=0.7)
+
+
+def test_no_weight_decay_on_norms_and_biases_and_layer_wise_rates():
+    model = create_model("test_efficientnet", 3)
+    optimizer = make_optimizer(model, name="adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.5)
+    names = {id(p): n for n, p in model.named_parameters()}
+    rates = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            name = names[id(p)]
+            assert group["weight_decay"] == (0.0 if p.ndim <= 1 else 0.05), name
+            rates[name] = group["lr"]
+    assert rates["classifier.weight"] == pytest.approx(1e-3)
+    assert rates["conv_stem.weight"] < rates["blocks.3.0.conv_pw.weight"] < rates["classifier.weight"]
+    plain = make_optimizer(model, name="sgd", lr=1e-2, weight_decay=0.0, layer_decay=None)
+    assert {g["lr"] for g in plain.param_groups} == {1e-2}
+
+
+def test_warmup_then_cosine():
+    factor = warmup_cosine(total_steps=100, warmup_steps=10)
+    assert factor(0) < 0.1 < factor(5) < factor(9) < 1.0 and factor(10) == pytest.approx(1.0)
+    after = [factor(s) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(after, after[1:])) and after[-1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_class_balance():
+    labels = [0, 0, 0, 1]
+    assert class_weights(labels, 2) == pytest.approx([4 / 6, 2.0])
+    many = labels * 250  # 750 of class 0, 250 of class 1
+    drawn = Counter(many[i] for i in balanced_sampler(many, 2, seed=0))
+    assert sum(drawn.values()) == len(many) and abs(drawn[0] - drawn[1]) < 0.1 * len(many)
+
+
+def test_stepper_accumulates_and_ema_averages():
+    model = torch.nn.Linear(2, 1, bias=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    ema = ema_model(model, 0.5)
+    step = Stepper(optimizer, scheduler, accumulate=3, amp_dtype=None, ema=ema)
+    start = model.weight.detach().clone()
+    for i in range(7):  # 3 + 3 + the epoch's last batch: three optimizer steps
+        step.backward(model(torch.ones(1, 2)).sum(), model, last=i == 6)
+    assert scheduler.last_epoch == 3
+    moved = start - model.weight.detach()
+    assert torch.allclose(moved, torch.full_like(moved, 0.1 * (1 + 1 + 1 / 3)))
+    assert not torch.equal(ema.module.weight, model.weight)  # lags behind the live weights
+
+
+def test_freezing_leaves_only_the_head_trainable():
+    model = create_model("test_efficientnet", 3)
+    _set_backbone_trainable(model, False)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"classifier.weight", "classifier.bias"}
+    _set_backbone_trainable(model, True)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def _metrics(run):
+    with open(run / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_early_stop_ends_a_run_that_stopped_improving(tmp_path):
+    # Learning rate 0 with a frozen backbone: validation log loss never improves after epoch 1.
+    run = tmp_path / "run"
+    train(TrainConfig(data=DEMO / "train", out=run, arch="test_efficientnet", epochs=6, img_size=64, batch_size=8,
+                      lr=0.0, freeze_backbone=True, early_stop=2, workers=0, export=False, calibrate=False))
+    assert [int(r["epoch"]) for r in _metrics(run)] == [1, 2, 3]
+
+
+def test_warm_up_unfreezes_and_recipe_options_run(tmp_path, caplog):
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        result = train(TrainConfig(data=DEMO / "train", out=run, arch="test_efficientnet", epochs=2, img_size=64,
+                                   batch_size=4, freeze_epochs=1, layer_decay=0.7, balance="sampler", accumulate=2,
+                                   ema_decay=0.9, augment="randaugment", workers=0, export=False))
+    assert "epoch 2: unfreezing the backbone" in caplog.text
+    rows = _metrics(run)
+    assert len(rows) == 2 and all(0 <= float(r["val_macro_f1"]) <= 1 for r in rows)
+    assert result.calibration is not None
+    with pytest.raises(DataError, match="Invalid --balance 'oversample'"):
+        train(TrainConfig(data=DEMO / "train", out=tmp_path / "x", arch="test_efficientnet", balance="oversample"))
