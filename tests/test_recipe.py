@@ -118,3 +118,35 @@ def test_warm_up_unfreezes_and_recipe_options_run(tmp_path, caplog):
     assert result.calibration is not None
     with pytest.raises(DataError, match="Invalid --balance 'oversample'"):
         train(TrainConfig(data=DEMO / "train", out=tmp_path / "x", arch="test_efficientnet", balance="oversample"))
+
+
+def test_a_killed_run_resumes_to_the_same_metrics(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(out):
+        return [sys.executable, "-m", "trapcls", "train", str(DEMO / "train"), "--arch", "test_efficientnet",
+                "--epochs", "4", "--img-size", "64", "--batch-size", "4", "--workers", "0", "--no-export",
+                "--ema-decay", "0.9", "--balance", "sampler", "--out", str(out)]
+
+    reference = tmp_path / "reference"
+    subprocess.run(command(reference), check=True, capture_output=True)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(command(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if (run / "metrics.csv").exists() and len(_metrics(run)) >= 2:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and len(_metrics(run)) < 4, "the run ended before it was killed"
+    refused = subprocess.run(command(run), capture_output=True, text=True)
+    assert refused.returncode == 1 and "--resume" in refused.stderr
+    subprocess.run([*command(run), "--resume"], check=True, capture_output=True)
+    timing = {"images_per_s", "seconds"}
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
+    assert strip(_metrics(run)) == strip(_metrics(reference))
+    assert len(_metrics(run)) == 4

@@ -99,6 +99,9 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
     workers: Annotated[Optional[int], typer.Option(help="Data loader processes; default min(2, cores).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Reuse a non-empty --out folder.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue the interrupted run in --out after its last finished epoch (same options, same result).")]
+    = False,
     export: Annotated[bool, typer.Option(help="Export the best checkpoint to OUT/bundle at the end.")] = True,
     calibrate: Annotated[bool, typer.Option(
         help="Fit a temperature on the validation split (minimising log loss) and store it in the bundle.")] = True,
@@ -113,8 +116,8 @@ def train(
                          augment=augment, crop_scale=crop_scale, balance=balance, accumulate=accumulate,
                          ema_decay=ema_decay, early_stop=early_stop, amp=amp,
                          val_fraction=val_fraction, group_by=group_by, folds=folds, fold=fold,
-                         label_regex=label_regex, seed=seed, workers=workers, overwrite=overwrite, export=export,
-                         calibrate=calibrate)
+                         label_regex=label_regex, seed=seed, workers=workers, overwrite=overwrite, resume=resume,
+                         export=export, calibrate=calibrate)
     result = run_train(config, show_progress=True)
     summary = ", ".join(f"{k}={result.best_metrics[k]:.4f}" for k in ("val_accuracy", "val_log_loss")
                         if k in result.best_metrics)

@@ -40,3 +40,55 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise DataError(f"{path} is not a trapcls checkpoint (expected format {CHECKPOINT_FORMAT}).")
     ckpt["path"] = str(path)
     return ckpt
+
+
+TRAIN_STATE_FORMAT = "trapcls-train-state-1"
+LAST = "last.pt"
+
+
+def save_train_state(path: Path, state: dict[str, Any]) -> None:
+    """Save the full state of a run after an epoch (model, optimizer, schedule, RNGs, history), atomically."""
+    torch = require("torch")
+    tmp = path.with_suffix(".tmp")
+    torch.save({"format": TRAIN_STATE_FORMAT, **state}, tmp)
+    tmp.replace(path)
+
+
+def load_train_state(path: Path) -> dict[str, Any]:
+    """Load what `save_train_state` wrote, with weights_only=True."""
+    torch = require("torch")
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: there is no interrupted run to resume in {path.parent}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path} could not be loaded (weights_only=True): {exc}. Start a new run instead.") from exc
+    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
+        raise DataError(f"{path} is not a trapcls training state (expected format {TRAIN_STATE_FORMAT}).")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states in a form weights_only loading accepts."""
+    import random
+
+    import numpy as np
+
+    torch = require("torch")
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                   cached], "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    import random
+
+    import numpy as np
+
+    torch = require("torch")
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])

@@ -24,8 +24,9 @@ from trapcls.metrics import accuracy, log_loss, macro_f1
 from trapcls.preprocess import PreprocessSpec, draft_size, load_image, preprocess, to_array
 from trapcls.progress import bar
 from trapcls.training.calibrate import Calibration, fit_temperature
-from trapcls.training.checkpoint import BEST, load_checkpoint, save_checkpoint
-from trapcls.training.data import Sample, kfold_split, load_samples, split_samples, write_split
+from trapcls.training.checkpoint import (BEST, LAST, load_checkpoint, load_train_state, rng_state, save_checkpoint,
+                                        save_train_state, set_rng_state)
+from trapcls.training.data import Sample, kfold_split, load_samples, read_split, split_samples, write_split
 from trapcls.training.models import create_model, preprocess_spec
 from trapcls.training.recipe import (AUGMENTS, BALANCES, OPTIMIZERS, autocast_dtype, balanced_sampler, check_choice,
                                      class_weights, ema_model, make_optimizer, train_transform, warmup_cosine)
@@ -72,6 +73,7 @@ class TrainConfig:
     seed: int = 0
     workers: int | None = None
     overwrite: bool = False
+    resume: bool = False
     export: bool = True
     calibrate: bool = True
 
@@ -94,18 +96,23 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
     """Run a full training job as `config` describes and return where its outputs are."""
     torch = require("torch")
     _validate(config)
-    run_dir = _prepare_run_dir(config.out, config.overwrite)
+    run_dir = _prepare_run_dir(config.out, config.overwrite, resume=config.resume)
     _seed_everything(config.seed)
+    state = load_train_state(run_dir / LAST) if config.resume else None
 
     samples = load_samples(config.data, label_regex=config.label_regex)
     classes = sorted({s.label for s in samples})
-    if config.folds:
+    if state:  # the saved split, not a recomputed one: the data folder may have grown since
+        train_set, val_set = read_split(run_dir / "split.csv")
+        grouping = state["config"]["split"]
+    elif config.folds:
         train_set, val_set, grouping = kfold_split(samples, folds=config.folds, fold=config.fold, seed=config.seed,
                                                    group_by=config.group_by)
     else:
         train_set, val_set, grouping = split_samples(samples, val_fraction=config.val_fraction, seed=config.seed,
                                                      group_by=config.group_by)
-    write_split(run_dir / "split.csv", train_set, val_set, grouping)
+    if not state:
+        write_split(run_dir / "split.csv", train_set, val_set, grouping)
     log.info("%d images in %d classes: %d train, %d validation (split: %s)", len(samples), len(classes),
              len(train_set), len(val_set), grouping if grouping != "none" else "stratified by class")
 
@@ -119,6 +126,8 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
     resolved = {**config.to_json(), "lr": lr, "split": grouping, "device": device, "amp": str(amp_dtype) if amp_dtype else "fp32",
                 "classes": classes, "preprocess": spec.to_dict(), "train_images": len(train_set),
                 "val_images": len(val_set)}
+    if state:
+        _check_same_run(state["config"], resolved, run_dir)
     atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
 
     index = {c: i for i, c in enumerate(classes)}
@@ -126,11 +135,11 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
     workers = config.workers if config.workers is not None else min(2, os.cpu_count() or 1)
     augment = train_transform(spec, augment=config.augment, min_scale=config.crop_scale)
     sampler = balanced_sampler(train_labels, len(classes), seed=config.seed) if config.balance == "sampler" else None
+    generator = torch.Generator().manual_seed(config.seed)
     train_loader = torch.utils.data.DataLoader(
         _ImageDataset(train_set, index, spec, augment=augment), batch_size=config.batch_size,
-        shuffle=sampler is None, sampler=sampler, num_workers=workers,
-        generator=torch.Generator().manual_seed(config.seed), drop_last=len(train_set) > config.batch_size,
-        worker_init_fn=_seed_worker)
+        shuffle=sampler is None, sampler=sampler, num_workers=workers, generator=generator,
+        drop_last=len(train_set) > config.batch_size, worker_init_fn=_seed_worker)
     val_loader = torch.utils.data.DataLoader(
         _ImageDataset(val_set, index, spec, augment=None), batch_size=config.batch_size, num_workers=workers)
 
@@ -147,7 +156,25 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
 
     history: list[dict[str, float]] = []
     best: dict[str, float] | None = None
-    for epoch in range(1, config.epochs + 1):
+    first, stopped = 1, False
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step.scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        generator.set_state(state["loader_rng"])
+        if sampler is not None:
+            sampler.generator.set_state(state["sampler_rng"])
+        set_rng_state(state["rng"])
+        history, best, stopped = state["history"], state["best"], state["stopped"]
+        first = state["epoch"] + 1
+        log.info("resuming %s after epoch %d of %d", run_dir, state["epoch"], config.epochs)
+    scored = ema.module if ema is not None else model
+    for epoch in range(first, config.epochs + 1):
+        if stopped:
+            break
         frozen = config.freeze_backbone or epoch <= config.freeze_epochs
         _set_backbone_trainable(model, not frozen)
         if epoch == config.freeze_epochs + 1 and config.freeze_epochs and not config.freeze_backbone:
@@ -176,7 +203,15 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
         elif config.early_stop and val_set and epoch - best["epoch"] >= config.early_stop:
             log.info("early stop: validation log loss has not improved for %d epochs (best: epoch %d)",
                      config.early_stop, best["epoch"])
-            break
+            stopped = True
+        # Everything a killed run needs to go on exactly where it was: the same batches, the same
+        # augmentations, the same schedule.
+        save_train_state(run_dir / LAST, {
+            "epoch": epoch, "stopped": stopped, "config": resolved, "history": history, "best": best,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": step.scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+            "loader_rng": generator.get_state(), "sampler_rng": sampler.generator.get_state() if sampler else None,
+            "rng": rng_state()})
     model = scored
 
     calibration = None
@@ -327,11 +362,28 @@ def _validate(config: TrainConfig) -> None:
         raise DataError(f"--img-size must be at least 32, got {config.img_size}.")
 
 
-def _prepare_run_dir(out: Path, overwrite: bool) -> Path:
+def _prepare_run_dir(out: Path, overwrite: bool, *, resume: bool) -> Path:
+    if resume:
+        if not (out / LAST).is_file():
+            raise DataError(f"Nothing to resume: {out / LAST} does not exist. Start the run without --resume.")
+        return out
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise DataError(f"Run folder {out} is not empty. Choose a new --out or pass --overwrite.")
+        raise DataError(f"Run folder {out} is not empty. Choose a new --out, pass --resume to continue an "
+                        "interrupted run, or --overwrite to start again.")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+# Options that may change between an interrupted run and its resumption without changing the result.
+_RESUMABLE_DIFFERENCES = {"resume", "overwrite", "workers", "export", "calibrate"}
+
+
+def _check_same_run(saved: dict, now: dict, run_dir: Path) -> None:
+    changed = sorted(k for k in saved.keys() | now.keys()
+                     if k not in _RESUMABLE_DIFFERENCES and saved.get(k) != now.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+        raise DataError(f"--resume needs the options of the interrupted run in {run_dir}; these differ: {detail}.")
 
 
 def _seed_everything(seed: int) -> None:
