@@ -150,3 +150,41 @@ def test_a_killed_run_resumes_to_the_same_metrics(tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
     assert strip(_metrics(run)) == strip(_metrics(reference))
     assert len(_metrics(run)) == 4
+
+
+def test_retraining_from_a_bundle_keeps_or_resets_the_head(tiny_run, tmp_path, caplog):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from trapcls.bundle import load_bundle
+
+    bundle = load_bundle(tiny_run / "bundle")
+    start = load_file(str(bundle.weights_path))
+    same = tmp_path / "same"
+    with caplog.at_level(logging.INFO):
+        train(TrainConfig(data=DEMO / "train", out=same, from_bundle=bundle.root, epochs=1, lr=0.0, batch_size=8,
+                          freeze_backbone=True, workers=0, export=False, calibrate=False))
+    assert "same classes: classifier kept" in caplog.text
+    from trapcls.training.checkpoint import load_checkpoint
+
+    kept = load_checkpoint(same)
+    assert kept["arch"] == "test_efficientnet" and kept["preprocess"]["height"] == 64
+    for name in ("conv_stem.weight", "classifier.weight", "classifier.bias"):
+        assert torch.equal(kept["state_dict"][name], start[name]), name
+
+    season = tmp_path / "season2"
+    for label in ("baboon", "zebra", "blank"):
+        shutil.copytree(DEMO / "train" / label, season / ("empty" if label == "blank" else label))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train(TrainConfig(data=season, out=tmp_path / "new", from_bundle=bundle.root, epochs=1, lr=0.0, batch_size=8,
+                          freeze_backbone=True, workers=0, export=False, calibrate=False))
+    assert "class list changed" in caplog.text and "classifier re-initialised" in caplog.text
+    fresh = load_checkpoint(tmp_path / "new")["state_dict"]
+    assert torch.equal(fresh["conv_stem.weight"], start["conv_stem.weight"])
+    assert fresh["classifier.weight"].shape[0] == 3
+    with pytest.raises(DataError, match="differs from the bundle's"):
+        train(TrainConfig(data=season, out=tmp_path / "x", from_bundle=bundle.root, arch="resnet18"))
+    with pytest.raises(DataError, match="--arch is required"):
+        train(TrainConfig(data=season, out=tmp_path / "y"))

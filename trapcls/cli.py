@@ -53,8 +53,13 @@ def train(
     data: Annotated[Path, typer.Argument(
         help="Class-per-folder tree (DATA/<class>/*.jpg), a filepath,label[,site] CSV, a DrivenData folder "
              "(train_features.csv + train_labels.csv), or a folder of images with --label-regex.")],
-    arch: Annotated[str, typer.Option(help="timm ResNet/EfficientNet name, e.g. tf_efficientnet_lite0, resnet50.")],
     out: Annotated[Path, typer.Option(help="Run folder to create (checkpoint, metrics, bundle).")],
+    arch: Annotated[Optional[str], typer.Option(
+        help="timm ResNet/EfficientNet name, e.g. tf_efficientnet_lite0, resnet50 (default with --from-bundle: "
+             "the bundle's).")] = None,
+    from_bundle: Annotated[Optional[Path], typer.Option(
+        help="Start from an earlier bundle's weights (a new season's labels); the classifier is re-initialised "
+             "when the class list changed.")] = None,
     weights: Annotated[Optional[Path], typer.Option(
         help="Initial weights: .safetensors or torch state dict (efficientnet_pytorch keys are mapped).")] = None,
     pretrained: Annotated[bool, typer.Option(help="Download ImageNet weights from the timm hub (needs internet).")] = False,
@@ -109,7 +114,7 @@ def train(
     """Fine-tune a timm model on labelled images; writes OUT/best.pt, metrics.csv, split.csv and OUT/bundle."""
     from trapcls.training.loop import TrainConfig, train as run_train
 
-    config = TrainConfig(data=data, out=out, arch=arch, weights=weights, pretrained=pretrained, epochs=epochs,
+    config = TrainConfig(data=data, out=out, arch=arch, from_bundle=from_bundle, weights=weights, pretrained=pretrained, epochs=epochs,
                          img_size=img_size, batch_size=batch_size, optimizer=optimizer, lr=lr,
                          weight_decay=weight_decay, label_smoothing=label_smoothing, freeze_backbone=freeze_backbone,
                          freeze_epochs=freeze_epochs, layer_decay=layer_decay, warmup_epochs=warmup_epochs,

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from trapcls._deps import require
+from trapcls.bundle import load_bundle
 from trapcls.exceptions import DataError
 from trapcls.fsutil import atomic_write_text
 from trapcls.metrics import accuracy, log_loss, macro_f1
@@ -44,8 +45,9 @@ class TrainConfig:
 
     data: Path
     out: Path
-    arch: str
+    arch: str | None = None
     weights: Path | None = None
+    from_bundle: Path | None = None
     pretrained: bool = False
     epochs: int = 5
     img_size: int | None = None
@@ -116,14 +118,22 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
     log.info("%d images in %d classes: %d train, %d validation (split: %s)", len(samples), len(classes),
              len(train_set), len(val_set), grouping if grouping != "none" else "stratified by class")
 
-    model = create_model(config.arch, len(classes), weights=config.weights, pretrained=config.pretrained)
-    spec = preprocess_spec(model, config.img_size)
+    arch, weights, fresh_head, img_size = config.arch, config.weights, False, config.img_size
+    if config.from_bundle:
+        previous = load_bundle(config.from_bundle)
+        arch, weights, img_size = previous.arch, previous.weights_path, img_size or previous.preprocess.height
+        fresh_head = previous.classes != tuple(classes)
+        log.info("starting from %s (%s); %s", previous.root, arch,
+                 f"class list changed ({', '.join(previous.classes)} -> {', '.join(classes)}): classifier "
+                 "re-initialised" if fresh_head else "same classes: classifier kept")
+    model = create_model(arch, len(classes), weights=weights, pretrained=config.pretrained, fresh_head=fresh_head)
+    spec = preprocess_spec(model, img_size)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     amp_dtype = autocast_dtype(device, config.amp)
     if device == "cuda":
         model = model.to(device, memory_format=torch.channels_last)
     lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
-    resolved = {**config.to_json(), "lr": lr, "split": grouping, "device": device, "amp": str(amp_dtype) if amp_dtype else "fp32",
+    resolved = {**config.to_json(), "arch": arch, "lr": lr, "split": grouping, "device": device, "amp": str(amp_dtype) if amp_dtype else "fp32",
                 "classes": classes, "preprocess": spec.to_dict(), "train_images": len(train_set),
                 "val_images": len(val_set)}
     if state:
@@ -198,7 +208,7 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
         score = row.get("val_log_loss", -epoch)  # without validation the last epoch is kept
         if best is None or score < best.get("val_log_loss", -best["epoch"]):
             best = row
-            save_checkpoint(run_dir / BEST, scored, arch=config.arch, classes=classes, spec=spec, epoch=epoch,
+            save_checkpoint(run_dir / BEST, scored, arch=arch, classes=classes, spec=spec, epoch=epoch,
                             metrics=row, config=resolved)
         elif config.early_stop and val_set and epoch - best["epoch"] >= config.early_stop:
             log.info("early stop: validation log loss has not improved for %d epochs (best: epoch %d)",
@@ -221,7 +231,7 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
         calibration = fit_temperature(logits.numpy(), labels.numpy())
         log.info("calibration: temperature %.3f, validation log loss %.4f -> %.4f", calibration.temperature,
                  calibration.val_log_loss_before, calibration.val_log_loss_after)
-        save_checkpoint(run_dir / BEST, model, arch=config.arch, classes=classes, spec=spec,
+        save_checkpoint(run_dir / BEST, model, arch=arch, classes=classes, spec=spec,
                         epoch=int(best["epoch"]), metrics=best, config=resolved, calibration=calibration.to_dict())
 
     bundle_dir = None
@@ -347,6 +357,17 @@ class _ImageDataset:
 
 
 def _validate(config: TrainConfig) -> None:
+    if config.from_bundle is not None:
+        if config.weights is not None or config.pretrained:
+            raise DataError("--from-bundle already gives the starting weights; drop --weights/--pretrained.")
+        previous = load_bundle(config.from_bundle)
+        if config.arch and config.arch != previous.arch:
+            raise DataError(f"--arch {config.arch} differs from the bundle's {previous.arch}; drop --arch or "
+                            "start from another bundle.")
+        if previous.weights_path is None:
+            raise DataError(f"{previous.root} has no weights.safetensors to start from.")
+    elif not config.arch:
+        raise DataError("--arch is required (or --from-bundle to continue from an earlier model).")
     check_choice("--optimizer", config.optimizer, OPTIMIZERS)
     check_choice("--balance", config.balance, BALANCES)
     check_choice("--augment", config.augment, AUGMENTS)

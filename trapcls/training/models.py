@@ -34,7 +34,8 @@ def check_arch(arch: str) -> None:
         raise DataError(f"Invalid --arch {arch!r}. Use a timm ResNet or EfficientNet name, e.g. {ARCH_EXAMPLES}.")
 
 
-def create_model(arch: str, num_classes: int, *, weights: Path | None = None, pretrained: bool = False):
+def create_model(arch: str, num_classes: int, *, weights: Path | None = None, pretrained: bool = False,
+                 fresh_head: bool = False):
     """A timm model with a fresh `num_classes` head, initialised from a local file, the hub, or at random."""
     timm = require("timm")
     check_arch(arch)
@@ -50,7 +51,7 @@ def create_model(arch: str, num_classes: int, *, weights: Path | None = None, pr
             "Offline? Pass a local file with --weights instead."
         ) from exc
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, fresh_head=fresh_head)
     return model
 
 
@@ -80,8 +81,9 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_weights(model, path: Path) -> None:
-    """Load a state dict into `model` by name; the classifier is kept fresh when its shape differs.
+def load_weights(model, path: Path, *, fresh_head: bool = False) -> None:
+    """Load a state dict into `model` by name; the classifier is kept fresh when its shape differs
+    (or always, with `fresh_head`: same count, other classes).
 
     Keys in efficientnet_pytorch style (`_conv_stem`, `_blocks.N...`) are renamed to timm's.
     Every other tensor must exist in the model with the same shape, and every model tensor
@@ -102,7 +104,7 @@ def load_weights(model, path: Path) -> None:
     if problems:
         detail = "; ".join(f"{len(items)} {name}: {', '.join(items[:4])}" for name, items in problems)
         raise DataError(f"{path} does not fit {model.pretrained_cfg.get('architecture')}: {detail}.")
-    keep = {k: v for k, v in state.items() if not (in_head(k) and v.shape != target[k].shape)}
+    keep = {k: v for k, v in state.items() if not (in_head(k) and (fresh_head or v.shape != target[k].shape))}
     model.load_state_dict(keep, strict=False)
     fresh_head = len(keep) < len(state) or any(in_head(k) and k not in state for k in target)
     log.info("loaded %d tensors from %s%s", len(keep), path, "; classifier initialised fresh" if fresh_head else "")
