@@ -191,3 +191,31 @@ def test_drivendata_layout_trains_with_a_site_grouped_split(tmp_path):
         rows = list(csv.DictReader(fh))
     sites = {part: {r["site"] for r in rows if r["part"] == part} for part in ("train", "val")}
     assert len(rows) == len(frames) and sites["train"] and sites["val"] and not sites["train"] & sites["val"]
+
+
+def test_a_run_leaves_pictures_per_class_metrics_and_safetensors(tiny_run):
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    for name in ("curves.png", "confusion.png"):
+        with Image.open(tiny_run / name) as img:
+            assert img.format == "PNG" and img.width > 300 and img.height > 200
+    with open(tiny_run / "per_class.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["class"] for r in rows] == ["baboon", "blank", "buffalo", "elephant", "warthog", "zebra"]
+    assert sum(int(r["support"]) for r in rows) == 6
+    assert all(0 <= float(r[k]) <= 1 for r in rows for k in ("precision", "recall", "f1"))
+    state = load_file(str(tiny_run / "best.safetensors"))
+    assert torch.equal(state["classifier.weight"], load_checkpoint(tiny_run)["state_dict"]["classifier.weight"])
+
+
+def test_per_class_metrics_and_confusion_by_hand():
+    from trapcls.metrics import confusion_matrix, macro_f1, per_class
+
+    probs = np.eye(3)[[0, 0, 1, 2, 2, 2]]  # predictions
+    labels = np.array([0, 1, 1, 2, 2, 0])
+    np.testing.assert_array_equal(confusion_matrix(probs, labels, 3), [[1, 0, 1], [1, 1, 0], [0, 0, 2]])
+    rows = {r["class"]: r for r in per_class(probs, labels, ["a", "b", "c"])}
+    assert rows["a"]["precision"] == 0.5 and rows["a"]["recall"] == 0.5 and rows["b"]["precision"] == 1.0
+    assert rows["c"]["precision"] == pytest.approx(2 / 3) and rows["c"]["recall"] == 1.0
+    assert macro_f1(probs, labels) == pytest.approx(np.mean([0.5, 2 / 3, 0.8]))

@@ -31,3 +31,24 @@ def macro_f1(probs: np.ndarray, labels: np.ndarray) -> float:
         if tp + fp + fn:
             scores.append(2 * tp / (2 * tp + fp + fn))
     return float(np.mean(scores)) if scores else 0.0
+
+
+def confusion_matrix(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts[true, predicted] of the top-1 predictions."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.argmax(probs, axis=1)), 1)
+    return matrix
+
+
+def per_class(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support of each class (0 where undefined)."""
+    matrix = confusion_matrix(probs, labels, len(classes))
+    rows = []
+    for i, name in enumerate(classes):
+        tp, predicted, support = matrix[i, i], matrix[:, i].sum(), matrix[i, :].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"class": name, "precision": float(precision), "recall": float(recall), "f1": float(f1),
+                     "support": int(support)})
+    return rows

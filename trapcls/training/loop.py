@@ -21,7 +21,8 @@ from trapcls._deps import require
 from trapcls.bundle import load_bundle
 from trapcls.exceptions import DataError
 from trapcls.fsutil import atomic_write_text
-from trapcls.metrics import accuracy, log_loss, macro_f1
+from trapcls.metrics import accuracy, confusion_matrix, log_loss, macro_f1, per_class
+from trapcls.predict.backends import probabilities
 from trapcls.preprocess import PreprocessSpec, draft_size, load_image, preprocess, to_array
 from trapcls.progress import bar
 from trapcls.training.calibrate import Calibration, fit_temperature
@@ -29,6 +30,7 @@ from trapcls.training.checkpoint import (BEST, LAST, load_checkpoint, load_train
                                         save_train_state, set_rng_state)
 from trapcls.training.data import Sample, kfold_split, load_samples, read_split, split_samples, write_split
 from trapcls.training.models import create_model, preprocess_spec
+from trapcls.training.plots import plot_confusion, plot_curves
 from trapcls.training.recipe import (AUGMENTS, BALANCES, OPTIMIZERS, autocast_dtype, balanced_sampler, check_choice,
                                      class_weights, ema_model, make_optimizer, train_transform, warmup_cosine)
 
@@ -225,14 +227,23 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
     model = scored
 
     calibration = None
-    if val_set and config.calibrate:
-        model.load_state_dict(load_checkpoint(run_dir / BEST)["state_dict"])
+    model.load_state_dict(load_checkpoint(run_dir / BEST)["state_dict"])
+    if val_set:
         logits, labels = collect_logits(model, val_loader, device=device, show_progress=show_progress)
-        calibration = fit_temperature(logits.numpy(), labels.numpy())
-        log.info("calibration: temperature %.3f, validation log loss %.4f -> %.4f", calibration.temperature,
-                 calibration.val_log_loss_before, calibration.val_log_loss_after)
-        save_checkpoint(run_dir / BEST, model, arch=arch, classes=classes, spec=spec,
-                        epoch=int(best["epoch"]), metrics=best, config=resolved, calibration=calibration.to_dict())
+        if config.calibrate:
+            calibration = fit_temperature(logits.numpy(), labels.numpy())
+            log.info("calibration: temperature %.3f, validation log loss %.4f -> %.4f", calibration.temperature,
+                     calibration.val_log_loss_before, calibration.val_log_loss_after)
+            save_checkpoint(run_dir / BEST, model, arch=arch, classes=classes, spec=spec,
+                            epoch=int(best["epoch"]), metrics=best, config=resolved,
+                            calibration=calibration.to_dict())
+        probs = probabilities(logits.numpy(), calibration.temperature if calibration else 1.0)
+        _write_per_class(run_dir / "per_class.csv", per_class(probs, labels.numpy(), classes))
+        plot_confusion(confusion_matrix(probs, labels.numpy(), len(classes)), classes, run_dir / "confusion.png",
+                       title=f"validation, best epoch {int(best['epoch'])} ({len(val_set)} images)")
+    plot_curves(history, run_dir / "curves.png")
+    require("safetensors.torch").save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                                           str(run_dir / "best.safetensors"))
 
     bundle_dir = None
     if config.export:
@@ -428,6 +439,14 @@ def _eval_frozen_norms(model) -> None:
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(
                 p.requires_grad for p in module.parameters()):
             module.eval()
+
+
+def _write_per_class(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["class", "precision", "recall", "f1", "support"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
