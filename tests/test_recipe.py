@@ -188,3 +188,21 @@ def test_retraining_from_a_bundle_keeps_or_resets_the_head(tiny_run, tmp_path, c
         train(TrainConfig(data=season, out=tmp_path / "x", from_bundle=bundle.root, arch="resnet18"))
     with pytest.raises(DataError, match="--arch is required"):
         train(TrainConfig(data=season, out=tmp_path / "y"))
+
+
+def test_lr_range_test_writes_a_plot_and_suggests_a_rate(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "lr"
+    proc = subprocess.run([sys.executable, "-m", "trapcls", "train", str(DEMO / "train"), "--arch", "test_efficientnet",
+                           "--img-size", "64", "--batch-size", "4", "--workers", "0", "--find-lr", "--out", str(out)],
+                          capture_output=True, text=True, check=True)
+    suggested = float(proc.stdout.split("suggested --lr ")[1].split()[0])
+    with open(out / "lr_find.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    lrs = [float(r["lr"]) for r in rows]
+    assert len(rows) >= 10 and lrs == sorted(lrs) and lrs[0] == pytest.approx(1e-7)
+    best = lrs[min(range(len(rows)), key=lambda i: float(rows[i]["smoothed_loss"]))]
+    assert suggested == pytest.approx(best / 10, rel=0.05)
+    assert (out / "lr_find.png").stat().st_size > 10_000 and not (out / "best.pt").exists()

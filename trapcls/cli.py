@@ -108,6 +108,9 @@ def train(
         help="Continue the interrupted run in --out after its last finished epoch (same options, same result).")]
     = False,
     export: Annotated[bool, typer.Option(help="Export the best checkpoint to OUT/bundle at the end.")] = True,
+    find_lr: Annotated[bool, typer.Option(
+        help="Run the learning-rate range test instead of training: writes OUT/lr_find.png and .csv and prints "
+             "a suggested --lr.")] = False,
     calibrate: Annotated[bool, typer.Option(
         help="Fit a temperature on the validation split (minimising log loss) and store it in the bundle.")] = True,
 ) -> None:
@@ -122,8 +125,11 @@ def train(
                          ema_decay=ema_decay, early_stop=early_stop, amp=amp,
                          val_fraction=val_fraction, group_by=group_by, folds=folds, fold=fold,
                          label_regex=label_regex, seed=seed, workers=workers, overwrite=overwrite, resume=resume,
-                         export=export, calibrate=calibrate)
+                         export=export, calibrate=calibrate, find_lr=find_lr)
     result = run_train(config, show_progress=True)
+    if result.lr_find:
+        typer.echo(f"suggested --lr {result.lr_find.suggestion:.2g} (plot: {result.run_dir / 'lr_find.png'})")
+        return
     summary = ", ".join(f"{k}={result.best_metrics[k]:.4f}" for k in ("val_accuracy", "val_log_loss")
                         if k in result.best_metrics)
     typer.echo(f"best epoch {result.best_epoch}{': ' + summary if summary else ''}")

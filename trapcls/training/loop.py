@@ -29,6 +29,7 @@ from trapcls.training.calibrate import Calibration, fit_temperature
 from trapcls.training.checkpoint import (BEST, LAST, load_checkpoint, load_train_state, rng_state, save_checkpoint,
                                         save_train_state, set_rng_state)
 from trapcls.training.data import Sample, kfold_split, load_samples, read_split, split_samples, write_split
+from trapcls.training.lr_find import LrFind, find_lr, plot_lr_find
 from trapcls.training.models import create_model, preprocess_spec
 from trapcls.training.plots import plot_confusion, plot_curves
 from trapcls.training.recipe import (AUGMENTS, BALANCES, OPTIMIZERS, autocast_dtype, balanced_sampler, check_choice,
@@ -78,6 +79,8 @@ class TrainConfig:
     workers: int | None = None
     overwrite: bool = False
     resume: bool = False
+    find_lr: bool = False
+    find_lr_steps: int = 100
     export: bool = True
     calibrate: bool = True
 
@@ -94,6 +97,7 @@ class TrainResult:
     best_metrics: dict[str, float]
     bundle_dir: Path | None
     calibration: Calibration | None = None
+    lr_find: LrFind | None = None
 
 
 def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
@@ -165,6 +169,14 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
     criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
     ema = ema_model(model, config.ema_decay) if config.ema_decay else None
     step = Stepper(optimizer, scheduler, accumulate=config.accumulate, amp_dtype=amp_dtype, ema=ema)
+    if config.find_lr:
+        _set_backbone_trainable(model, not (config.freeze_backbone or config.freeze_epochs))
+        sweep = find_lr(model, train_loader, criterion, optimizer, steps=config.find_lr_steps, device=device)
+        _write_rows(run_dir / "lr_find.csv", ["lr", "smoothed_loss"], [
+            {"lr": lr, "smoothed_loss": loss} for lr, loss in zip(sweep.lrs, sweep.losses, strict=True)])
+        plot_lr_find(sweep, run_dir / "lr_find.png")
+        log.info("LR range test: suggested learning rate %.3g (plot: %s)", sweep.suggestion, run_dir / "lr_find.png")
+        return TrainResult(run_dir=run_dir, best_epoch=0, best_metrics={}, bundle_dir=None, lr_find=sweep)
 
     history: list[dict[str, float]] = []
     best: dict[str, float] | None = None
@@ -204,7 +216,7 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
             row.update(evaluate(scored, val_loader, criterion, device=device, show_progress=show_progress))
         row["seconds"] = time.perf_counter() - start
         history.append(row)
-        _write_metrics(run_dir / "metrics.csv", history)
+        _write_rows(run_dir / "metrics.csv", list(METRIC_FIELDS), history)
         log.info("epoch %d/%d  %s", epoch, config.epochs,
                  "  ".join(f"{k}={row[k]:.4g}" for k in METRIC_FIELDS[1:] if k in row and k != "lr"))
         score = row.get("val_log_loss", -epoch)  # without validation the last epoch is kept
@@ -238,7 +250,8 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
                             epoch=int(best["epoch"]), metrics=best, config=resolved,
                             calibration=calibration.to_dict())
         probs = probabilities(logits.numpy(), calibration.temperature if calibration else 1.0)
-        _write_per_class(run_dir / "per_class.csv", per_class(probs, labels.numpy(), classes))
+        _write_rows(run_dir / "per_class.csv", ["class", "precision", "recall", "f1", "support"],
+                    per_class(probs, labels.numpy(), classes))
         plot_confusion(confusion_matrix(probs, labels.numpy(), len(classes)), classes, run_dir / "confusion.png",
                        title=f"validation, best epoch {int(best['epoch'])} ({len(val_set)} images)")
     plot_curves(history, run_dir / "curves.png")
@@ -441,17 +454,9 @@ def _eval_frozen_norms(model) -> None:
             module.eval()
 
 
-def _write_per_class(path: Path, rows: list[dict]) -> None:
+def _write_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["class", "precision", "recall", "f1", "support"], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
-def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
     atomic_write_text(path, buffer.getvalue())
