@@ -110,17 +110,7 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
 
     samples = load_samples(config.data, label_regex=config.label_regex)
     classes = sorted({s.label for s in samples})
-    if state:  # the saved split, not a recomputed one: the data folder may have grown since
-        train_set, val_set = read_split(run_dir / "split.csv")
-        grouping = state["config"]["split"]
-    elif config.folds:
-        train_set, val_set, grouping = kfold_split(samples, folds=config.folds, fold=config.fold, seed=config.seed,
-                                                   group_by=config.group_by)
-    else:
-        train_set, val_set, grouping = split_samples(samples, val_fraction=config.val_fraction, seed=config.seed,
-                                                     group_by=config.group_by)
-    if not state:
-        write_split(run_dir / "split.csv", train_set, val_set, grouping)
+    train_set, val_set, grouping = _split(config, samples, run_dir, state)
     log.info("%d images in %d classes: %d train, %d validation (split: %s)", len(samples), len(classes),
              len(train_set), len(val_set), grouping if grouping != "none" else "stratified by class")
 
@@ -139,9 +129,9 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
     if device == "cuda":
         model = model.to(device, memory_format=torch.channels_last)
     lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
-    resolved = {**config.to_json(), "arch": arch, "lr": lr, "split": grouping, "device": device, "amp": str(amp_dtype) if amp_dtype else "fp32",
-                "classes": classes, "preprocess": spec.to_dict(), "train_images": len(train_set),
-                "val_images": len(val_set)}
+    resolved = {**config.to_json(), "arch": arch, "lr": lr, "split": grouping, "device": device,
+                "amp": str(amp_dtype) if amp_dtype else "fp32", "classes": classes, "preprocess": spec.to_dict(),
+                "train_images": len(train_set), "val_images": len(val_set)}
     if state:
         _check_same_run(state["config"], resolved, run_dir)
     atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
@@ -173,7 +163,7 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
         _set_backbone_trainable(model, not (config.freeze_backbone or config.freeze_epochs))
         sweep = find_lr(model, train_loader, criterion, optimizer, steps=config.find_lr_steps, device=device)
         _write_rows(run_dir / "lr_find.csv", ["lr", "smoothed_loss"], [
-            {"lr": lr, "smoothed_loss": loss} for lr, loss in zip(sweep.lrs, sweep.losses, strict=True)])
+            {"lr": rate, "smoothed_loss": loss} for rate, loss in zip(sweep.lrs, sweep.losses, strict=True)])
         plot_lr_find(sweep, run_dir / "lr_find.png")
         log.info("LR range test: suggested learning rate %.3g (plot: %s)", sweep.suggestion, run_dir / "lr_find.png")
         return TrainResult(run_dir=run_dir, best_epoch=0, best_metrics={}, bundle_dir=None, lr_find=sweep)
@@ -238,8 +228,8 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
             "rng": rng_state()})
     model = scored
 
-    calibration = None
     model.load_state_dict(load_checkpoint(run_dir / BEST)["state_dict"])
+    calibration = None
     if val_set:
         logits, labels = collect_logits(model, val_loader, device=device, show_progress=show_progress)
         if config.calibrate:
@@ -250,10 +240,8 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
                             epoch=int(best["epoch"]), metrics=best, config=resolved,
                             calibration=calibration.to_dict())
         probs = probabilities(logits.numpy(), calibration.temperature if calibration else 1.0)
-        _write_rows(run_dir / "per_class.csv", ["class", "precision", "recall", "f1", "support"],
-                    per_class(probs, labels.numpy(), classes))
-        plot_confusion(confusion_matrix(probs, labels.numpy(), len(classes)), classes, run_dir / "confusion.png",
-                       title=f"validation, best epoch {int(best['epoch'])} ({len(val_set)} images)")
+        _report_validation(run_dir, probs, labels.numpy(), classes, title=f"validation, best epoch "
+                           f"{int(best['epoch'])} ({len(val_set)} images)")
     plot_curves(history, run_dir / "curves.png")
     require("safetensors.torch").save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                                            str(run_dir / "best.safetensors"))
@@ -378,6 +366,28 @@ class _ImageDataset:
         else:
             array = preprocess(sample.path, self.spec)
         return torch.from_numpy(array), self.index[sample.label]
+
+
+def _split(config: TrainConfig, samples: list[Sample], run_dir: Path, state: dict | None):
+    """Train and validation samples and the grouping used; a resumed run reuses its saved split,
+    since the data folder may have grown since."""
+    if state:
+        train_set, val_set = read_split(run_dir / "split.csv")
+        return train_set, val_set, state["config"]["split"]
+    if config.folds:
+        split = kfold_split(samples, folds=config.folds, fold=config.fold, seed=config.seed, group_by=config.group_by)
+    else:
+        split = split_samples(samples, val_fraction=config.val_fraction, seed=config.seed, group_by=config.group_by)
+    write_split(run_dir / "split.csv", *split)
+    return split
+
+
+def _report_validation(run_dir: Path, probs: np.ndarray, labels: np.ndarray, classes: list[str], *,
+                       title: str) -> None:
+    """per_class.csv and confusion.png for the final model's validation predictions."""
+    _write_rows(run_dir / "per_class.csv", ["class", "precision", "recall", "f1", "support"],
+                per_class(probs, labels, classes))
+    plot_confusion(confusion_matrix(probs, labels, len(classes)), classes, run_dir / "confusion.png", title=title)
 
 
 def _validate(config: TrainConfig) -> None:
