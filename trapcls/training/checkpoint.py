@@ -14,30 +14,22 @@ BEST = "best.pt"
 
 
 def save_checkpoint(path: Path, model, *, arch: str, classes: list[str], spec: PreprocessSpec, epoch: int,
-                    metrics: dict[str, float], config: dict[str, Any], calibration: dict[str, Any] | None = None) -> None:
+                    metrics: dict[str, float], config: dict[str, Any],
+                    calibration: dict[str, Any] | None = None) -> None:
     """Save everything needed to rebuild the model without the run folder (and its fitted calibration)."""
-    torch = require("torch")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "arch": arch, "classes": list(classes), "preprocess": spec.to_dict(),
-                "epoch": epoch, "metrics": metrics, "config": config, "calibration": calibration,
-                "state_dict": state}, tmp)
-    tmp.replace(path)
+    _save(path, CHECKPOINT_FORMAT, {"arch": arch, "classes": list(classes), "preprocess": spec.to_dict(),
+                                    "epoch": epoch, "metrics": metrics, "config": config,
+                                    "calibration": calibration, "state_dict": state})
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint written by `save_checkpoint` (a run folder means its best.pt)."""
-    torch = require("torch")
     if path.is_dir():
         path = path / BEST
     if not path.is_file():
         raise DataError(f"Checkpoint {path} does not exist. Pass a run folder from `trapcls train` or its {BEST}.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(f"{path} is not a loadable checkpoint (loaded with weights_only=True): {exc}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"{path} is not a trapcls checkpoint (expected format {CHECKPOINT_FORMAT}).")
+    ckpt = _load(path, CHECKPOINT_FORMAT, "a trapcls checkpoint")
     ckpt["path"] = str(path)
     return ckpt
 
@@ -48,24 +40,32 @@ LAST = "last.pt"
 
 def save_train_state(path: Path, state: dict[str, Any]) -> None:
     """Save the full state of a run after an epoch (model, optimizer, schedule, RNGs, history), atomically."""
-    torch = require("torch")
-    tmp = path.with_suffix(".tmp")
-    torch.save({"format": TRAIN_STATE_FORMAT, **state}, tmp)
-    tmp.replace(path)
+    _save(path, TRAIN_STATE_FORMAT, state)
 
 
 def load_train_state(path: Path) -> dict[str, Any]:
     """Load what `save_train_state` wrote, with weights_only=True."""
-    torch = require("torch")
     if not path.is_file():
         raise DataError(f"{path} does not exist: there is no interrupted run to resume in {path.parent}.")
+    return _load(path, TRAIN_STATE_FORMAT, "a trapcls training state")
+
+
+def _save(path: Path, fmt: str, payload: dict[str, Any]) -> None:
+    torch = require("torch")
+    tmp = path.with_suffix(".tmp")
+    torch.save({"format": fmt, **payload}, tmp)
+    tmp.replace(path)  # a crash leaves the previous file, never half of one
+
+
+def _load(path: Path, fmt: str, what: str) -> dict[str, Any]:
+    torch = require("torch")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise DataError(f"{path} could not be loaded (weights_only=True): {exc}. Start a new run instead.") from exc
-    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
-        raise DataError(f"{path} is not a trapcls training state (expected format {TRAIN_STATE_FORMAT}).")
-    return state
+        raise DataError(f"{path} is not loadable as {what} (loaded with weights_only=True): {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise DataError(f"{path} is not {what} (expected format {fmt}).")
+    return data
 
 
 def rng_state() -> dict[str, Any]:
