@@ -206,3 +206,30 @@ def test_lr_range_test_writes_a_plot_and_suggests_a_rate(tmp_path):
     best = lrs[min(range(len(rows)), key=lambda i: float(rows[i]["smoothed_loss"]))]
     assert suggested == pytest.approx(best / 10, rel=0.05)
     assert (out / "lr_find.png").stat().st_size > 10_000 and not (out / "best.pt").exists()
+
+
+def test_torchrun_two_processes_on_cpu_match_one_process(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    args = ["-m", "trapcls", "train", str(DEMO / "train"), "--arch", "test_efficientnet", "--epochs", "3",
+            "--img-size", "64", "--batch-size", "8", "--workers", "0", "--no-export"]
+    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.stdout.count("best epoch") == 1  # rank 0 alone reports and writes
+    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert config["processes"] == 2
+    one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert len(one) == len(two) == 3
+    for a, b in zip(one, two):
+        assert abs(float(a["val_log_loss"]) - float(b["val_log_loss"])) < 0.05  # the same recipe, within noise
+    with pytest.raises(DataError, match="must divide by"):
+        from trapcls.training.distributed import Dist
+        from trapcls.training.loop import _validate
+
+        _validate(TrainConfig(data=DEMO / "train", out=tmp_path / "x", arch="test_efficientnet", batch_size=7),
+                  Dist(rank=0, world=2, local_rank=0, device="cpu"))

@@ -127,6 +127,8 @@ def train(
                          label_regex=label_regex, seed=seed, workers=workers, overwrite=overwrite, resume=resume,
                          export=export, calibrate=calibrate, find_lr=find_lr)
     result = run_train(config, show_progress=True)
+    if result.best_epoch == 0 and not result.lr_find:
+        return  # a torchrun worker other than rank 0: rank 0 reports
     if result.lr_find:
         typer.echo(f"suggested --lr {result.lr_find.suggestion:.2g} (plot: {result.run_dir / 'lr_find.png'})")
         return

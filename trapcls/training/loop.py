@@ -25,6 +25,7 @@ from trapcls.metrics import accuracy, confusion_matrix, log_loss, macro_f1, per_
 from trapcls.predict.backends import probabilities
 from trapcls.preprocess import PreprocessSpec, draft_size, load_image, preprocess, to_array
 from trapcls.progress import bar
+from trapcls.training import distributed
 from trapcls.training.calibrate import Calibration, fit_temperature
 from trapcls.training.checkpoint import (BEST, LAST, load_checkpoint, load_train_state, rng_state, save_checkpoint,
                                         save_train_state, set_rng_state)
@@ -101,16 +102,35 @@ class TrainResult:
 
 
 def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
-    """Run a full training job as `config` describes and return where its outputs are."""
+    """Run a full training job as `config` describes and return where its outputs are.
+
+    Under torchrun every process calls this; rank 0 alone writes the run folder and returns
+    the full result, the others return once training is done.
+    """
+    dist = distributed.setup()
+    if not dist.main:
+        logging.getLogger("trapcls").setLevel(logging.WARNING)
+    try:
+        result = _train(config, dist, show_progress=show_progress and dist.main)
+        dist.barrier()  # the other ranks wait while rank 0 calibrates and exports, then all leave together
+        return result
+    finally:
+        dist.close()
+
+
+def _train(config: TrainConfig, dist: distributed.Dist, *, show_progress: bool) -> TrainResult:
     torch = require("torch")
-    _validate(config)
+    _validate(config, dist)
     run_dir = _prepare_run_dir(config.out, config.overwrite, resume=config.resume)
+    dist.barrier()  # every rank has checked the folder before rank 0 writes into it
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
     state = load_train_state(run_dir / LAST) if config.resume else None
 
     samples = load_samples(config.data, label_regex=config.label_regex)
     classes = sorted({s.label for s in samples})
-    train_set, val_set, grouping = _split(config, samples, run_dir, state)
+    train_set, val_set, grouping = _split(config, samples, run_dir, state, write=dist.main)
     log.info("%d images in %d classes: %d train, %d validation (split: %s)", len(samples), len(classes),
              len(train_set), len(val_set), grouping if grouping != "none" else "stratified by class")
 
@@ -124,28 +144,33 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
                  "re-initialised" if fresh_head else "same classes: classifier kept")
     model = create_model(arch, len(classes), weights=weights, pretrained=config.pretrained, fresh_head=fresh_head)
     spec = preprocess_spec(model, img_size)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    amp_dtype = autocast_dtype(device, config.amp)
-    if device == "cuda":
+    device = dist.device
+    amp_dtype = autocast_dtype(device.split(":")[0], config.amp)
+    if device != "cpu":
         model = model.to(device, memory_format=torch.channels_last)
     lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
     resolved = {**config.to_json(), "arch": arch, "lr": lr, "split": grouping, "device": device,
                 "amp": str(amp_dtype) if amp_dtype else "fp32", "classes": classes, "preprocess": spec.to_dict(),
-                "train_images": len(train_set), "val_images": len(val_set)}
+                "train_images": len(train_set), "val_images": len(val_set), "processes": dist.world}
     if state:
         _check_same_run(state["config"], resolved, run_dir)
-    atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
+    if dist.main:
+        atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
 
     index = {c: i for i, c in enumerate(classes)}
     train_labels = [index[s.label] for s in train_set]
     workers = config.workers if config.workers is not None else min(2, os.cpu_count() or 1)
     augment = train_transform(spec, augment=config.augment, min_scale=config.crop_scale)
+    train_data = _ImageDataset(train_set, index, spec, augment=augment)
     sampler = balanced_sampler(train_labels, len(classes), seed=config.seed) if config.balance == "sampler" else None
+    if dist.world > 1:  # each process sees its own 1/world of every epoch, in the same global order
+        sampler = torch.utils.data.DistributedSampler(train_data, num_replicas=dist.world, rank=dist.rank,
+                                                      shuffle=True, seed=config.seed, drop_last=True)
     generator = torch.Generator().manual_seed(config.seed)
+    batch_size = config.batch_size // dist.world  # --batch-size is the global batch
     train_loader = torch.utils.data.DataLoader(
-        _ImageDataset(train_set, index, spec, augment=augment), batch_size=config.batch_size,
-        shuffle=sampler is None, sampler=sampler, num_workers=workers, generator=generator,
-        drop_last=len(train_set) > config.batch_size, worker_init_fn=_seed_worker)
+        train_data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=workers,
+        generator=generator, drop_last=len(train_set) > config.batch_size, worker_init_fn=_seed_worker)
     val_loader = torch.utils.data.DataLoader(
         _ImageDataset(val_set, index, spec, augment=None), batch_size=config.batch_size, num_workers=workers)
 
@@ -158,6 +183,10 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
               if config.balance == "loss" else None)
     criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
     ema = ema_model(model, config.ema_decay) if config.ema_decay else None
+    _set_backbone_trainable(model, not (config.freeze_backbone or config.freeze_epochs))
+    net = model
+    if dist.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if device != "cpu" else None)
     step = Stepper(optimizer, scheduler, accumulate=config.accumulate, amp_dtype=amp_dtype, ema=ema)
     if config.find_lr:
         _set_backbone_trainable(model, not (config.freeze_backbone or config.freeze_epochs))
@@ -179,7 +208,7 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
         if ema is not None:
             ema.load_state_dict(state["ema"])
         generator.set_state(state["loader_rng"])
-        if sampler is not None:
+        if state["sampler_rng"] is not None:
             sampler.generator.set_state(state["sampler_rng"])
         set_rng_state(state["rng"])
         history, best, stopped = state["history"], state["best"], state["stopped"]
@@ -191,17 +220,22 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
             break
         frozen = config.freeze_backbone or epoch <= config.freeze_epochs
         _set_backbone_trainable(model, not frozen)
+        if isinstance(sampler, torch.utils.data.DistributedSampler):
+            sampler.set_epoch(epoch)
         if epoch == config.freeze_epochs + 1 and config.freeze_epochs and not config.freeze_backbone:
             log.info("epoch %d: unfreezing the backbone", epoch)
         start = time.perf_counter()
         current_lr = max(group["lr"] for group in optimizer.param_groups)
-        train_loss, train_acc, seen = train_one_epoch(
-            model, train_loader, criterion, step, frozen=frozen, device=device,
-            desc=f"epoch {epoch}/{config.epochs}", show_progress=show_progress)
+        loss_sum, correct, seen = dist.sum(list(train_one_epoch(
+            net, train_loader, criterion, step, frozen=frozen, device=device,
+            desc=f"epoch {epoch}/{config.epochs}", show_progress=show_progress)))
         seconds = time.perf_counter() - start
-        row = {"epoch": epoch, "lr": current_lr, "train_loss": train_loss, "train_accuracy": train_acc,
-               "images_per_s": seen / seconds if seconds else float("nan")}
+        row = {"epoch": epoch, "lr": current_lr, "train_loss": loss_sum / max(seen, 1),
+               "train_accuracy": correct / max(seen, 1), "images_per_s": seen / seconds if seconds else float("nan")}
         scored = ema.module if ema is not None else model
+        if not dist.main:  # rank 0 validates, keeps the best and decides on stopping
+            stopped = dist.from_main(False)
+            continue
         if val_set:
             row.update(evaluate(scored, val_loader, criterion, device=device, show_progress=show_progress))
         row["seconds"] = time.perf_counter() - start
@@ -218,15 +252,18 @@ def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
             log.info("early stop: validation log loss has not improved for %d epochs (best: epoch %d)",
                      config.early_stop, best["epoch"])
             stopped = True
+        stopped = dist.from_main(stopped)
         # Everything a killed run needs to go on exactly where it was: the same batches, the same
         # augmentations, the same schedule.
         save_train_state(run_dir / LAST, {
             "epoch": epoch, "stopped": stopped, "config": resolved, "history": history, "best": best,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": step.scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-            "loader_rng": generator.get_state(), "sampler_rng": sampler.generator.get_state() if sampler else None,
+            "loader_rng": generator.get_state(), "sampler_rng": _sampler_rng(sampler),
             "rng": rng_state()})
     model = scored
+    if not dist.main:
+        return TrainResult(run_dir=run_dir, best_epoch=0, best_metrics={}, bundle_dir=None)
 
     model.load_state_dict(load_checkpoint(run_dir / BEST)["state_dict"])
     calibration = None
@@ -269,7 +306,7 @@ class Stepper:
 
     def autocast(self, device: str):
         torch = require("torch")
-        return torch.autocast(device, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+        return torch.autocast(device.split(":")[0], dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def backward(self, loss, model, *, last: bool) -> None:
         """Accumulate the gradient of `loss`; step when `accumulate` batches (or the epoch's last) are in."""
@@ -286,8 +323,8 @@ class Stepper:
 
 
 def train_one_epoch(model, loader, criterion, step: Stepper, *, frozen: bool, device: str, desc: str,
-                    show_progress: bool) -> tuple[float, float, int]:
-    """One pass over the training data; returns mean loss, accuracy and images seen."""
+                    show_progress: bool) -> tuple[float, int, int]:
+    """One pass over the training data; returns the summed loss, correct predictions and images seen."""
     torch = require("torch")
     model.train()
     if frozen:
@@ -305,7 +342,7 @@ def train_one_epoch(model, loader, criterion, step: Stepper, *, frozen: bool, de
                 correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
             progress.update(len(labels))
-    return total_loss / max(seen, 1), correct / max(seen, 1), seen
+    return total_loss, correct, seen
 
 
 def collect_logits(model, loader, *, device: str = "cpu", show_progress: bool = False):
@@ -340,6 +377,12 @@ def _to_device(images, labels, device: str):
     return images, labels.to(device, non_blocking=True)
 
 
+def _sampler_rng(sampler):
+    # The class-balanced sampler draws from its own generator; a DistributedSampler reseeds per epoch.
+    generator = getattr(sampler, "generator", None)
+    return generator.get_state() if generator is not None else None
+
+
 def _seed_worker(worker_id: int) -> None:
     # Augmentation draws from `random`; each loader worker gets its own stream from torch's seed.
     torch = require("torch")
@@ -368,7 +411,7 @@ class _ImageDataset:
         return torch.from_numpy(array), self.index[sample.label]
 
 
-def _split(config: TrainConfig, samples: list[Sample], run_dir: Path, state: dict | None):
+def _split(config: TrainConfig, samples: list[Sample], run_dir: Path, state: dict | None, *, write: bool):
     """Train and validation samples and the grouping used; a resumed run reuses its saved split,
     since the data folder may have grown since."""
     if state:
@@ -378,7 +421,8 @@ def _split(config: TrainConfig, samples: list[Sample], run_dir: Path, state: dic
         split = kfold_split(samples, folds=config.folds, fold=config.fold, seed=config.seed, group_by=config.group_by)
     else:
         split = split_samples(samples, val_fraction=config.val_fraction, seed=config.seed, group_by=config.group_by)
-    write_split(run_dir / "split.csv", *split)
+    if write:
+        write_split(run_dir / "split.csv", *split)
     return split
 
 
@@ -390,7 +434,14 @@ def _report_validation(run_dir: Path, probs: np.ndarray, labels: np.ndarray, cla
     plot_confusion(confusion_matrix(probs, labels, len(classes)), classes, run_dir / "confusion.png", title=title)
 
 
-def _validate(config: TrainConfig) -> None:
+def _validate(config: TrainConfig, dist: distributed.Dist) -> None:
+    if dist.world > 1:
+        if config.batch_size % dist.world:
+            raise DataError(f"--batch-size {config.batch_size} (the global batch) must divide by the "
+                            f"{dist.world} processes.")
+        if config.balance == "sampler" or config.freeze_epochs or config.find_lr:
+            raise DataError("Under torchrun, --balance sampler, --freeze-epochs and --find-lr are not supported "
+                            "yet; use --balance loss or run them in one process.")
     if config.from_bundle is not None:
         if config.weights is not None or config.pretrained:
             raise DataError("--from-bundle already gives the starting weights; drop --weights/--pretrained.")
@@ -425,7 +476,6 @@ def _prepare_run_dir(out: Path, overwrite: bool, *, resume: bool) -> Path:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DataError(f"Run folder {out} is not empty. Choose a new --out, pass --resume to continue an "
                         "interrupted run, or --overwrite to start again.")
-    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
