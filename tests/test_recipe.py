@@ -15,7 +15,7 @@ from trapcls.exceptions import DataError
 from trapcls.preprocess import PreprocessSpec
 from trapcls.training.loop import Stepper, TrainConfig, _set_backbone_trainable, train
 from trapcls.training.models import create_model
-from trapcls.training.recipe import (balanced_sampler, class_weights, crop_box, ema_model, make_optimizer,
+from trapcls.training.recipe import (BalancedSampler, class_weights, crop_box, ema_model, make_optimizer,
                                      train_transform, warmup_cosine)
 
 
@@ -65,8 +65,25 @@ def test_class_balance():
     labels = [0, 0, 0, 1]
     assert class_weights(labels, 2) == pytest.approx([4 / 6, 2.0])
     many = labels * 250  # 750 of class 0, 250 of class 1
-    drawn = Counter(many[i] for i in balanced_sampler(many, 2, seed=0))
+    drawn = Counter(many[i] for i in BalancedSampler(many, 2, seed=0))
     assert sum(drawn.values()) == len(many) and abs(drawn[0] - drawn[1]) < 0.1 * len(many)
+
+
+def test_balanced_sampler_is_fixed_by_seed_and_epoch_and_splits_one_draw_over_ranks():
+    labels = [0, 0, 0, 1] * 25
+    one = BalancedSampler(labels, 2, seed=3)
+    one.set_epoch(2)
+    draw = list(one)
+    assert draw == list(one)  # a resumed run repeats the epoch's draws exactly
+    one.set_epoch(3)
+    assert list(one) != draw
+    one.set_epoch(2)
+    ranks = [BalancedSampler(labels, 2, seed=3, rank=r, world=3) for r in range(3)]
+    for sampler in ranks:
+        sampler.set_epoch(2)
+    shares = [list(s) for s in ranks]
+    assert [len(s) for s in shares] == [33, 33, 33] == [len(s) for s in ranks]
+    assert [x for trio in zip(*shares) for x in trio] == draw[:99]  # rank r takes draws r, r + 3, ...
 
 
 def test_stepper_accumulates_and_ema_averages():
@@ -102,7 +119,7 @@ def test_early_stop_ends_a_run_that_stopped_improving(tmp_path):
     # Learning rate 0 with a frozen backbone: validation log loss never improves after epoch 1.
     run = tmp_path / "run"
     train(TrainConfig(data=DEMO / "train", out=run, arch="test_efficientnet", epochs=6, img_size=64, batch_size=8,
-                      lr=0.0, freeze_backbone=True, early_stop=2, workers=0, export=False, calibrate=False))
+                      lr=0.0, freeze_backbone=True, early_stop=2, workers=0, export="none", calibrate=False))
     assert [int(r["epoch"]) for r in _metrics(run)] == [1, 2, 3]
 
 
@@ -111,7 +128,7 @@ def test_warm_up_unfreezes_and_recipe_options_run(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         result = train(TrainConfig(data=DEMO / "train", out=run, arch="test_efficientnet", epochs=2, img_size=64,
                                    batch_size=4, freeze_epochs=1, layer_decay=0.7, balance="sampler", accumulate=2,
-                                   ema_decay=0.9, augment="randaugment", workers=0, export=False))
+                                   ema_decay=0.9, augment="randaugment", workers=0, export="none"))
     assert "epoch 2: unfreezing the backbone" in caplog.text
     rows = _metrics(run)
     assert len(rows) == 2 and all(0 <= float(r["val_macro_f1"]) <= 1 for r in rows)
@@ -164,7 +181,7 @@ def test_retraining_from_a_bundle_keeps_or_resets_the_head(tiny_run, tmp_path, c
     same = tmp_path / "same"
     with caplog.at_level(logging.INFO):
         train(TrainConfig(data=DEMO / "train", out=same, from_bundle=bundle.root, epochs=1, lr=0.0, batch_size=8,
-                          freeze_backbone=True, workers=0, export=False, calibrate=False))
+                          freeze_backbone=True, workers=0, export="none", calibrate=False))
     assert "same classes: classifier kept" in caplog.text
     from trapcls.training.checkpoint import load_checkpoint
 
@@ -179,7 +196,7 @@ def test_retraining_from_a_bundle_keeps_or_resets_the_head(tiny_run, tmp_path, c
     caplog.clear()
     with caplog.at_level(logging.INFO):
         train(TrainConfig(data=season, out=tmp_path / "new", from_bundle=bundle.root, epochs=1, lr=0.0, batch_size=8,
-                          freeze_backbone=True, workers=0, export=False, calibrate=False))
+                          freeze_backbone=True, workers=0, export="none", calibrate=False))
     assert "class list changed" in caplog.text and "classifier re-initialised" in caplog.text
     fresh = load_checkpoint(tmp_path / "new")["state_dict"]
     assert torch.equal(fresh["conv_stem.weight"], start["conv_stem.weight"])
@@ -233,3 +250,49 @@ def test_torchrun_two_processes_on_cpu_match_one_process(tmp_path):
 
         _validate(TrainConfig(data=DEMO / "train", out=tmp_path / "x", arch="test_efficientnet", batch_size=7),
                   Dist(rank=0, world=2, local_rank=0, device="cpu"))
+
+
+def test_torchrun_freezes_balances_and_finds_lr_like_one_process(tmp_path):
+    """--freeze-epochs (DDP is rebuilt when the backbone unfreezes), --balance sampler (one global
+    draw split over ranks) and --find-lr under torchrun; the run itself refuses to finish if the
+    ranks' weights diverged, so a passing run shows the gradients stayed synchronised."""
+    import subprocess
+    import sys
+
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    args = ["-m", "trapcls", "train", str(DEMO / "train"), "--arch", "test_efficientnet", "--epochs", "3",
+            "--img-size", "64", "--batch-size", "8", "--workers", "0", "--no-export", "--freeze-epochs", "1",
+            "--balance", "sampler"]
+    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([*torchrun, *args, "--out", str(tmp_path / "two")], capture_output=True, text=True,
+                         timeout=180)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "unfreezing the backbone" in ddp.stderr and "all 2 processes hold identical weights" in ddp.stderr
+    one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert len(one) == len(two) == 3
+    for a, b in zip(one, two):
+        assert abs(float(a["val_log_loss"]) - float(b["val_log_loss"])) < 0.1  # the same recipe, within noise
+    sweep = [*args[:args.index("--epochs")], "--img-size", "64", "--batch-size", "8", "--workers", "0", "--find-lr",
+             "--find-lr-steps", "30"]
+    lr = subprocess.run([*torchrun, *sweep, "--out", str(tmp_path / "lr")], capture_output=True, text=True,
+                        timeout=180)
+    assert lr.returncode == 0, lr.stderr[-3000:]
+    assert lr.stdout.count("suggested --lr") == 1 and (tmp_path / "lr" / "lr_find.png").is_file()
+
+
+def test_export_targets_and_a_missing_tensorrt_refused_before_training(tmp_path):
+    import importlib.util
+
+    from trapcls.exceptions import MissingDependencyError
+    from trapcls.export import parse_targets
+
+    assert parse_targets("onnx") == ("onnx",) and parse_targets(" none ") == () and parse_targets("") == ()
+    assert parse_targets("tensorrt") == parse_targets("ONNX,tensorrt") == ("onnx", "tensorrt")
+    with pytest.raises(DataError, match="unknown: trt"):
+        parse_targets("onnx,trt")
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here; the refusal is for machines without it")
+    with pytest.raises(MissingDependencyError, match=r"trapcls\[tensorrt\]"):
+        train(TrainConfig(data=DEMO / "train", out=tmp_path / "run", arch="test_efficientnet", export="onnx,tensorrt"))
+    assert not (tmp_path / "run").exists()  # refused before anything was trained or written

@@ -185,7 +185,7 @@ def test_drivendata_layout_trains_with_a_site_grouped_split(tmp_path):
     (data / "train_labels.csv").write_text("\n".join(labels) + "\n")
     run = tmp_path / "run"
     train(TrainConfig(data=data, out=run, arch="test_efficientnet", epochs=1, img_size=64, batch_size=8,
-                      workers=0, export=False))
+                      workers=0, export="none"))
     assert json.loads((run / "config.json").read_text())["split"] == "site"
     with open(run / "split.csv") as fh:
         rows = list(csv.DictReader(fh))

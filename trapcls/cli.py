@@ -107,10 +107,14 @@ def train(
     resume: Annotated[bool, typer.Option(
         help="Continue the interrupted run in --out after its last finished epoch (same options, same result).")]
     = False,
-    export: Annotated[bool, typer.Option(help="Export the best checkpoint to OUT/bundle at the end.")] = True,
+    export: Annotated[str, typer.Option(
+        help="Re-export the best checkpoint at the end: onnx (OUT/bundle), onnx,tensorrt (also an FP16 engine "
+             "built on this machine's GPU, verified) or none.")] = "onnx",
+    no_export: Annotated[bool, typer.Option("--no-export", help="Same as --export none.")] = False,
     find_lr: Annotated[bool, typer.Option(
         help="Run the learning-rate range test instead of training: writes OUT/lr_find.png and .csv and prints "
              "a suggested --lr.")] = False,
+    find_lr_steps: Annotated[int, typer.Option(help="Optimizer steps in the LR range test (1e-7 to 10).")] = 100,
     calibrate: Annotated[bool, typer.Option(
         help="Fit a temperature on the validation split (minimising log loss) and store it in the bundle.")] = True,
 ) -> None:
@@ -125,10 +129,11 @@ def train(
                          ema_decay=ema_decay, early_stop=early_stop, amp=amp,
                          val_fraction=val_fraction, group_by=group_by, folds=folds, fold=fold,
                          label_regex=label_regex, seed=seed, workers=workers, overwrite=overwrite, resume=resume,
-                         export=export, calibrate=calibrate, find_lr=find_lr)
+                         export="none" if no_export else export, calibrate=calibrate, find_lr=find_lr,
+                         find_lr_steps=find_lr_steps)
     result = run_train(config, show_progress=True)
-    if result.best_epoch == 0 and not result.lr_find:
-        return  # a torchrun worker other than rank 0: rank 0 reports
+    if not result.main:
+        return  # a torchrun process other than rank 0: rank 0 reports
     if result.lr_find:
         typer.echo(f"suggested --lr {result.lr_find.suggestion:.2g} (plot: {result.run_dir / 'lr_find.png'})")
         return

@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -20,9 +19,10 @@ from PIL import Image
 from trapcls._deps import require
 from trapcls.bundle import load_bundle
 from trapcls.exceptions import DataError
+from trapcls.export import parse_targets
 from trapcls.fsutil import atomic_write_text
 from trapcls.metrics import accuracy, confusion_matrix, log_loss, macro_f1, per_class
-from trapcls.predict.backends import probabilities
+from trapcls.predict.backends import cores, probabilities
 from trapcls.preprocess import PreprocessSpec, draft_size, load_image, preprocess, to_array
 from trapcls.progress import bar
 from trapcls.training import distributed
@@ -33,7 +33,7 @@ from trapcls.training.data import Sample, kfold_split, load_samples, read_split,
 from trapcls.training.lr_find import LrFind, find_lr, plot_lr_find
 from trapcls.training.models import create_model, preprocess_spec
 from trapcls.training.plots import plot_confusion, plot_curves
-from trapcls.training.recipe import (AUGMENTS, BALANCES, OPTIMIZERS, autocast_dtype, balanced_sampler, check_choice,
+from trapcls.training.recipe import (AUGMENTS, BALANCES, OPTIMIZERS, autocast_dtype, BalancedSampler, check_choice,
                                      class_weights, ema_model, make_optimizer, train_transform, warmup_cosine)
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class TrainConfig:
     resume: bool = False
     find_lr: bool = False
     find_lr_steps: int = 100
-    export: bool = True
+    export: str = "onnx"
     calibrate: bool = True
 
     def to_json(self) -> dict:
@@ -99,6 +99,7 @@ class TrainResult:
     bundle_dir: Path | None
     calibration: Calibration | None = None
     lr_find: LrFind | None = None
+    main: bool = True  # False on torchrun ranks other than 0, which write and report nothing
 
 
 def train(config: TrainConfig, *, show_progress: bool = False) -> TrainResult:
@@ -145,7 +146,8 @@ def _train(config: TrainConfig, dist: distributed.Dist, *, show_progress: bool) 
     model = create_model(arch, len(classes), weights=weights, pretrained=config.pretrained, fresh_head=fresh_head)
     spec = preprocess_spec(model, img_size)
     device = dist.device
-    amp_dtype = autocast_dtype(device.split(":")[0], config.amp)
+    device_kind = device.split(":")[0]
+    amp_dtype = autocast_dtype(device_kind, config.amp)
     if device != "cpu":
         model = model.to(device, memory_format=torch.channels_last)
     lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
@@ -159,11 +161,13 @@ def _train(config: TrainConfig, dist: distributed.Dist, *, show_progress: bool) 
 
     index = {c: i for i, c in enumerate(classes)}
     train_labels = [index[s.label] for s in train_set]
-    workers = config.workers if config.workers is not None else min(2, os.cpu_count() or 1)
+    workers = config.workers if config.workers is not None else min(2, cores())
     augment = train_transform(spec, augment=config.augment, min_scale=config.crop_scale)
     train_data = _ImageDataset(train_set, index, spec, augment=augment)
-    sampler = balanced_sampler(train_labels, len(classes), seed=config.seed) if config.balance == "sampler" else None
-    if dist.world > 1:  # each process sees its own 1/world of every epoch, in the same global order
+    sampler = None
+    if config.balance == "sampler":
+        sampler = BalancedSampler(train_labels, len(classes), seed=config.seed, rank=dist.rank, world=dist.world)
+    elif dist.world > 1:  # each process sees its own 1/world of every epoch, in the same global order
         sampler = torch.utils.data.DistributedSampler(train_data, num_replicas=dist.world, rank=dist.rank,
                                                       shuffle=True, seed=config.seed, drop_last=True)
     generator = torch.Generator().manual_seed(config.seed)
@@ -183,14 +187,15 @@ def _train(config: TrainConfig, dist: distributed.Dist, *, show_progress: bool) 
               if config.balance == "loss" else None)
     criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
     ema = ema_model(model, config.ema_decay) if config.ema_decay else None
-    _set_backbone_trainable(model, not (config.freeze_backbone or config.freeze_epochs))
-    net = model
-    if dist.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if device != "cpu" else None)
     step = Stepper(optimizer, scheduler, accumulate=config.accumulate, amp_dtype=amp_dtype, ema=ema)
     if config.find_lr:
-        _set_backbone_trainable(model, not (config.freeze_backbone or config.freeze_epochs))
-        sweep = find_lr(model, train_loader, criterion, optimizer, steps=config.find_lr_steps, device=device)
+        # Under torchrun every rank sweeps its share of each batch with synchronised gradients, and
+        # the curve is the loss averaged over the ranks.
+        net = _trainable(model, frozen=config.freeze_backbone or bool(config.freeze_epochs), dist=dist)
+        sweep = find_lr(net, train_loader, criterion, optimizer, steps=config.find_lr_steps, device=device,
+                        mean=lambda value: dist.sum([value])[0] / dist.world)
+        if not dist.main:
+            return TrainResult(run_dir=run_dir, best_epoch=0, best_metrics={}, bundle_dir=None, main=False)
         _write_rows(run_dir / "lr_find.csv", ["lr", "smoothed_loss"], [
             {"lr": rate, "smoothed_loss": loss} for rate, loss in zip(sweep.lrs, sweep.losses, strict=True)])
         plot_lr_find(sweep, run_dir / "lr_find.png")
@@ -208,19 +213,19 @@ def _train(config: TrainConfig, dist: distributed.Dist, *, show_progress: bool) 
         if ema is not None:
             ema.load_state_dict(state["ema"])
         generator.set_state(state["loader_rng"])
-        if state["sampler_rng"] is not None:
-            sampler.generator.set_state(state["sampler_rng"])
         set_rng_state(state["rng"])
         history, best, stopped = state["history"], state["best"], state["stopped"]
         first = state["epoch"] + 1
         log.info("resuming %s after epoch %d of %d", run_dir, state["epoch"], config.epochs)
     scored = ema.module if ema is not None else model
+    net, net_frozen = None, None
     for epoch in range(first, config.epochs + 1):
         if stopped:
             break
         frozen = config.freeze_backbone or epoch <= config.freeze_epochs
-        _set_backbone_trainable(model, not frozen)
-        if isinstance(sampler, torch.utils.data.DistributedSampler):
+        if frozen != net_frozen:
+            net, net_frozen = _trainable(model, frozen=frozen, dist=dist), frozen
+        if sampler is not None:
             sampler.set_epoch(epoch)
         if epoch == config.freeze_epochs + 1 and config.freeze_epochs and not config.freeze_backbone:
             log.info("epoch %d: unfreezing the backbone", epoch)
@@ -259,11 +264,11 @@ def _train(config: TrainConfig, dist: distributed.Dist, *, show_progress: bool) 
             "epoch": epoch, "stopped": stopped, "config": resolved, "history": history, "best": best,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": step.scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-            "loader_rng": generator.get_state(), "sampler_rng": _sampler_rng(sampler),
-            "rng": rng_state()})
+            "loader_rng": generator.get_state(), "rng": rng_state()})
+    _check_ranks_agree(model, dist)
     model = scored
     if not dist.main:
-        return TrainResult(run_dir=run_dir, best_epoch=0, best_metrics={}, bundle_dir=None)
+        return TrainResult(run_dir=run_dir, best_epoch=0, best_metrics={}, bundle_dir=None, main=False)
 
     model.load_state_dict(load_checkpoint(run_dir / BEST)["state_dict"])
     calibration = None
@@ -284,11 +289,16 @@ def _train(config: TrainConfig, dist: distributed.Dist, *, show_progress: bool) 
                                            str(run_dir / "best.safetensors"))
 
     bundle_dir = None
-    if config.export:
+    targets = parse_targets(config.export)
+    verify = [s.path for s in (val_set or train_set)][:16]
+    if "onnx" in targets:
         from trapcls.export.onnx import export_onnx
 
-        verify = [s.path for s in (val_set or train_set)][:16]
         bundle_dir = export_onnx(run_dir / BEST, run_dir / "bundle", verify_images=verify).bundle.root
+    if "tensorrt" in targets:
+        from trapcls.export.tensorrt import BuildOptions, export_tensorrt
+
+        export_tensorrt(bundle_dir, BuildOptions(), verify_images=verify)
     return TrainResult(run_dir=run_dir, best_epoch=int(best["epoch"]), best_metrics=best, bundle_dir=bundle_dir,
                        calibration=calibration)
 
@@ -377,10 +387,28 @@ def _to_device(images, labels, device: str):
     return images, labels.to(device, non_blocking=True)
 
 
-def _sampler_rng(sampler):
-    # The class-balanced sampler draws from its own generator; a DistributedSampler reseeds per epoch.
-    generator = getattr(sampler, "generator", None)
-    return generator.get_state() if generator is not None else None
+def _check_ranks_agree(model, dist: distributed.Dist) -> None:
+    """Under torchrun every process must end with the same weights; a difference means gradients
+    were not synchronised for some parameters, and the run is refused rather than saved."""
+    if dist.world == 1:
+        return
+    total = float(sum(p.detach().double().sum() for p in model.parameters()))
+    if not math.isclose(dist.sum([total])[0], total * dist.world, rel_tol=1e-12, abs_tol=1e-9):
+        raise RuntimeError("The torchrun processes ended with different weights: gradients were not synchronised. "
+                           "Please report this with the command you ran.")
+    log.info("all %d processes hold identical weights", dist.world)
+
+
+def _trainable(model, *, frozen: bool, dist: distributed.Dist):
+    """Freeze or unfreeze the backbone and return the module to train: `model` itself, or under
+    torchrun a fresh DistributedDataParallel wrapper, because DDP only synchronises the
+    parameters that were trainable when it was built."""
+    _set_backbone_trainable(model, not frozen)
+    if dist.world == 1:
+        return model
+    torch = require("torch")
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[dist.local_rank] if dist.device != "cpu" else None)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -439,9 +467,8 @@ def _validate(config: TrainConfig, dist: distributed.Dist) -> None:
         if config.batch_size % dist.world:
             raise DataError(f"--batch-size {config.batch_size} (the global batch) must divide by the "
                             f"{dist.world} processes.")
-        if config.balance == "sampler" or config.freeze_epochs or config.find_lr:
-            raise DataError("Under torchrun, --balance sampler, --freeze-epochs and --find-lr are not supported "
-                            "yet; use --balance loss or run them in one process.")
+    if "tensorrt" in parse_targets(config.export):
+        require("tensorrt")  # before hours of training, not after
     if config.from_bundle is not None:
         if config.weights is not None or config.pretrained:
             raise DataError("--from-bundle already gives the starting weights; drop --weights/--pretrained.")

@@ -9,6 +9,7 @@ ten, where the loss still falls steadily: a conservative, commonly used pick.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,13 @@ class LrFind:
 
 
 def find_lr(model, loader, criterion, optimizer, *, start: float = 1e-7, end: float = 10.0, steps: int = 100,
-            device: str = "cpu") -> LrFind:
-    """Run the range test on `model` in place (callers throw the weights away afterwards)."""
+            device: str = "cpu", mean: Callable[[float], float] = float) -> LrFind:
+    """Run the range test on `model` in place (callers throw the weights away afterwards).
+
+    `mean` turns this process's batch loss into the loss over all processes (under torchrun), so
+    every rank sees the same curve and stops at the same step; a rank stopping alone would leave
+    the others waiting for its gradients forever.
+    """
     if not 0 < start < end or steps < 2:
         raise DataError(f"The LR sweep needs 0 < start < end and 2+ steps; got {start}, {end}, {steps}.")
     factor = (end / start) ** (1 / (steps - 1))
@@ -50,7 +56,7 @@ def find_lr(model, loader, criterion, optimizer, *, start: float = 1e-7, end: fl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        value = float(loss.detach())
+        value = mean(float(loss.detach()))
         if not math.isfinite(value):
             break
         smooth = SMOOTHING * smooth + (1 - SMOOTHING) * value

@@ -101,14 +101,32 @@ def class_weights(labels: list[int], num_classes: int) -> list[float]:
     return [len(labels) / (num_classes * counts[c]) if counts[c] else 0.0 for c in range(num_classes)]
 
 
-def balanced_sampler(labels: list[int], num_classes: int, *, seed: int):
-    """A sampler drawing each class equally often (with replacement), one epoch = len(labels) draws."""
-    torch = require("torch")
-    per_class = class_weights(labels, num_classes)
-    weights = torch.tensor([per_class[y] for y in labels], dtype=torch.double)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.WeightedRandomSampler(weights, num_samples=len(labels), replacement=True,
-                                                  generator=generator)
+class BalancedSampler:
+    """Draws each class equally often (with replacement); one epoch is len(labels) draws in all.
+
+    The draws depend only on the seed and the epoch (`set_epoch`), so a resumed run repeats them
+    exactly, and under torchrun every process computes the same global draw and takes its own
+    1/world share of it (rank, rank + world, ...), so no image is drawn for two ranks by accident.
+    """
+
+    def __init__(self, labels: list[int], num_classes: int, *, seed: int, rank: int = 0, world: int = 1) -> None:
+        torch = require("torch")
+        per_class = class_weights(labels, num_classes)
+        self.weights = torch.tensor([per_class[y] for y in labels], dtype=torch.double)
+        self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
+        self.num_samples = len(labels) // world
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        torch = require("torch")
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        draws = torch.multinomial(self.weights, len(self.weights), replacement=True, generator=generator)
+        return iter(draws[self.rank::self.world][: self.num_samples].tolist())
 
 
 def ema_model(model, decay: float):
