@@ -5,6 +5,9 @@ tolerances (FP32 both sides, so only kernel rounding should differ):
 - max absolute difference of any class probability: MAX_ABS_TOL (1e-4);
 - top-1 label: must agree on every image, except near-ties where PyTorch's top-2 margin is
   within 2 * MAX_ABS_TOL (a difference that small may legitimately flip the order).
+
+With `fp16=True` the verified FP32 graph is then converted to FP16 (trapcls.export.fp16),
+checked against it on the same frames, and stored as model.onnx in its place.
 """
 
 from __future__ import annotations
@@ -41,12 +44,15 @@ class ParityReport:
     mean_abs_diff: float
     top1_agreement: float
     disagreements: list[str]
+    # FP16 checks: the share of images whose top-1 agrees or flipped on a near-tie (see trapcls.export.fp16).
+    top1_agreement_excusing_near_ties: float | None = None
 
 
 @dataclass(frozen=True)
 class ExportReport:
     bundle: Bundle
-    parity: ParityReport
+    parity: ParityReport  # the FP32 graph against PyTorch
+    fp16_parity: ParityReport | None = None  # the stored FP16 graph against the FP32 graph, with --fp16
 
 
 def sample_images() -> list[Path]:
@@ -55,11 +61,12 @@ def sample_images() -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def export_onnx(source: Path, out: Path, *, verify_images: list[Path] | None = None) -> ExportReport:
-    """Write a bundle for the checkpoint at `source` (a run folder or .pt) into `out`.
+def export_onnx(source: Path, out: Path, *, verify_images: list[Path] | None = None,
+                fp16: bool = False) -> ExportReport:
+    """Write a bundle for the checkpoint at `source` (a run folder or .pt) into `out`; FP16 weights with `fp16`.
 
     The bundle is assembled in a sibling staging folder and moved into place only after the
-    parity check passes, so `out` never holds a half-written or unverified bundle.
+    parity checks pass, so `out` never holds a half-written or unverified bundle.
     """
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "bundle.json").exists())):
         raise ExportError(f"{out} exists and is not a bundle folder; choose another --out so nothing is overwritten.")
@@ -89,29 +96,28 @@ def export_onnx(source: Path, out: Path, *, verify_images: list[Path] | None = N
         manifest_args = dict(arch=ckpt["arch"], classes=ckpt["classes"], preprocess=spec, metrics=metrics,
                              training=training, calibration=ckpt.get("calibration"))
         bundle = write_manifest(staging, **manifest_args)
-        parity = check_parity(model, bundle, verify_images or sample_images())
-        write_manifest(staging, **manifest_args, export={
-            "torch": torch.__version__, "opset": OPSET, "parity": asdict(parity), "max_abs_tolerance": MAX_ABS_TOL})
+        images = verify_images or sample_images()
+        parity = check_parity(model, bundle, images)
+        export = {"torch": torch.__version__, "opset": OPSET, "precision": "fp32", "parity": asdict(parity),
+                  "max_abs_tolerance": MAX_ABS_TOL}
+        fp16_parity = _store_fp16(staging / ONNX_FILE, images, spec) if fp16 else None
+        if fp16_parity is not None:
+            from trapcls.export.fp16 import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1
+
+            tolerances = {"mean_abs_tolerance": FP16_MEAN_ABS_TOL, "min_top1_agreement": FP16_MIN_TOP1}
+            export.update(precision="fp16", fp16_parity={**asdict(fp16_parity), **tolerances})
+        write_manifest(staging, **manifest_args, export=export)  # recomputes the sha256 of the final model.onnx
         _replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ExportReport(bundle=load_bundle(out), parity=parity)
+    return ExportReport(bundle=load_bundle(out), parity=parity, fp16_parity=fp16_parity)
 
 
 def check_parity(model, bundle: Bundle, images: list[Path]) -> ParityReport:
     """Compare PyTorch and ONNX Runtime probabilities on `images`; raise ExportError past tolerance."""
     torch = require("torch")
-    arrays, names = [], []
-    for path in images:
-        try:
-            arrays.append(preprocess(path, bundle.preprocess))
-            names.append(Path(path).name)
-        except ImageReadError as exc:
-            log.warning("skipping verification image: %s", exc)
-    if not arrays:
-        raise ExportError("No readable verification images; pass a folder of JPEG/PNG frames with --verify-images.")
-    batch = np.stack(arrays)
+    batch, names = verification_batch(images, bundle.preprocess)
     with torch.no_grad():
         reference = torch.softmax(model(torch.from_numpy(batch)).double(), dim=1).numpy()
     backend = OnnxRuntimeBackend(bundle)
@@ -123,7 +129,7 @@ def check_parity(model, bundle: Bundle, images: list[Path]) -> ParityReport:
     margins = ordered[:, -1] - ordered[:, -2]
     disagree = [names[i] for i in np.flatnonzero(top_ref != top_onnx)]
     hard = [names[i] for i in np.flatnonzero((top_ref != top_onnx) & (margins > 2 * MAX_ABS_TOL))]
-    report = ParityReport(images=len(arrays), max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()),
+    report = ParityReport(images=len(names), max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()),
                           top1_agreement=float(np.mean(top_ref == top_onnx)), disagreements=disagree)
     if report.max_abs_diff > MAX_ABS_TOL or hard:
         raise ExportError(
@@ -132,6 +138,33 @@ def check_parity(model, bundle: Bundle, images: list[Path]) -> ParityReport:
             + (f", disagreeing on {', '.join(hard[:5])}" if hard else "") + ". The bundle was not written."
         )
     return report
+
+
+def _store_fp16(path: Path, images: list[Path], spec: PreprocessSpec) -> ParityReport:
+    """Convert the verified FP32 model at `path` to FP16, check it against FP32, and put it in its place."""
+    import onnx
+
+    from trapcls.export.fp16 import check_fp16_parity, convert_to_fp16
+
+    candidate = path.with_name(f"{path.stem}.fp16{path.suffix}")
+    onnx.save(convert_to_fp16(onnx.load(str(path))), str(candidate))
+    report = check_fp16_parity(path, candidate, images, spec)
+    os.replace(candidate, path)
+    return report
+
+
+def verification_batch(images: list[Path], spec: PreprocessSpec) -> tuple[np.ndarray, list[str]]:
+    """The readable `images` preprocessed into one float32 batch, with their file names; unreadable ones are skipped."""
+    arrays, names = [], []
+    for path in images:
+        try:
+            arrays.append(preprocess(path, spec))
+            names.append(Path(path).name)
+        except ImageReadError as exc:
+            log.warning("skipping verification image: %s", exc)
+    if not arrays:
+        raise ExportError("No readable verification images; pass a folder of JPEG/PNG frames with --verify-images.")
+    return np.stack(arrays), names
 
 
 def _replace_dir(staging: Path, out: Path) -> None:
