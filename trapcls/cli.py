@@ -155,16 +155,27 @@ def export_onnx(
     out: Annotated[Path, typer.Option(help="Bundle folder to write (model.onnx, weights.safetensors, bundle.json).")],
     verify_images: Annotated[Optional[Path], typer.Option(
         help="Folder of real frames for the PyTorch-vs-ONNX check; default: frames shipped with trapcls.")] = None,
+    fp16: Annotated[bool, typer.Option(
+        help="Store the model in FP16 (half the size; for ONNX Runtime's CUDA provider and small downloads), "
+             "verified against FP32 on CPU: mean abs probability difference <= 1e-3, top-1 agreement >= 99% "
+             "(flips between classes within 0.01 of each other excused). Slower than FP32 on a CPU.")] = False,
 ) -> None:
     """Export to ONNX (dynamic batch) and refuse the bundle unless it matches PyTorch on real frames."""
+    from trapcls.export.fp16 import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1
     from trapcls.export.onnx import MAX_ABS_TOL, export_onnx as run_export
     from trapcls.predict.discover import discover_images
 
     images = [f.path for f in discover_images([verify_images])][:32] if verify_images else None
-    report = run_export(source, out, verify_images=images)
+    report = run_export(source, out, verify_images=images, fp16=fp16)
     p = report.parity
     typer.echo(f"parity on {p.images} images: max abs probability difference {p.max_abs_diff:.2e} "
                f"(tolerance {MAX_ABS_TOL:.0e}), mean {p.mean_abs_diff:.2e}, top-1 agreement {p.top1_agreement:.1%}")
+    if report.fp16_parity is not None:
+        q = report.fp16_parity
+        typer.echo(f"fp16 parity on {q.images} images: max abs probability difference {q.max_abs_diff:.2e}, mean "
+                   f"{q.mean_abs_diff:.2e} (tolerance {FP16_MEAN_ABS_TOL:.0e}), top-1 agreement "
+                   f"{q.top1_agreement:.1%}, {q.top1_agreement_excusing_near_ties:.1%} excusing near-ties "
+                   f"(minimum {FP16_MIN_TOP1:.0%})")
     typer.echo(f"bundle: {report.bundle.root}")
 
 
@@ -252,6 +263,57 @@ def predict(
             typer.echo("warning: unreadable images got the uniform distribution in the submission", err=True)
         if strict:
             raise typer.Exit(1)
+
+
+@export_app.command("tensorrt")
+def export_tensorrt(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder (from `trapcls export onnx` or `trapcls train`).")],
+    min_batch: Annotated[int, typer.Option(help="Smallest batch the engine accepts.")] = 1,
+    opt_batch: Annotated[int, typer.Option(help="Batch size TensorRT tunes its kernels for.")] = 8,
+    max_batch: Annotated[int, typer.Option(help="Largest batch the engine accepts (more needs more GPU memory).")]
+    = 16,
+    workspace: Annotated[int, typer.Option(
+        help="Builder workspace limit in MiB; the default suits an 8 GB Jetson (GPU and CPU share its memory).")]
+    = 1024,
+    verify_images: Annotated[Optional[Path], typer.Option(
+        help="Folder of real frames for the engine-vs-ONNX Runtime check; default: frames shipped with trapcls.")]
+    = None,
+) -> None:
+    """Build an FP16 TensorRT engine for THIS machine's GPU into BUNDLE/engines, verify it, and record it.
+
+    Run it on the device that will classify (a Jetson or a GPU box): an engine only runs on the
+    GPU model and TensorRT version that built it. `predict --backend auto` then uses it.
+    """
+    from trapcls.export.engines import Profile
+    from trapcls.export.fp16 import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1
+    from trapcls.export.tensorrt import export_tensorrt as run_export
+    from trapcls.predict.discover import discover_images
+
+    images = [f.path for f in discover_images([verify_images])][:64] if verify_images else None
+    result = run_export(bundle, Profile(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+                                        workspace_mib=workspace), verify_images=images)
+    meta, check = result.meta, result.meta.verification
+    typer.echo(f"engine: {result.engine} ({meta.engine_bytes / 2**20:.1f} MiB, {meta.precision} via "
+               f"{meta.fp16_mode}, TensorRT {meta.tensorrt_version}, {meta.gpu_name})")
+    typer.echo(f"verified on {check['images']} images against ONNX Runtime: top-1 agreement "
+               f"{check['top1_agreement']:.1%} (needs {FP16_MIN_TOP1:.0%}), mean abs probability difference "
+               f"{check['mean_abs_diff']:.2e} (tolerance {FP16_MEAN_ABS_TOL:.0e}), max {check['max_abs_diff']:.2e}")
+
+
+@app.command()
+def doctor(
+    bundle: Annotated[Optional[Path], typer.Option(
+        help="Also check this bundle: its engines, whether each matches this machine, what predict would use.")]
+    = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Print what this machine can run (Python, ONNX Runtime, torch/CUDA, TensorRT, GPU) to paste into an issue."""
+    import json
+
+    from trapcls.doctor import collect, render
+
+    report = collect(bundle)
+    typer.echo(json.dumps(report, indent=2) if json_out else render(report))
 
 
 @app.command()

@@ -2,14 +2,13 @@
 
 A backend turns a float32 NCHW batch into logits; `probabilities` applies the bundle's
 calibration temperature and softmax, the same for every backend. `choose_backend("auto")`
-takes the first available in AUTO_ORDER: a TensorRT engine, then torch on a CUDA GPU
+takes the first available in AUTO_ORDER: a TensorRT engine built for this machine, then torch on a CUDA GPU
 (FP16, channels_last), then ONNX Runtime (CUDA provider when present, else CPU). On a CPU
 box ONNX Runtime beats eager torch (see benchmarks/), so auto never picks torch without a GPU.
 """
 
 from __future__ import annotations
 
-import glob
 import importlib.util
 import logging
 import os
@@ -21,6 +20,7 @@ import numpy as np
 from trapcls._deps import require
 from trapcls.bundle import Bundle
 from trapcls.exceptions import BundleError, MissingDependencyError, TrapclsError
+from trapcls.gpu import gpu_present
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,6 @@ def cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def gpu_present() -> bool:
-    """Whether an NVIDIA GPU device node exists (x86 or Jetson); cheap, imports nothing."""
-    return bool(glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/nvhost-ctrl-gpu"))
 
 
 class OnnxRuntimeBackend:
@@ -134,20 +129,50 @@ class TorchBackend:
 
 
 class TensorRTBackend:
-    """The slot for FP16 TensorRT engines built on the target device; this version builds none yet."""
+    """An FP16 TensorRT engine from the bundle, built on this machine by `trapcls export tensorrt`.
+
+    The engine is chosen from those bundle.json records and checked against this GPU, this
+    TensorRT and the bundle's ONNX before it is deserialised (trapcls.export.engines).
+    """
 
     name = "tensorrt"
-    REASON = "this trapcls version does not build TensorRT engines yet, so no bundle has one"
 
     def __init__(self, bundle: Bundle, *, threads: int | None = None) -> None:
-        raise TrapclsError(f"The tensorrt backend is not available: {self.unavailable(bundle)}. "
-                           "Use --backend onnxruntime or torch.")
+        from trapcls.export.engines import find_engine
+        from trapcls.gpu import gpu_info, tensorrt_version
+        from trapcls.predict.tensorrt import TensorRTRunner
+
+        version = tensorrt_version()
+        if version is None:
+            raise MissingDependencyError("The tensorrt backend needs TensorRT's Python bindings (on a Jetson: from "
+                                         "JetPack, in a venv made with --system-site-packages; see export/README.md).")
+        match = find_engine(bundle, tensorrt_version=version, gpu=gpu_info())
+        if match.engine is None:
+            raise BundleError(match.explain(bundle))
+        self._runner = TensorRTRunner(match.engine)
+        self.device, self.slots = "cuda", 1
+        self.engine = match.engine
+        self.memory = self._runner.memory.name
+        log.info("tensorrt engine %s (buffers from %s)", match.engine.name, self.memory)
 
     @staticmethod
     def unavailable(bundle: Bundle) -> str | None:
-        if importlib.util.find_spec("tensorrt") is None:
+        if not bundle.manifest.get("engines"):
+            return "the bundle has no TensorRT engine (trapcls export tensorrt builds one)"
+        from trapcls.export.engines import find_engine
+        from trapcls.gpu import gpu_info, tensorrt_version
+
+        version = tensorrt_version()
+        if version is None:
             return "tensorrt is not installed"
-        return TensorRTBackend.REASON
+        match = find_engine(bundle, tensorrt_version=version, gpu=gpu_info())
+        if match.engine is None:
+            return "no engine fits this machine: " + "; ".join(
+                f"{name}: {', '.join(reasons)}" for name, reasons in match.rejected.items())
+        return None
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self._runner.logits(batch)
 
 
 # Keys must equal trapcls.predict.BACKEND_NAMES (the CLI's choices); a test holds them equal.

@@ -296,9 +296,9 @@ def _train(config: TrainConfig, dist: distributed.Dist, *, show_progress: bool) 
 
         bundle_dir = export_onnx(run_dir / BEST, run_dir / "bundle", verify_images=verify).bundle.root
     if "tensorrt" in targets:
-        from trapcls.export.tensorrt import BuildOptions, export_tensorrt
+        from trapcls.export.tensorrt import export_tensorrt
 
-        export_tensorrt(bundle_dir, BuildOptions(), verify_images=verify)
+        export_tensorrt(bundle_dir, verify_images=verify)  # the default profile; rebuild with other flags any time
     return TrainResult(run_dir=run_dir, best_epoch=int(best["epoch"]), best_metrics=best, bundle_dir=bundle_dir,
                        calibration=calibration)
 

@@ -1,0 +1,98 @@
+"""What this machine's GPU and TensorRT are: the facts an engine is bound to.
+
+A TensorRT engine runs only on the GPU model (compute capability and SM count) and the
+TensorRT version that built it, so export records these facts and loading compares them.
+Nothing here runs at import time; each probe imports its library only when called.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import importlib.util
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One CUDA device as the engine metadata records it."""
+
+    name: str
+    compute_capability: str  # "8.7"
+    sm_count: int | None  # None when the probe could not tell (nvidia-smi does not report it)
+    source: str  # which library answered: torch, cuda-python or nvidia-smi
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def gpu_present() -> bool:
+    """Whether an NVIDIA GPU device node exists (x86 or Jetson); cheap, imports nothing."""
+    return bool(glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/nvhost-ctrl-gpu"))
+
+
+def tensorrt_version() -> str | None:
+    """The installed TensorRT Python bindings' version, or None; imports tensorrt only if it is installed."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return None
+    try:
+        return str(importlib.import_module("tensorrt").__version__)
+    except Exception:  # a broken install (missing libnvinfer) is "not usable", not a crash
+        return None
+
+
+def gpu_info(device: int = 0) -> Gpu | None:
+    """Name, compute capability and SM count of CUDA device `device`, or None without a usable GPU.
+
+    Asks cuda-python first (light), then torch, then nvidia-smi (x86 only; no SM count); without
+    an NVIDIA device node it asks none of them.
+    """
+    if not gpu_present():
+        return None
+    for probe in (_from_cuda_python, _from_torch, _from_nvidia_smi):
+        try:
+            found = probe(device)
+        except Exception:  # each probe may be missing or fail on a driverless box
+            found = None
+        if found is not None:
+            return found
+    return None
+
+
+def _from_cuda_python(device: int) -> Gpu | None:
+    if importlib.util.find_spec("cuda") is None:
+        return None
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        from cuda import cudart  # older cuda-python
+    err, props = cudart.cudaGetDeviceProperties(device)
+    if int(err) != 0:
+        return None
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return Gpu(name=name.rstrip("\x00").strip(), compute_capability=f"{props.major}.{props.minor}",
+               sm_count=int(props.multiProcessorCount), source="cuda-python")
+
+
+def _from_torch(device: int) -> Gpu | None:
+    if importlib.util.find_spec("torch") is None:
+        return None
+    torch = importlib.import_module("torch")
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(device)
+    return Gpu(name=props.name, compute_capability=f"{props.major}.{props.minor}",
+               sm_count=int(props.multi_processor_count), source="torch")
+
+
+def _from_nvidia_smi(device: int) -> Gpu | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    out = subprocess.run([exe, f"--id={device}", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                         capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+    name, _, cc = out.rpartition(",")
+    return Gpu(name=name.strip(), compute_capability=cc.strip(), sm_count=None, source="nvidia-smi") if name else None
