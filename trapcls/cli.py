@@ -330,9 +330,83 @@ def merge(
 
 
 @app.command()
-def watch() -> None:
-    """Watch an inbox folder and classify new camera folders (not implemented yet)."""
-    raise TrapclsError("`trapcls watch` is not implemented yet; use `trapcls predict` on each folder for now.")
+def watch(
+    inbox: Annotated[Path, typer.Argument(help="Folder where camera folders (SD-card copies) arrive.")],
+    bundle: Annotated[Path, typer.Option(help="Model bundle folder.")],
+    out: Annotated[Optional[Path], typer.Option(
+        help="Where each camera folder's predictions.csv and the journal (.trapcls/) go; default: INBOX.")] = None,
+    folder_depth: Annotated[int, typer.Option(
+        help="Folder levels under INBOX that make a camera folder (one CSV each); 0 = one CSV for everything.")] = 1,
+    settle: Annotated[float, typer.Option(
+        help="Seconds a file's size and mtime must stay unchanged before it counts as copied.")] = 5.0,
+    rescan_interval: Annotated[float, typer.Option(
+        help="Seconds between full rescans that catch files whose events were lost.")] = 60.0,
+    polling: Annotated[bool, typer.Option(
+        help="Poll instead of inotify: for network shares (NFS/CIFS), FUSE and exFAT mounts.")] = False,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between polls with --polling.")] = 2.0,
+    events: Annotated[bool, typer.Option(
+        help="Use file events; --no-events relies on the rescans alone.")] = True,
+    backend: Annotated[str, typer.Option(help="auto, onnxruntime, torch or tensorrt (as for predict).")] = "auto",
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per inference batch; default 8 on a CPU, 32 on a GPU.")]
+    = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU inference threads; default: all cores.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Image decoding threads; default: all cores.")] = None,
+    max_attempts: Annotated[int, typer.Option(
+        help="Tries per file before it becomes an error row (a changed file starts again).")] = 3,
+    flush_interval: Annotated[float, typer.Option(
+        help="While a card is being processed, rewrite its CSV at most this often (seconds); always at the end.")]
+    = 5.0,
+    all_csv: Annotated[Optional[Path], typer.Option(
+        help="Also append every result to this one CSV (paths relative to INBOX).")] = None,
+    blank_threshold: Annotated[Optional[float], typer.Option(
+        help=f"is_blank is true when P(blank) >= this. Default {DEFAULT_BLANK_THRESHOLD}.")] = None,
+    idle_exit: Annotated[Optional[float], typer.Option(
+        help="Exit after this many seconds with nothing to do (for one-off runs); default: run until stopped.")]
+    = None,
+) -> None:
+    """Classify every image that lands in INBOX exactly once and keep each camera folder's predictions.csv current.
+
+    Runs until SIGTERM/Ctrl-C (which finish the current batch, write the CSVs and exit 0). A SQLite
+    journal in OUT/.trapcls/ records every file, so a crash or power cut loses nothing: restart and
+    it carries on. Under systemd it reports readiness and watchdog pings (see systemd/).
+    """
+    from trapcls.watch.daemon import WatchConfig, Watcher
+
+    config = WatchConfig(inbox=inbox, bundle=bundle, out=out, folder_depth=folder_depth, settle=settle,
+                         rescan_interval=rescan_interval, polling=polling, poll_interval=poll_interval, events=events,
+                         backend=backend, batch_size=batch_size, threads=threads, workers=workers,
+                         max_attempts=max_attempts, flush_interval=flush_interval, all_csv=all_csv,
+                         blank_threshold=blank_threshold, idle_exit=idle_exit)
+    Watcher(config).run()
+
+
+@app.command()
+def status(
+    folder: Annotated[Path, typer.Argument(help="The watch's --out folder (default there: the inbox).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Backlog, done, errors, last activity, throughput and failing files of a watch (safe while it runs)."""
+    import json
+    from datetime import datetime
+
+    from trapcls.watch.daemon import journal_path
+    from trapcls.watch.journal import Journal
+
+    journal = Journal(journal_path(folder), readonly=True)
+    try:
+        stats = journal.stats()
+    finally:
+        journal.close()
+    if json_out:
+        typer.echo(json.dumps(stats, indent=2))
+        return
+    last = datetime.fromtimestamp(stats["last_activity"]).isoformat(timespec="seconds") if stats["last_activity"] else "never"
+    typer.echo(f"backlog: {stats['backlog']}\ndone: {stats['done']}\nerrors: {stats['errors']}\n"
+               f"last activity: {last}\nthroughput (last {stats['recent_window_s'] / 60:.0f} min): "
+               f"{stats['files_per_s_recent']:.2f} files/s")
+    for f in stats["failing"]:
+        state = "gave up" if f["status"] == "error" else f"will retry ({f['attempts']} tries so far)"
+        typer.echo(f"failing: {f['path']}: {f['error']} [{state}]")
 
 
 @app.command()

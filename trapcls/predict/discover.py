@@ -135,7 +135,7 @@ def _walk(root: Path, pattern: tuple[str, ...] | None, roots: tuple[Path, ...], 
                 if hit or _may_descend(sub, pattern):
                     stack.append((Path(entry.path), sub, hit))
             # is_file() follows links: FIFOs, sockets, devices and dangling links are not regular files
-            elif hit and _is_candidate(entry.name) and entry.is_file() and _inside(entry, roots, outside):
+            elif hit and is_candidate(entry.name) and entry.is_file() and _inside(entry, roots, outside):
                 yield Path(entry.path)
 
 
@@ -183,7 +183,8 @@ def _may_descend(parts: tuple[str, ...], pattern: tuple[str, ...] | None) -> boo
     return all(fnmatchcase(name, seg) for name, seg in zip(parts, head))
 
 
-def _is_candidate(name: str) -> bool:
+def is_candidate(name: str) -> bool:
+    """An image name worth classifying: a JPEG/PNG suffix, not hidden, not a copy tool's temp file."""
     lower = name.lower()
     return not name.startswith(".") and lower.endswith(IMAGE_SUFFIXES) and not lower.endswith(TEMP_SUFFIXES)
 

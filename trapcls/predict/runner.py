@@ -133,6 +133,7 @@ def _count(summary: PredictSummary, results: list[Result]) -> None:
     summary.classified += len(results)
     for result in results:
         if not result.ok:
+            log.warning("%s: %s", result.file.rel, result.error)
             summary.failed += 1
             if len(summary.failures) < MAX_REPORTED_FAILURES:
                 summary.failures.append(result)
@@ -201,6 +202,6 @@ def _infer(batch: list[ImageFile], decoded: list[Future], bundle: Bundle, backen
         if i in probs:
             out.append(Result(file=file, probs=probs[i], captured=items[i][1]))
         else:
-            log.warning("%s: %s", file.rel, items[i])
+            log.debug("%s: %s", file.rel, items[i])  # the caller reports failures (predict in full, watch rate-limited)
             out.append(Result(file=file, probs=None, error=items[i]))
     return out

@@ -1,0 +1,431 @@
+"""`trapcls watch`: classify every image that lands in an inbox exactly once, and keep a CSV per camera folder.
+
+How nothing is lost and nothing is done twice:
+- the SQLite journal (trapcls.watch.journal) is the source of truth: a file is recorded with
+  its size and mtime, and results are committed per batch together with the "CSV is stale"
+  flag of their folder; the CSVs are rebuilt from the journal (temp file, fsync, replace, fsync
+  the directory), so a crash at any moment leaves either the old or the new CSV;
+- a file is classified only once complete: its size and mtime unchanged for --settle seconds
+  (a "closed" event from inotify ends the wait early);
+- watchdog events (created, modified, closed, moved: by destination) bring files in quickly, and
+  a full rescan every --rescan-interval finds whatever events were lost (inotify overflows,
+  network mounts); --polling watches by polling for mounts without inotify, and the observer
+  is restarted when a vanished mount comes back;
+- SIGTERM/SIGINT finish the current batch, write the CSVs and exit 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import queue
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trapcls.bundle import load_bundle
+from trapcls.exceptions import DataError
+from trapcls.fsutil import atomic_write_text
+from trapcls.predict.backends import choose_backend, create_backend
+from trapcls.predict.discover import ImageFile, discover_images, is_candidate
+from trapcls.predict.output import DEFAULT_BLANK_THRESHOLD, CsvAppender, Layout, Result
+from trapcls.predict.runner import DEFAULT_BATCH, classify_batches
+from trapcls.watch.journal import Entry, Journal
+from trapcls.watch.notify import Notifier
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".trapcls"
+JOURNAL_FILE = "journal.sqlite"
+CSV_NAME = "predictions.csv"
+ERRORS_PER_MINUTE = 10
+
+
+def journal_path(out: Path) -> Path:
+    """Where the journal of a watch writing into `out` lives (hidden, so the scan never takes it for input)."""
+    return out / STATE_DIR / JOURNAL_FILE
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """Everything `trapcls watch` needs; the CLI only fills this in."""
+
+    inbox: Path
+    bundle: Path
+    out: Path | None = None  # default: the inbox itself (each camera folder gets its predictions.csv)
+    folder_depth: int = 1
+    settle: float = 5.0
+    rescan_interval: float = 60.0
+    polling: bool = False
+    poll_interval: float = 2.0
+    events: bool = True
+    backend: str = "auto"
+    batch_size: int | None = None
+    threads: int | None = None
+    workers: int | None = None
+    max_attempts: int = 3
+    flush_interval: float = 5.0
+    all_csv: Path | None = None
+    blank_threshold: float | None = None
+    idle_exit: float | None = None  # stop after this long with nothing to do (batch runs, tests)
+
+    @property
+    def out_dir(self) -> Path:
+        return self.out or self.inbox
+
+
+@dataclass
+class WatchSummary:
+    classified: int = 0
+    errors: int = 0
+    csv_writes: int = 0
+    seconds: float = 0.0
+    backend: str = ""
+    reasons: list[str] = field(default_factory=list)
+
+
+class Watcher:
+    """The daemon: one processing loop in the main thread, fed by watchdog events and rescans."""
+
+    def __init__(self, config: WatchConfig) -> None:
+        self.config = config
+        self.inbox = config.inbox.resolve()
+        if not self.inbox.is_dir():
+            raise DataError(f"Inbox {config.inbox} is not a folder.")
+        if config.folder_depth < 0:
+            raise DataError(f"--folder-depth must be 0 (one CSV for the whole inbox) or more, got {config.folder_depth}.")
+        for name in ("settle", "rescan_interval", "poll_interval", "flush_interval"):
+            if getattr(config, name) < 0:
+                raise DataError(f"--{name.replace('_', '-')} must not be negative.")
+        if config.max_attempts < 1:
+            raise DataError(f"--max-attempts must be at least 1, got {config.max_attempts}.")
+        self.out = config.out_dir.resolve()
+        self._events: queue.Queue[str] = queue.Queue()
+        self._waiting: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, unchanged since)
+        self._known: dict[str, tuple[int, int]] = {}  # what the journal holds: path -> (size, mtime_ns)
+        self._stop = False
+        self._observer = None
+        self._errors = _ErrorLog()
+        self.summary = WatchSummary()
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> WatchSummary:
+        started = time.monotonic()
+        config = self.config
+        bundle = load_bundle(config.bundle)
+        choice = choose_backend(config.backend, bundle)
+        backend = create_backend(choice.name, bundle, threads=config.threads)
+        self.summary.backend = f"{choice.name} on {backend.device}"
+        log.info("backend %s on %s (%s)", choice.name, backend.device, choice.reason)
+        self._bundle, self._backend = bundle, backend
+        self._batch = config.batch_size or DEFAULT_BATCH.get(backend.device, 8)
+        threshold = DEFAULT_BLANK_THRESHOLD if config.blank_threshold is None else config.blank_threshold
+        self._layout = Layout("field", bundle.classes, blank_threshold=threshold)
+        self.journal = Journal(journal_path(self.out))
+        self.journal.bind_model(bundle.classes)
+        self._known = {e.path: (e.size, e.mtime_ns) for e in self.journal.finished()}
+        self._all = CsvAppender(config.all_csv, self._layout) if config.all_csv else None
+        notifier = Notifier()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._start_observer()
+            notifier.ready(f"model loaded ({choice.name}); scanning {self.inbox}")
+            log.info("watching %s -> %s (settle %.1f s, rescan every %.0f s%s)", self.inbox, self.out, config.settle,
+                     config.rescan_interval, ", polling" if config.polling else "")
+            self._catch_up_all_csv()
+            self._flush()  # CSVs left stale by a crash
+            next_scan, last_flush, idle_since, last_status = 0.0, time.monotonic(), time.monotonic(), 0.0
+            while not self._stop:
+                notifier.watchdog()
+                now = time.monotonic()
+                if now >= next_scan:
+                    self._scan()
+                    next_scan = time.monotonic() + config.rescan_interval
+                self._keep_observer_alive()
+                self._settle()
+                work = self.journal.pending(limit=self._batch * 4)
+                if work:
+                    self._classify(work, notifier)
+                    idle_since = time.monotonic()
+                if self.journal.dirty_folders() and (not work or time.monotonic() - last_flush >= config.flush_interval):
+                    self._flush()
+                    last_flush = time.monotonic()
+                if time.monotonic() - last_status >= 5:
+                    notifier.status(self.status_line())
+                    last_status = time.monotonic()
+                self._errors.summarise()
+                if not work:
+                    if config.idle_exit is not None and not self._waiting and not self.journal.pending_count() \
+                            and time.monotonic() - idle_since >= config.idle_exit:
+                        break
+                    self._wait_for_events(timeout=min(0.5, max(config.settle / 4, 0.05)))
+            notifier.stopping()
+            self._flush()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._stop_observer()
+            if self._all is not None:
+                self._all.close()
+            self.journal.close()
+        self.summary.seconds = time.monotonic() - started
+        log.info("stopped: %d classified, %d errors, %d CSV writes", self.summary.classified, self.summary.errors,
+                 self.summary.csv_writes)
+        return self.summary
+
+    def _on_signal(self, signum, frame) -> None:
+        log.info("%s: finishing the current batch, then exiting", signal.Signals(signum).name)
+        self._stop = True
+
+    def status_line(self) -> str:
+        stats = self.journal.stats(window=60)
+        return (f"backlog {stats['backlog'] + len(self._waiting)}, done {stats['done']}, errors {stats['errors']}, "
+                f"{stats['files_per_s_recent']:.1f} files/s")
+
+    # --- finding files -----------------------------------------------------------------------
+
+    def _scan(self) -> None:
+        """The backlog / reconciliation scan: every image under the inbox not yet in the journal as it is now."""
+        if not self.inbox.is_dir():
+            log.warning("inbox %s is not reachable; will look again at the next rescan", self.inbox)
+            return
+        try:
+            files = discover_images([self.inbox])
+        except DataError:
+            files = []  # an empty inbox
+        for f in files:
+            self._saw(f.rel)
+
+    def _saw(self, rel: str) -> None:
+        """Note that `rel` exists now; start (or restart) its settle clock if it is new or changed."""
+        try:
+            st = os.stat(self.inbox / rel)
+        except OSError:
+            self._waiting.pop(rel, None)
+            return
+        state = (st.st_size, st.st_mtime_ns)
+        if self._known.get(rel) == state:
+            return
+        current = self._waiting.get(rel)
+        if current is None or current[:2] != state:
+            self._waiting[rel] = (*state, time.monotonic())
+
+    def _settle(self) -> None:
+        """Files unchanged for --settle seconds go into the journal as pending."""
+        now, ready = time.monotonic(), []
+        for rel, (size, mtime_ns, since) in list(self._waiting.items()):
+            if now - since < self.config.settle:
+                continue
+            try:
+                st = os.stat(self.inbox / rel)
+            except OSError:
+                del self._waiting[rel]
+                continue
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                self._waiting[rel] = (st.st_size, st.st_mtime_ns, now)
+                continue
+            del self._waiting[rel]
+            ready.append((rel, self._folder(rel), size, mtime_ns))
+            self._known[rel] = (size, mtime_ns)
+        if ready:
+            self.journal.observe(ready)
+
+    def _folder(self, rel: str) -> str:
+        parts = rel.split("/")
+        depth = self.config.folder_depth
+        return "/".join(parts[:depth]) if depth and len(parts) > depth else "."
+
+    # --- watchdog ----------------------------------------------------------------------------
+
+    def _start_observer(self) -> None:
+        if not self.config.events or not self.inbox.is_dir():
+            return
+        from watchdog.observers import Observer
+        from watchdog.observers.polling import PollingObserver
+
+        observer = PollingObserver(timeout=self.config.poll_interval) if self.config.polling else Observer()
+        observer.schedule(_Handler(self), str(self.inbox), recursive=True)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def _stop_observer(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+
+    def _keep_observer_alive(self) -> None:
+        """A polling observer dies when its mount vanishes: start a new one once the inbox is back."""
+        if not self.config.events:
+            return
+        observer = self._observer
+        alive = observer is not None and observer.is_alive() and all(e.is_alive() for e in observer.emitters)
+        if alive:
+            return
+        if observer is not None:
+            log.warning("the file watcher stopped (was %s unmounted?); restarting it when it is back", self.inbox)
+            self._stop_observer()
+        if self.inbox.is_dir():
+            try:
+                self._start_observer()
+                log.info("file watcher restarted on %s", self.inbox)
+            except OSError as exc:
+                log.warning("cannot watch %s yet: %s", self.inbox, exc)
+
+    def _event(self, path: str, closed: bool = False) -> None:
+        """Called from watchdog's thread: only queue, never raise (an exception kills the observer)."""
+        self._events.put(("closed:" if closed else "") + path)
+
+    def _wait_for_events(self, timeout: float) -> None:
+        try:
+            item = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            closed = item.startswith("closed:")
+            path = Path(item[7:] if closed else item)
+            self._take_event(path, closed)
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _take_event(self, path: Path, closed: bool) -> None:
+        try:
+            rel = path.relative_to(self.inbox)
+        except ValueError:
+            return
+        if any(part.startswith(".") for part in rel.parts):
+            return
+        if path.is_dir() and not path.is_symlink():  # a folder moved in whole: its files bring no events
+            try:
+                found = discover_images([path])
+            except DataError:  # nothing in it (yet)
+                found = []
+            for f in found:
+                self._saw((rel / f.rel).as_posix())
+            return
+        outside = path.is_symlink() and not path.resolve().is_relative_to(self.inbox)
+        if not is_candidate(path.name) or not path.is_file() or outside:
+            return
+        key = rel.as_posix()
+        self._saw(key)
+        if closed and key in self._waiting:  # written and closed: no need to wait for the settle time
+            size, mtime_ns, _ = self._waiting[key]
+            self._waiting[key] = (size, mtime_ns, time.monotonic() - self.config.settle)
+
+    # --- classifying and writing -------------------------------------------------------------
+
+    def _classify(self, work: list[Entry], notifier: Notifier) -> None:
+        files, entries = [], {}
+        for entry in work:
+            path = self.inbox / entry.path
+            try:
+                st = os.stat(path)
+            except OSError:
+                self.journal.forget(entry.path)  # gone before its turn: nothing to classify
+                self._known.pop(entry.path, None)
+                continue
+            if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
+                self._saw(entry.path)  # changed since it settled: wait again
+                continue
+            files.append(ImageFile(path=path, rel=entry.path))
+            entries[entry.path] = entry
+        batches = classify_batches(files, self._bundle, self._backend, batch_size=self._batch,
+                                   workers=self.config.workers)
+        try:
+            for results in batches:
+                done = [(entries[r.file.rel], [float(p) for p in r.probs], r.captured) for r in results if r.ok]
+                failed = [(entries[r.file.rel], r.error or "unknown error") for r in results if not r.ok]
+                final = self.journal.record(done, failed, max_attempts=self.config.max_attempts,
+                                            backoff=max(self.config.settle, 1.0))
+                for entry, error in failed:
+                    self._errors.note(entry.path, error)
+                self.summary.classified += len(done)
+                self.summary.errors += len(final)
+                if self._all is not None:
+                    finished = {e.path for e in final} | {e.path for e, _, _ in done}
+                    self._all.append([r for r in results if r.file.rel in finished])
+                notifier.watchdog()
+                if self._stop:
+                    break
+        finally:
+            batches.close()
+
+    def _flush(self) -> None:
+        """Rewrite the CSV of every folder with new results, atomically and durably."""
+        for folder in self.journal.dirty_folders():
+            as_of = time.time()
+            rows = self.journal.finished(folder)
+            target = self.out / folder / CSV_NAME
+            prefix = "" if folder == "." else folder + "/"
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(self._layout.header())
+            for entry in rows:
+                writer.writerow(self._layout.row(_result(entry, entry.path[len(prefix):])))
+            atomic_write_text(target, buffer.getvalue())
+            self.journal.written(folder, as_of=as_of)
+            self.summary.csv_writes += 1
+            log.debug("wrote %s (%d rows)", target, len(rows))
+
+    def _catch_up_all_csv(self) -> None:
+        """After a crash, append to --all-csv the results the journal has but the CSV does not."""
+        if self._all is None:
+            return
+        missing = [e for e in self.journal.finished() if self._layout.key(ImageFile(Path(e.path), e.path))
+                   not in self._all.done]
+        if missing:
+            self._all.append([_result(e, e.path) for e in missing])
+
+
+class _Handler:
+    """watchdog callbacks -> the daemon's queue (dispatch is all watchdog needs from a handler)."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+
+    def dispatch(self, event) -> None:
+        try:
+            kind = event.event_type
+            if kind in ("created", "modified", "closed"):
+                self._watcher._event(os.fsdecode(event.src_path), closed=kind == "closed")
+            elif kind == "moved":  # rsync and friends write a temp name, then rename: the destination counts
+                self._watcher._event(os.fsdecode(event.dest_path))
+        except Exception:  # an exception here would kill watchdog's thread; the rescan covers anything missed
+            log.exception("ignoring a file event that could not be queued")
+
+
+class _ErrorLog:
+    """Per-file errors: the first few each minute in full, then a count."""
+
+    def __init__(self) -> None:
+        self._window_start, self._shown, self._suppressed = time.monotonic(), 0, 0
+
+    def note(self, path: str, error: str) -> None:
+        if self._shown < ERRORS_PER_MINUTE:
+            log.warning("%s: %s", path, error)
+            self._shown += 1
+        else:
+            self._suppressed += 1
+
+    def summarise(self) -> None:
+        if time.monotonic() - self._window_start < 60:
+            return
+        if self._suppressed:
+            log.warning("%d more file errors in the last minute (see `trapcls status`)", self._suppressed)
+        self._window_start, self._shown, self._suppressed = time.monotonic(), 0, 0
+
+
+def _result(entry: Entry, rel: str) -> Result:
+    file = ImageFile(path=Path(entry.path), rel=rel)
+    if entry.status == "done":
+        return Result(file=file, probs=np.asarray(entry.probs), captured=entry.captured)
+    return Result(file=file, probs=None, error=entry.last_error or "error")
