@@ -357,7 +357,8 @@ def watch(
         help="While a card is being processed, rewrite its CSV at most this often (seconds); always at the end.")]
     = 5.0,
     all_csv: Annotated[Optional[Path], typer.Option(
-        help="Also append every result to this one CSV (paths relative to INBOX).")] = None,
+        help="Also append every result to this one CSV, a log (paths relative to INBOX; a file classified "
+             "again after it changed gets a second row, while its camera CSV keeps one).")] = None,
     blank_threshold: Annotated[Optional[float], typer.Option(
         help=f"is_blank is true when P(blank) >= this. Default {DEFAULT_BLANK_THRESHOLD}.")] = None,
     idle_exit: Annotated[Optional[float], typer.Option(

@@ -1,0 +1,475 @@
+"""`trapcls watch` as a real process on real files: slow copies, renames, lost events, polling, bad inputs, sd_notify.
+
+Each test starts `python -m trapcls watch` on a temporary inbox with the tiny bundle, adds files
+while it runs, and checks the CSVs it writes and its SQLite journal. Short settle, flush and
+poll times keep each run to a few seconds; `--idle-exit` ends the daemon once it has nothing
+left to do, so "no row for X" means the daemon saw X (or could have) and decided against it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DEMO, SHARED_DATA, make_bad_inputs, noise_image, write_jpeg
+from trapcls.predict.runner import PredictConfig, run_predict
+
+FRAMES = DEMO / "frames"
+READY_LINE = "trapcls.watch.daemon: watching "
+# Fast defaults for every run; a test overrides any of them by keyword.
+FAST = {"settle": 0.3, "flush_interval": 0.2, "rescan_interval": 3600, "workers": 1, "threads": 1, "idle_exit": 2}
+NOTIFY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+class Daemon:
+    """One `trapcls watch` process; its log (stdout and stderr) is collected line by line."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+        self.cmd = cmd
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_until(lambda: READY_LINE in self.log or not self.running(), timeout, "the daemon to start", self)
+        assert self.running(), f"the daemon exited early ({self.proc.returncode}):\n{self.log}"
+
+    def finish(self, timeout: float = 30) -> int:
+        """Wait for the daemon to exit by itself (--idle-exit); its exit status."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"the daemon did not exit within {timeout} s:\n{self.log}")
+        self._reader.join(timeout=5)
+        return rc
+
+    def terminate(self, timeout: float = 15) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.finish(timeout)
+
+    def kill(self) -> None:
+        if self.running():
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def wait_until(predicate, timeout: float, what: str, daemon: Daemon | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}" + (f"; daemon log:\n{daemon.log}" if daemon else ""))
+        time.sleep(0.05)
+
+
+@pytest.fixture()
+def watch(tiny_run):
+    """Start `trapcls watch INBOX --bundle <tiny> [flags] --option value ...` and wait until it watches.
+
+    Every process started is killed at teardown, whatever the test did.
+    """
+    started: list[Daemon] = []
+
+    def start(inbox: Path, *flags: str, env: dict[str, str] | None = None, **options) -> Daemon:
+        values = {**FAST, **options}
+        cmd = [sys.executable, "-m", "trapcls", "watch", str(inbox), "--bundle", str(tiny_run / "bundle"), *flags]
+        for name, value in values.items():
+            if value is not None:
+                cmd += [f"--{name.replace('_', '-')}", str(value)]
+        environment = {k: v for k, v in os.environ.items() if k not in NOTIFY_ENV}
+        environment.update(PYTHONUNBUFFERED="1", **(env or {}))
+        daemon = Daemon(cmd, environment)
+        started.append(daemon)
+        daemon.wait_ready()
+        return daemon
+
+    try:
+        yield start
+    finally:
+        for daemon in started:
+            daemon.kill()
+
+
+def csv_rows(path: Path) -> dict[str, dict[str, str]]:
+    """A prediction CSV as path -> row; fails on a duplicated path."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    paths = [r["path"] for r in rows]
+    assert len(paths) == len(set(paths)), f"duplicated rows in {path}: {sorted(paths)}"
+    return {r["path"]: r for r in rows}
+
+
+def csv_paths(path: Path) -> set[str]:
+    return set(csv_rows(path)) if path.exists() else set()
+
+
+def journal(out: Path) -> dict[str, dict]:
+    """The journal's files table as path -> row (read-only, safe while the daemon runs)."""
+    db = sqlite3.connect(f"file:{out / '.trapcls' / 'journal.sqlite'}?mode=ro", uri=True, timeout=30)
+    db.row_factory = sqlite3.Row
+    try:
+        return {r["path"]: dict(r) for r in db.execute("SELECT * FROM files")}
+    finally:
+        db.close()
+
+
+def copy_frame(name: str, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(FRAMES / name, target)  # a copy, not a link: the daemon must see it written
+    return target
+
+
+def big_frame() -> Path:
+    """A real 3 MP camera-trap JPEG: the largest ENA24 frame in ../shared/data, else the largest demo frame."""
+    frames = sorted((SHARED_DATA / "ena24_small").glob("*.jpg")) or sorted(FRAMES.glob("*.jpg"))
+    return max(frames, key=lambda p: p.stat().st_size)
+
+
+def status(out: Path, *flags: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "trapcls", "status", str(out), *flags], check=False,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+# --- 1. slow copies ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["inotify", "polling"])
+def test_slow_copy_is_classified_once_after_its_last_byte(watch, tmp_path, mode):
+    frame = big_frame()
+    data = frame.read_bytes()
+    inbox = tmp_path / "inbox"
+    (inbox / "cam1").mkdir(parents=True)
+    flags = ("--polling", "--poll-interval", "0.3") if mode == "polling" else ()
+    daemon = watch(inbox, *flags, settle=1.0, max_attempts=1)
+    target = inbox / "cam1" / "IMG_0001.jpg"
+    chunks = 8
+    step = -(-len(data) // chunks)
+    with open(target, "wb") as f:  # one handle, like a card reader copying a big frame slowly
+        for i in range(chunks):
+            f.write(data[i * step:(i + 1) * step])
+            f.flush()
+            os.fsync(f.fileno())
+            if i < chunks - 1:
+                time.sleep(0.3)
+                # Still being written: not even queued, let alone classified.
+                assert "cam1/IMG_0001.jpg" not in journal(inbox), f"queued after chunk {i + 1} of {chunks}"
+        last_byte = time.time()
+    assert daemon.finish() == 0, daemon.log
+    rows = csv_rows(inbox / "cam1" / "predictions.csv")
+    assert list(rows) == ["IMG_0001.jpg"]
+    assert rows["IMG_0001.jpg"]["status"] == "ok", rows
+    entry = journal(inbox)["cam1/IMG_0001.jpg"]
+    assert entry["status"] == "done" and entry["attempts"] == 0 and entry["size"] == len(data)
+    assert entry["updated"] >= last_byte, "classified before the last byte was written"
+    # Never tried while incomplete: no failed attempt was logged and exactly one result was made.
+    assert "IMG_0001.jpg:" not in daemon.log, daemon.log
+    assert "stopped: 1 classified, 0 errors" in daemon.log, daemon.log
+    print(f"{mode}: {frame.name} ({len(data) / 1e3:.0f} kB) in {chunks} chunks")
+
+
+# --- 2. temp-then-rename, temp names ---------------------------------------------------------------
+
+
+def test_temp_then_rename_gets_one_row_under_the_final_name(watch, tmp_path):
+    inbox = tmp_path / "inbox"
+    cam = inbox / "cam1"
+    cam.mkdir(parents=True)
+    copy_frame("baboon-3.jpg", cam / "early.jpg.part")  # already there at start: the first scan skips it too
+    daemon = watch(inbox, idle_exit=3)
+    data = (FRAMES / "buffalo-3.jpg").read_bytes()
+    temp = cam / ".IMG_0002.jpg.AbC123"  # what rsync writes before renaming
+    with open(temp, "wb") as f:
+        f.write(data[: len(data) // 2])
+        f.flush()
+        time.sleep(0.2)
+        f.write(data[len(data) // 2:])
+    copy_frame("elephant-3.jpg", cam / "IMG_0003.jpg.part")  # a download that never completes
+    copy_frame("zebra-3.jpg", cam / "IMG_0004.JPG.tmp")
+    copy_frame("baboon-3.jpg", cam / ".hidden.jpg")
+    time.sleep(0.6)  # longer than --settle: had a temp name counted, it would be queued by now
+    os.rename(temp, cam / "IMG_0002.jpg")
+    staging = tmp_path / "staging"
+    os.rename(copy_frame("warthog-3.jpg", staging / "IMG_0005.jpg"), cam / "IMG_0005.jpg")  # moved in from outside
+    copy_frame("zebra-3.jpg", staging / "card" / "DCIM" / "IMG_0006.jpg")
+    os.rename(staging / "card", inbox / "cam2")  # a whole camera folder moved in: its files bring no events
+    copy_frame("elephant-3.jpg", inbox / "cam3" / "DCIM" / "IMG_0007.jpg")  # a camera folder made after start
+    assert daemon.finish() == 0, daemon.log
+    assert csv_paths(cam / "predictions.csv") == {"IMG_0002.jpg", "IMG_0005.jpg"}
+    assert csv_paths(inbox / "cam2" / "predictions.csv") == {"DCIM/IMG_0006.jpg"}
+    assert csv_paths(inbox / "cam3" / "predictions.csv") == {"DCIM/IMG_0007.jpg"}
+    assert set(journal(inbox)) == {"cam1/IMG_0002.jpg", "cam1/IMG_0005.jpg", "cam2/DCIM/IMG_0006.jpg",
+                                   "cam3/DCIM/IMG_0007.jpg"}
+    assert {r["status"] for r in csv_rows(cam / "predictions.csv").values()} == {"ok"}
+
+
+# --- 3. lost events ----------------------------------------------------------------------------------
+
+
+def test_rescan_finds_files_whose_events_were_lost(watch, tmp_path):
+    inbox = tmp_path / "inbox"
+    copy_frame("baboon-3.jpg", inbox / "cam1" / "first.jpg")
+    daemon = watch(inbox, "--no-events", rescan_interval=1, idle_exit=3)
+    wait_until(lambda: csv_paths(inbox / "cam1" / "predictions.csv") == {"first.jpg"}, 20, "the first scan", daemon)
+    # No observer runs, so nothing reports these files: only the periodic rescan can find them.
+    copy_frame("buffalo-3.jpg", inbox / "cam1" / "later.jpg")
+    copy_frame("zebra-3.jpg", inbox / "cam2" / "new_camera.jpg")
+    assert daemon.finish() == 0, daemon.log
+    assert csv_paths(inbox / "cam1" / "predictions.csv") == {"first.jpg", "later.jpg"}
+    assert csv_paths(inbox / "cam2" / "predictions.csv") == {"new_camera.jpg"}
+    assert "stopped: 3 classified, 0 errors" in daemon.log
+
+
+# --- 4. polling ------------------------------------------------------------------------------------------
+
+
+def test_polling_finds_new_files_and_new_camera_folders(watch, tmp_path):
+    inbox = tmp_path / "inbox"
+    copy_frame("baboon-3.jpg", inbox / "cam1" / "first.jpg")
+    # Rescans once, at start: whatever comes later only the polling observer can find.
+    daemon = watch(inbox, "--polling", poll_interval=0.3, rescan_interval=3600)
+    wait_until(lambda: csv_paths(inbox / "cam1" / "predictions.csv") == {"first.jpg"}, 20, "the first scan", daemon)
+    copy_frame("buffalo-3.jpg", inbox / "cam1" / "later.jpg")
+    copy_frame("zebra-3.jpg", inbox / "cam2" / "DCIM" / "new_camera.jpg")  # a camera folder made after start
+    assert daemon.finish() == 0, daemon.log
+    assert csv_paths(inbox / "cam1" / "predictions.csv") == {"first.jpg", "later.jpg"}
+    assert csv_paths(inbox / "cam2" / "predictions.csv") == {"DCIM/new_camera.jpg"}
+    assert "stopped: 3 classified, 0 errors" in daemon.log
+
+
+# --- 5. bad inputs ----------------------------------------------------------------------------------------
+
+
+def test_every_bad_input_gets_a_row_and_the_daemon_keeps_going(watch, tmp_path):
+    inbox = tmp_path / "inbox"
+    cam = inbox / "cam1"
+    make_bad_inputs(cam)  # good.jpg, truncated.jpg, empty.jpg, notes.jpg, frame.png
+    Image.new("1", (10_000, 10_000)).save(cam / "bomb.png")
+    noise_image().convert("CMYK").save(cam / "cmyk.jpg")
+    Image.fromarray(np.full((40, 60), 40000, dtype=np.uint16)).save(cam / "sixteen.png")
+    noise_image().convert("L").save(cam / "grey.jpg")
+    noise_image().convert("P").save(cam / "palette.png")
+    noise_image().convert("RGBA").save(cam / "rgba.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    noise_image().save(cam / "rotated.jpg", exif=exif.tobytes())
+    noise_image().save(cam / "really_a_gif.jpg", "GIF")
+    os.mkfifo(cam / "pipe.jpg")  # opening it would block: never a candidate
+    write_jpeg(tmp_path / "elsewhere.jpg")
+    os.symlink(tmp_path / "elsewhere.jpg", cam / "outside.jpg")  # points outside the inbox: never followed
+    ok = {"good.jpg", "frame.png", "cmyk.jpg", "sixteen.png", "grey.jpg", "palette.png", "rgba.png", "rotated.jpg"}
+    errors = {"truncated.jpg": "truncated or corrupt", "empty.jpg": "empty file (0 bytes)",
+              "notes.jpg": "not a JPEG or PNG", "bomb.png": "image too large (decompression bomb guard)",
+              "really_a_gif.jpg": "not a JPEG or PNG"}
+    daemon = watch(inbox, max_attempts=1, idle_exit=3)
+    csv_file = cam / "predictions.csv"
+    wait_until(lambda: csv_paths(csv_file) == ok | set(errors), 30, "a row for every bad input", daemon)
+    write_jpeg(cam / "late.jpg", color=(10, 200, 30))  # after all those errors the daemon still works
+    assert daemon.finish() == 0, daemon.log
+    rows = csv_rows(csv_file)
+    assert set(rows) == ok | set(errors) | {"late.jpg"}, "pipe.jpg and outside.jpg must get no row"
+    assert {rows[name]["status"] for name in ok | {"late.jpg"}} == {"ok"}
+    for name, reason in errors.items():
+        assert rows[name]["status"] == "error" and rows[name]["error"].startswith(reason), (name, rows[name])
+    entries = journal(inbox)
+    assert all(entries[f"cam1/{name}"]["attempts"] == 1 for name in errors)
+    assert f"stopped: {len(ok) + 1} classified, {len(errors)} errors" in daemon.log, daemon.log
+
+
+# --- 6. sd_notify -----------------------------------------------------------------------------------------
+
+
+class NotifyListener:
+    """A bound AF_UNIX datagram socket standing in for systemd; collects what arrives."""
+
+    def __init__(self, address: str) -> None:
+        self.messages: list[str] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(address)
+        self.sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def close(self) -> list[str]:
+        time.sleep(0.2)  # let the last datagrams in
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+        return self.messages
+
+
+@pytest.mark.parametrize("namespace", ["path", "abstract"])
+def test_sd_notify_ready_watchdog_status_stopping(watch, tmp_path, namespace):
+    inbox = tmp_path / "inbox"
+    copy_frame("baboon-3.jpg", inbox / "cam1" / "a.jpg")
+    copy_frame("zebra-3.jpg", inbox / "cam1" / "b.jpg")
+    if namespace == "path":
+        folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"trapcls-{uuid.uuid4().hex[:8]}"  # sun_path: 108 bytes
+        folder.mkdir()
+        address = notify_socket = str(folder / "notify.sock")
+    else:
+        folder = None
+        name = f"trapcls-test-{uuid.uuid4().hex}"
+        address, notify_socket = "\0" + name, "@" + name
+    listener = NotifyListener(address)
+    try:
+        daemon = watch(inbox, idle_exit=2, env={"NOTIFY_SOCKET": notify_socket, "WATCHDOG_USEC": "200000"})
+        assert daemon.finish() == 0, daemon.log
+    finally:
+        messages = listener.close()
+        if folder is not None:
+            shutil.rmtree(folder)
+    assert messages, "nothing arrived on NOTIFY_SOCKET"
+    first = messages[0].split("\n")
+    assert first[0] == "READY=1" and first[1].startswith("STATUS=model loaded"), messages[:3]
+    assert sum(m.startswith("READY=1") for m in messages) == 1
+    assert sum(m == "WATCHDOG=1" for m in messages) >= 2, messages
+    assert any(m.startswith("STATUS=backlog ") for m in messages), messages
+    assert messages[-1] == "STOPPING=1", messages[-3:]
+    assert csv_paths(inbox / "cam1" / "predictions.csv") == {"a.jpg", "b.jpg"}
+
+
+# --- 7. changed files, status ------------------------------------------------------------------------------
+
+
+def test_changed_file_is_reclassified_in_place_and_status_matches(watch, tmp_path, tiny_run):
+    inbox = tmp_path / "inbox"
+    cam = inbox / "cam1"
+    cam.mkdir(parents=True)
+    noise_image(seed=3).save(cam / "a.jpg", "JPEG")
+    copy_frame("zebra-3.jpg", cam / "b.jpg")
+    (cam / "empty.jpg").write_bytes(b"")
+    csv_file = cam / "predictions.csv"
+    daemon = watch(inbox, max_attempts=1, idle_exit=60)  # stopped with SIGTERM below
+    wait_until(lambda: csv_paths(csv_file) == {"a.jpg", "b.jpg", "empty.jpg"}, 20, "the first rows", daemon)
+    before = csv_rows(csv_file)["a.jpg"]
+
+    report = json.loads(status(inbox, "--json"))  # while the daemon runs
+    assert (report["backlog"], report["done"], report["errors"]) == (0, 2, 1), report
+    assert [f["path"] for f in report["failing"]] == ["cam1/empty.jpg"]
+    text = status(inbox)
+    assert "backlog: 0\ndone: 2\nerrors: 1\n" in text and "failing: cam1/empty.jpg: empty file" in text, text
+
+    copy_frame("baboon-3.jpg", cam / "a.jpg")  # rewritten in place: other content, size and mtime
+    wait_until(lambda: csv_rows(csv_file)["a.jpg"]["baboon"] != before["baboon"], 20, "a.jpg to be redone", daemon)
+    assert daemon.terminate() == 0, daemon.log
+    assert "SIGTERM: finishing the current batch" in daemon.log
+
+    rows = csv_rows(csv_file)
+    assert set(rows) == {"a.jpg", "b.jpg", "empty.jpg"}
+    entry = journal(inbox)["cam1/a.jpg"]
+    assert entry["size"] == (cam / "a.jpg").stat().st_size and entry["attempts"] == 0
+    # The new values are what `trapcls predict` says about the file as it is now.
+    reference = tmp_path / "reference.csv"
+    run_predict(PredictConfig(inputs=[cam / "a.jpg"], bundle=tiny_run / "bundle", out=reference))
+    assert rows["a.jpg"] == csv_rows(reference)["a.jpg"], "watch and predict disagree about the same file"
+    assert rows["a.jpg"]["baboon"] != before["baboon"]
+
+    report = json.loads(status(inbox, "--json"))  # after the daemon stopped
+    statuses = [r["status"] for r in rows.values()]
+    assert (report["backlog"], report["done"], report["errors"]) == (0, statuses.count("ok"), statuses.count("error"))
+    assert "done: 2\nerrors: 1\n" in status(inbox)
+
+
+# --- 8. --out elsewhere -------------------------------------------------------------------------------------
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under `folder` with its size and mtime (folders included: a temp file changes their mtime)."""
+    entries = {".": (0, folder.stat().st_mtime_ns)}
+    for path in folder.rglob("*"):
+        st = path.lstat()
+        entries[path.relative_to(folder).as_posix()] = (st.st_size if path.is_file() else 0, st.st_mtime_ns)
+    return entries
+
+
+def test_out_folder_gets_csvs_and_journal_and_the_inbox_is_untouched(watch, tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    copy_frame("baboon-3.jpg", inbox / "cam1" / "a.jpg")
+    copy_frame("zebra-3.jpg", inbox / "cam2" / "sub" / "b.jpg")
+    copy_frame("buffalo-3.jpg", inbox / "loose.jpg")  # straight in the inbox: the "." folder
+    daemon = watch(inbox, out=out)
+    copy_frame("elephant-3.jpg", inbox / "cam1" / "c.jpg")  # and one while it runs
+    before = _tree(inbox)
+    assert daemon.finish() == 0, daemon.log
+    assert _tree(inbox) == before, "the daemon wrote into the inbox"
+    assert csv_paths(out / "cam1" / "predictions.csv") == {"a.jpg", "c.jpg"}
+    assert csv_paths(out / "cam2" / "predictions.csv") == {"sub/b.jpg"}
+    assert csv_paths(out / "predictions.csv") == {"loose.jpg"}
+    assert (out / ".trapcls" / "journal.sqlite").is_file()
+    assert set(journal(out)) == {"cam1/a.jpg", "cam1/c.jpg", "cam2/sub/b.jpg", "loose.jpg"}
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.csv")) == [
+        "cam1/predictions.csv", "cam2/predictions.csv", "predictions.csv"]
+
+
+# --- 9. --all-csv ------------------------------------------------------------------------------------------------
+
+
+def test_all_csv_has_one_row_per_file_relative_to_the_inbox(watch, tmp_path):
+    inbox, all_csv = tmp_path / "inbox", tmp_path / "all.csv"
+    copy_frame("baboon-3.jpg", inbox / "cam1" / "a.jpg")
+    copy_frame("zebra-3.jpg", inbox / "cam2" / "b.jpg")
+    (inbox / "cam2" / "empty.jpg").write_bytes(b"")
+    daemon = watch(inbox, all_csv=all_csv, max_attempts=1)
+    copy_frame("buffalo-3.jpg", inbox / "cam1" / "c.jpg")
+    assert daemon.finish() == 0, daemon.log
+    rows = csv_rows(all_csv)
+    assert set(rows) == {"cam1/a.jpg", "cam1/c.jpg", "cam2/b.jpg", "cam2/empty.jpg"}
+    assert rows["cam2/empty.jpg"]["status"] == "error"
+    # The same values as the camera CSVs.
+    for camera in ("cam1", "cam2"):
+        for name, row in csv_rows(inbox / camera / "predictions.csv").items():
+            assert {**row, "path": f"{camera}/{name}"} == rows[f"{camera}/{name}"]
+
+
+def test_all_csv_is_a_log_a_changed_file_adds_a_row_with_its_new_values(watch, tmp_path):
+    """--all-csv is append-only by design (a log of every result); the camera CSVs keep one row per file."""
+    inbox, all_csv = tmp_path / "inbox", tmp_path / "all.csv"
+    camera_csv = inbox / "cam1" / "predictions.csv"
+    copy_frame("baboon-3.jpg", inbox / "cam1" / "a.jpg")
+    daemon = watch(inbox, all_csv=all_csv, idle_exit=60)  # stopped with SIGTERM below
+    wait_until(lambda: csv_paths(camera_csv) == {"a.jpg"}, 20, "the first row", daemon)
+    before = csv_rows(camera_csv)["a.jpg"]
+    copy_frame("zebra-3.jpg", inbox / "cam1" / "a.jpg")
+    wait_until(lambda: csv_rows(camera_csv)["a.jpg"] != before, 20, "a.jpg to be redone", daemon)
+    assert daemon.terminate() == 0, daemon.log
+    with open(all_csv, newline="", encoding="utf-8") as f:
+        logged = [r for r in csv.DictReader(f) if r["path"] == "cam1/a.jpg"]
+    assert [r["label"] for r in logged] == [before["label"], csv_rows(camera_csv)["a.jpg"]["label"]]
+    assert logged[-1] == {**csv_rows(camera_csv)["a.jpg"], "path": "cam1/a.jpg"}
