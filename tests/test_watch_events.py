@@ -473,3 +473,37 @@ def test_all_csv_is_a_log_a_changed_file_adds_a_row_with_its_new_values(watch, t
         logged = [r for r in csv.DictReader(f) if r["path"] == "cam1/a.jpg"]
     assert [r["label"] for r in logged] == [before["label"], csv_rows(camera_csv)["a.jpg"]["label"]]
     assert logged[-1] == {**csv_rows(camera_csv)["a.jpg"], "path": "cam1/a.jpg"}
+
+
+def test_polling_watcher_survives_the_inbox_vanishing_and_coming_back(watch, tmp_path):
+    """A mount that disappears (here: the inbox renamed away) and comes back; files copied meanwhile are found."""
+    inbox, out = tmp_path / "mnt" / "inbox", tmp_path / "out"
+    copy_frame("baboon-3.jpg", inbox / "cam1" / "first.jpg")
+    daemon = watch(inbox, "--polling", out=out, poll_interval=0.3, rescan_interval=3600, idle_exit=60)
+    wait_until(lambda: csv_paths(out / "cam1" / "predictions.csv") == {"first.jpg"}, 20, "the first file", daemon)
+    away = tmp_path / "mnt" / "inbox.unmounted"
+    inbox.rename(away)
+    wait_until(lambda: any("file watcher stopped" in line for line in daemon.lines), 20, "the watcher to notice",
+               daemon)
+    copy_frame("zebra-3.jpg", away / "cam1" / "copied_while_away.jpg")
+    away.rename(inbox)
+    copy_frame("buffalo-3.jpg", inbox / "cam1" / "after.jpg")
+    wait_until(lambda: csv_paths(out / "cam1" / "predictions.csv") == {"first.jpg", "copied_while_away.jpg",
+                                                                        "after.jpg"}, 30, "all three files", daemon)
+    assert any("file watcher restarted" in line for line in daemon.lines)
+    assert daemon.terminate() == 0, daemon.log
+
+
+def test_inotify_watcher_survives_the_inbox_being_deleted_and_made_again(watch, tmp_path):
+    """inotify follows a renamed folder, but a deleted one ends its watch: a new inbox folder is watched again."""
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    copy_frame("baboon-3.jpg", inbox / "cam1" / "first.jpg")
+    daemon = watch(inbox, out=out, rescan_interval=3600, idle_exit=60)
+    wait_until(lambda: csv_paths(out / "cam1" / "predictions.csv") == {"first.jpg"}, 20, "the first file", daemon)
+    shutil.rmtree(inbox)
+    wait_until(lambda: any("file watcher stopped" in line for line in daemon.lines), 20, "the watcher to notice",
+               daemon)
+    copy_frame("buffalo-3.jpg", inbox / "cam2" / "after.jpg")
+    wait_until(lambda: csv_paths(out / "cam2" / "predictions.csv") == {"after.jpg"}, 30, "the new file", daemon)
+    assert any("file watcher restarted" in line for line in daemon.lines)
+    assert daemon.terminate() == 0, daemon.log

@@ -147,7 +147,8 @@ class Watcher:
                 if now >= next_scan:
                     self._scan()
                     next_scan = time.monotonic() + config.rescan_interval
-                self._keep_observer_alive()
+                if self._keep_observer_alive():
+                    next_scan = 0.0  # files may have arrived while nothing watched: rescan now
                 self._settle()
                 work = self.journal.pending(limit=self._batch * 4)
                 if work:
@@ -261,23 +262,26 @@ class Watcher:
             self._observer.join(timeout=5)
             self._observer = None
 
-    def _keep_observer_alive(self) -> None:
-        """A polling observer dies when its mount vanishes: start a new one once the inbox is back."""
+    def _keep_observer_alive(self) -> bool:
+        """An observer dies when its mount vanishes: start a new one once the inbox is back; True if restarted."""
         if not self.config.events:
-            return
+            return False
         observer = self._observer
         alive = observer is not None and observer.is_alive() and all(e.is_alive() for e in observer.emitters)
         if alive:
-            return
+            return False
         if observer is not None:
             log.warning("the file watcher stopped (was %s unmounted?); restarting it when it is back", self.inbox)
             self._stop_observer()
-        if self.inbox.is_dir():
-            try:
-                self._start_observer()
-                log.info("file watcher restarted on %s", self.inbox)
-            except OSError as exc:
-                log.warning("cannot watch %s yet: %s", self.inbox, exc)
+        if not self.inbox.is_dir():
+            return False
+        try:
+            self._start_observer()
+        except OSError as exc:
+            log.warning("cannot watch %s yet: %s", self.inbox, exc)
+            return False
+        log.info("file watcher restarted on %s", self.inbox)
+        return True
 
     def _event(self, path: str, closed: bool = False) -> None:
         """Called from watchdog's thread: only queue, never raise (an exception kills the observer)."""
