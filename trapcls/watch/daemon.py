@@ -283,32 +283,31 @@ class Watcher:
         log.info("file watcher restarted on %s", self.inbox)
         return True
 
-    def _event(self, path: str, closed: bool = False) -> None:
+    def _event(self, path: str, kind: str) -> None:
         """Called from watchdog's thread: only queue, never raise (an exception kills the observer)."""
-        self._events.put(("closed:" if closed else "") + path)
+        self._events.put((kind, path))
 
     def _wait_for_events(self, timeout: float) -> None:
         try:
-            item = self._events.get(timeout=timeout)
+            kind, path = self._events.get(timeout=timeout)
         except queue.Empty:
             return
         while True:
-            closed = item.startswith("closed:")
-            path = Path(item[7:] if closed else item)
-            self._take_event(path, closed)
+            self._take_event(Path(path), kind)
             try:
-                item = self._events.get_nowait()
+                kind, path = self._events.get_nowait()
             except queue.Empty:
                 return
 
-    def _take_event(self, path: Path, closed: bool) -> None:
+    def _take_event(self, path: Path, kind: str) -> None:
+        """kind: "file" (created, modified, moved here), "closed" (written and closed) or "folder" (new or moved in)."""
         try:
             rel = path.relative_to(self.inbox)
         except ValueError:
             return
         if any(part.startswith(".") for part in rel.parts):
             return
-        if path.is_dir() and not path.is_symlink():  # a folder moved in whole: its files bring no events
+        if kind == "folder":  # a folder moved in whole brings no events for its files: look inside
             try:
                 found = discover_images([path])
             except DataError:  # nothing in it (yet)
@@ -316,6 +315,7 @@ class Watcher:
             for f in found:
                 self._saw((rel / f.rel).as_posix())
             return
+        closed = kind == "closed"
         outside = path.is_symlink() and not path.resolve().is_relative_to(self.inbox)
         if not is_candidate(path.name) or not path.is_file() or outside:
             return
@@ -338,7 +338,8 @@ class Watcher:
                 self._known.pop(entry.path, None)
                 continue
             if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
-                self._saw(entry.path)  # changed since it settled: wait again
+                self._saw(entry.path)  # changed since it settled: wait again (and do not pick it up meanwhile)
+                self.journal.defer(entry.path, self.config.settle + 0.5)
                 continue
             files.append(ImageFile(path=path, rel=entry.path))
             entries[entry.path] = entry
@@ -399,10 +400,15 @@ class _Handler:
     def dispatch(self, event) -> None:
         try:
             kind = event.event_type
-            if kind in ("created", "modified", "closed"):
-                self._watcher._event(os.fsdecode(event.src_path), closed=kind == "closed")
+            if event.is_directory:
+                # New or moved-in folders are looked into; "modified" folders only mean a file changed
+                # inside, which brings its own event (walking the folder each time would be quadratic).
+                if kind in ("created", "moved"):
+                    self._watcher._event(os.fsdecode(event.dest_path if kind == "moved" else event.src_path), "folder")
+            elif kind in ("created", "modified", "closed"):
+                self._watcher._event(os.fsdecode(event.src_path), "closed" if kind == "closed" else "file")
             elif kind == "moved":  # rsync and friends write a temp name, then rename: the destination counts
-                self._watcher._event(os.fsdecode(event.dest_path))
+                self._watcher._event(os.fsdecode(event.dest_path), "file")
         except Exception:  # an exception here would kill watchdog's thread; the rescan covers anything missed
             log.exception("ignoring a file event that could not be queued")
 

@@ -130,6 +130,12 @@ class Journal:
         with self._transaction():
             self._db.execute("DELETE FROM files WHERE path = ? AND status = 'pending'", (path,))
 
+    def defer(self, path: str, seconds: float) -> None:
+        """Do not offer a pending file again for `seconds` (it changed after it settled)."""
+        with self._transaction():
+            self._db.execute("UPDATE files SET retry_after = ? WHERE path = ? AND status = 'pending'",
+                             (time.time() + seconds, path))
+
     def pending_count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM files WHERE status = 'pending'").fetchone()[0]
 
