@@ -39,7 +39,7 @@ def test_explained_failures_exit_1_and_name_the_problem(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "is not a folder" in trapcls("watch", tmp_path / "nope", "--bundle", tmp_path / "b", check_rc=1).stderr
     assert "No journal at" in trapcls("status", tmp_path, check_rc=1).stderr
-    assert "not implemented yet" in trapcls("evaluate", check_rc=1).stderr
+    assert "does not exist" in trapcls("evaluate", tmp_path / "p.csv", "--labels", DEMO / "train", check_rc=1).stderr
     proc = trapcls("train", DEMO / "train", "--arch", "vit_tiny", "--out", tmp_path / "run", check_rc=1)
     assert "Invalid --arch 'vit_tiny'" in proc.stderr
 

@@ -130,7 +130,7 @@ def train(
                          val_fraction=val_fraction, group_by=group_by, folds=folds, fold=fold,
                          label_regex=label_regex, seed=seed, workers=workers, overwrite=overwrite, resume=resume,
                          export="none" if no_export else export, calibrate=calibrate, find_lr=find_lr,
-                         find_lr_steps=find_lr_steps)
+                         find_lr_steps=find_lr_steps, command=_command_line())
     result = run_train(config, show_progress=True)
     if not result.main:
         return  # a torchrun process other than rank 0: rank 0 reports
@@ -411,10 +411,38 @@ def status(
 
 
 @app.command()
-def evaluate() -> None:
-    """Score predictions against labels (not implemented yet)."""
-    raise TrapclsError("`trapcls evaluate` is not implemented yet; the metrics.csv of a training run has "
-                       "validation loss, accuracy and log loss meanwhile.")
+def evaluate(
+    predictions: Annotated[list[Path], typer.Argument(
+        help="A predictions CSV from `trapcls predict` (field or submission format), or two to compare.")],
+    labels: Annotated[Path, typer.Option(
+        help="The true labels, in any layout `trapcls train` reads: class folders, a filepath,label[,site] CSV "
+             "(a run's split.csv too), a DrivenData folder, or a folder with --label-regex.")],
+    label_regex: Annotated[Optional[str], typer.Option(help="Labels from file names, as for train.")] = None,
+    report: Annotated[Optional[Path], typer.Option(
+        help="Write one self-contained HTML report (tables, confusion matrix, reliability diagram, galleries of "
+             "mistakes) that opens offline in any browser.")] = None,
+    bundle: Annotated[Optional[Path], typer.Option(help="The model's bundle, summarised in the report.")] = None,
+    blank_threshold: Annotated[float, typer.Option(
+        help="Blank-vs-animal scores count a frame as blank when P(blank) >= this.")] = DEFAULT_BLANK_THRESHOLD,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of tables.")] = False,
+) -> None:
+    """Score predictions against labels: log loss, accuracy, balanced accuracy, macro-F1, per class and per site."""
+    import json
+
+    from trapcls.evaluate.run import EvaluateConfig, evaluate as run_evaluate, render_text
+
+    command = _command_line()
+    result = run_evaluate(EvaluateConfig(predictions=predictions, labels=labels, label_regex=label_regex,
+                                         blank_threshold=blank_threshold, report=report, bundle=bundle,
+                                         command=command))
+    typer.echo(json.dumps(result.to_json(), indent=2) if json_out else render_text(result))
+
+
+def _command_line() -> str:
+    """This invocation as one shell-quoted line, for reports."""
+    import shlex
+
+    return "trapcls " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def main() -> None:

@@ -42,18 +42,21 @@ _GROUP_KEYS: dict[str, Callable[[Sample], str | None]] = {
 GROUP_BY = ("auto", *_GROUP_KEYS, "none")
 
 
-def load_samples(data: Path, *, label_regex: str | None = None) -> list[Sample]:
+def load_samples(data: Path, *, label_regex: str | None = None, check_files: bool = True) -> list[Sample]:
     """Read labelled images from a class-per-folder tree, a `filepath,label[,site]` CSV, a DrivenData
-    Conser-vision folder (train_features.csv + train_labels.csv), or, with `label_regex`, file names."""
+    Conser-vision folder (train_features.csv + train_labels.csv), or, with `label_regex`, file names.
+
+    `check_files=False` accepts listed images that do not exist (evaluation needs only the labels).
+    """
     if not data.exists():
         raise DataError(f"Training data {data} does not exist. Pass a class-per-folder tree, a filepath,label CSV "
                         "or a folder holding train_features.csv and train_labels.csv.")
     if label_regex is not None:
         samples = _from_file_names(data, label_regex)
     elif data.is_file():
-        samples = _from_csv(data)
+        samples = _from_csv(data, check_files=check_files)
     elif (data / DRIVENDATA_FEATURES).exists() or (data / DRIVENDATA_LABELS).exists():
-        samples = _from_drivendata(data)
+        samples = _from_drivendata(data, check_files=check_files)
     else:
         samples = _from_folders(data)
     classes = sorted({s.label for s in samples})
@@ -120,7 +123,7 @@ def _check_files(source: Path, samples: list[Sample], base: Path) -> None:
                         f"e.g. {_listing(missing)}.")
 
 
-def _from_csv(path: Path) -> list[Sample]:
+def _from_csv(path: Path, *, check_files: bool = True) -> list[Sample]:
     hint = (f" For the DrivenData layout pass the folder {path.parent} (holding {DRIVENDATA_FEATURES} and "
             f"{DRIVENDATA_LABELS}) instead." if path.name in (DRIVENDATA_FEATURES, DRIVENDATA_LABELS) else "")
     _, rows = _read_rows(path, ("filepath", "label"), "filepath,label[,site]", hint)
@@ -133,11 +136,12 @@ def _from_csv(path: Path) -> list[Sample]:
         samples.append(Sample(path=_resolve(path.parent, rel), label=label, site=_cell(row, "site") or None))
     if unlabelled:
         raise DataError(f"{path}: {len(unlabelled)} rows without filepath or label: {_listing(unlabelled)}.")
-    _check_files(path, samples, path.parent)
+    if check_files:
+        _check_files(path, samples, path.parent)
     return samples
 
 
-def _from_drivendata(root: Path) -> list[Sample]:
+def _from_drivendata(root: Path, *, check_files: bool = True) -> list[Sample]:
     """train_features.csv (id,filepath,site) joined on id with the one-hot train_labels.csv."""
     features_path, labels_path = root / DRIVENDATA_FEATURES, root / DRIVENDATA_LABELS
     for path in (features_path, labels_path):
@@ -194,7 +198,8 @@ def _from_drivendata(root: Path) -> list[Sample]:
     if empty:
         raise DataError(f"{labels_path}: {len(empty)} class columns have no images: {_listing(empty)}. "
                         "Drop those columns or add images of them.")
-    _check_files(features_path, samples, root)
+    if check_files:
+        _check_files(features_path, samples, root)
     return samples
 
 

@@ -84,6 +84,7 @@ class TrainConfig:
     find_lr_steps: int = 100
     export: str = "onnx"
     calibrate: bool = True
+    command: str = ""  # the command line, for the report
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -282,7 +283,7 @@ def _train(config: TrainConfig, dist: distributed.Dist, *, show_progress: bool) 
                             epoch=int(best["epoch"]), metrics=best, config=resolved,
                             calibration=calibration.to_dict())
         probs = probabilities(logits.numpy(), calibration.temperature if calibration else 1.0)
-        _report_validation(run_dir, probs, labels.numpy(), classes, title=f"validation, best epoch "
+        _report_validation(run_dir, probs, labels.numpy(), classes, val_set, config, title=f"validation, best epoch "
                            f"{int(best['epoch'])} ({len(val_set)} images)")
     plot_curves(history, run_dir / "curves.png")
     require("safetensors.torch").save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
@@ -454,12 +455,22 @@ def _split(config: TrainConfig, samples: list[Sample], run_dir: Path, state: dic
     return split
 
 
-def _report_validation(run_dir: Path, probs: np.ndarray, labels: np.ndarray, classes: list[str], *,
-                       title: str) -> None:
-    """per_class.csv and confusion.png for the final model's validation predictions."""
+def _report_validation(run_dir: Path, probs: np.ndarray, labels: np.ndarray, classes: list[str],
+                       val_set: list[Sample], config: TrainConfig, *, title: str) -> None:
+    """per_class.csv, confusion.png and report.html (as `trapcls evaluate` writes it) for the validation split."""
+    from trapcls.evaluate.report import galleries, write_report
+    from trapcls.metrics import evaluate_probs
+
     _write_rows(run_dir / "per_class.csv", ["class", "precision", "recall", "f1", "support"],
                 per_class(probs, labels, classes))
     plot_confusion(confusion_matrix(probs, labels, len(classes)), classes, run_dir / "confusion.png", title=title)
+    sites = [s.site or "" for s in val_set]
+    metrics = evaluate_probs(probs, labels, classes, sites=sites if any(sites) else None)
+    paths = [s.path for s in val_set]
+    write_report(run_dir / "report.html", title=f"trapcls train: {title}", metrics=metrics, classes=classes,
+                 galleries=galleries([p.name for p in paths], probs, labels, classes, paths), bundle_summary=None,
+                 command=config.command or f"trapcls train (options in {run_dir / 'config.json'})",
+                 notes=[f"Validation split of {run_dir}: {len(val_set)} images, the best epoch's weights, calibrated."])
 
 
 def _validate(config: TrainConfig, dist: distributed.Dist) -> None:
@@ -507,7 +518,7 @@ def _prepare_run_dir(out: Path, overwrite: bool, *, resume: bool) -> Path:
 
 
 # Options that may change between an interrupted run and its resumption without changing the result.
-_RESUMABLE_DIFFERENCES = {"resume", "overwrite", "workers", "export", "calibrate"}
+_RESUMABLE_DIFFERENCES = {"resume", "overwrite", "workers", "export", "calibrate", "command"}
 
 
 def _check_same_run(saved: dict, now: dict, run_dir: Path) -> None:

@@ -1,0 +1,1 @@
+"""Scoring predictions against labels and writing the evaluation report."""
