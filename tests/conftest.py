@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -66,3 +67,20 @@ def make_bad_inputs(folder: Path) -> dict[str, Path]:
     png = folder / "frame.png"
     noise_image(seed=1).save(png, "PNG")
     return {"good": good, "truncated": truncated, "empty": empty, "text": text, "png": png}
+
+
+def make_input_zoo(folder: Path) -> None:
+    """make_bad_inputs plus every other kind RELIABILITY.md names: a decompression bomb, CMYK, 16-bit,
+    greyscale, palette, RGBA, EXIF-rotated, a GIF named .jpg, and a FIFO named .jpg."""
+    make_bad_inputs(folder)  # good.jpg, truncated.jpg, empty.jpg, notes.jpg, frame.png
+    Image.new("1", (10_000, 10_000)).save(folder / "bomb.png")
+    noise_image().convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(np.full((40, 60), 40000, dtype=np.uint16)).save(folder / "sixteen.png")
+    noise_image().convert("L").save(folder / "grey.jpg")
+    noise_image().convert("P").save(folder / "palette.png")
+    noise_image().convert("RGBA").save(folder / "rgba.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    noise_image().save(folder / "rotated.jpg", exif=exif.tobytes())
+    noise_image().save(folder / "really_a_gif.jpg", "GIF")
+    os.mkfifo(folder / "pipe.jpg")  # opening it would block: walks skip it

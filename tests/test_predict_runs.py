@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import DEMO, make_bad_inputs, noise_image, write_jpeg
+from conftest import DEMO, make_input_zoo, noise_image, write_jpeg
 from trapcls.bundle import load_bundle
 from trapcls.exceptions import DataError
 from trapcls.predict import BACKEND_NAMES, FORMATS
@@ -184,18 +184,7 @@ def test_cli_choices_match_the_registries():
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_every_bad_input_kind_gets_a_defined_outcome(tiny_run, tmp_path):
     folder = tmp_path / "in"
-    make_bad_inputs(folder)  # good.jpg, truncated.jpg, empty.jpg, notes.jpg, frame.png
-    Image.new("1", (10_000, 10_000)).save(folder / "bomb.png")
-    noise_image().convert("CMYK").save(folder / "cmyk.jpg")
-    Image.fromarray(np.full((40, 60), 40000, dtype=np.uint16)).save(folder / "sixteen.png")
-    noise_image().convert("L").save(folder / "grey.jpg")
-    noise_image().convert("P").save(folder / "palette.png")
-    noise_image().convert("RGBA").save(folder / "rgba.png")
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    noise_image().save(folder / "rotated.jpg", exif=exif.tobytes())
-    noise_image().save(folder / "really_a_gif.jpg", "GIF")
-    os.mkfifo(folder / "pipe.jpg")  # skipped by the walk; named explicitly below it is an error row
+    make_input_zoo(folder)
     (tmp_path / "elsewhere.jpg").write_bytes((folder / "good.jpg").read_bytes())
     os.symlink(tmp_path / "elsewhere.jpg", folder / "outside.jpg")  # outside the input: never followed
     (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")  # dangling: skipped by the walk, listed below

@@ -22,11 +22,9 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import DEMO, SHARED_DATA, make_bad_inputs, noise_image, write_jpeg
+from conftest import DEMO, SHARED_DATA, make_input_zoo, noise_image, write_jpeg
 from trapcls.predict.runner import PredictConfig, run_predict
 
 FRAMES = DEMO / "frames"
@@ -271,18 +269,7 @@ def test_polling_finds_new_files_and_new_camera_folders(watch, tmp_path):
 def test_every_bad_input_gets_a_row_and_the_daemon_keeps_going(watch, tmp_path):
     inbox = tmp_path / "inbox"
     cam = inbox / "cam1"
-    make_bad_inputs(cam)  # good.jpg, truncated.jpg, empty.jpg, notes.jpg, frame.png
-    Image.new("1", (10_000, 10_000)).save(cam / "bomb.png")
-    noise_image().convert("CMYK").save(cam / "cmyk.jpg")
-    Image.fromarray(np.full((40, 60), 40000, dtype=np.uint16)).save(cam / "sixteen.png")
-    noise_image().convert("L").save(cam / "grey.jpg")
-    noise_image().convert("P").save(cam / "palette.png")
-    noise_image().convert("RGBA").save(cam / "rgba.png")
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    noise_image().save(cam / "rotated.jpg", exif=exif.tobytes())
-    noise_image().save(cam / "really_a_gif.jpg", "GIF")
-    os.mkfifo(cam / "pipe.jpg")  # opening it would block: never a candidate
+    make_input_zoo(cam)
     write_jpeg(tmp_path / "elsewhere.jpg")
     os.symlink(tmp_path / "elsewhere.jpg", cam / "outside.jpg")  # points outside the inbox: never followed
     ok = {"good.jpg", "frame.png", "cmyk.jpg", "sixteen.png", "grey.jpg", "palette.png", "rgba.png", "rotated.jpg"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +49,31 @@ class Bundle:
     def weights_path(self) -> Path | None:
         path = self.root / WEIGHTS_FILE
         return path if WEIGHTS_FILE in self.manifest.get("files", {}) else None
+
+
+BUNDLE_ENV = "TRAPCLS_BUNDLE"
+DEFAULT_BUNDLE_DIR = "default_bundle"
+
+
+def default_bundle() -> Path:
+    """The small demonstration model shipped inside the package (see its bundle.json's "about")."""
+    from importlib import resources
+
+    return Path(str(resources.files("trapcls") / DEFAULT_BUNDLE_DIR))
+
+
+def resolve_bundle(path: str | Path | None) -> tuple[Path, str]:
+    """The bundle to use and where that choice came from: --bundle, else $TRAPCLS_BUNDLE, else the shipped one."""
+    if path is not None:
+        return Path(path), "--bundle"
+    env = os.environ.get(BUNDLE_ENV, "").strip()
+    if env:
+        return Path(env), f"${BUNDLE_ENV}"
+    shipped = default_bundle()
+    if not (shipped / MANIFEST).is_file():
+        raise BundleError(f"No --bundle given, ${BUNDLE_ENV} is not set, and this installation has no default model "
+                          f"({shipped} is missing). Pass --bundle BUNDLE_FOLDER.")
+    return shipped, "the default model shipped with trapcls (a small demonstration model; --bundle to use yours)"
 
 
 def write_manifest(

@@ -186,8 +186,9 @@ BackendName = enum.Enum("BackendName", {name: name for name in ("auto", *BACKEND
 def predict(
     inputs: Annotated[Optional[list[Path]], typer.Argument(
         help="Folders (searched recursively), image files, or quoted globs such as 'cams/**/*.JPG'.")] = None,
-    bundle: Annotated[Path, typer.Option(help="Model bundle folder (from `trapcls export onnx` or `trapcls train`).")]
-    = ...,
+    bundle: Annotated[Optional[Path], typer.Option(
+        help="Model bundle folder (from `trapcls export onnx` or `trapcls train`); default: $TRAPCLS_BUNDLE, else "
+             "the small demonstration model shipped with trapcls.")] = None,
     out: Annotated[Path, typer.Option(help="CSV to write. If it exists, files already in it are skipped (resume).")]
     = ...,
     fmt: Annotated[OutputFormat, typer.Option(
@@ -228,6 +229,7 @@ def predict(
 
     # Oversized frames become error rows; Pillow's warning for them would only be noise.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    bundle = _bundle(bundle)
     config = PredictConfig(inputs=inputs or [], bundle=bundle, out=out, fmt=fmt.value, backend=backend.value,
                            batch_size=batch_size, threads=threads, workers=workers, file_list=file_list,
                            shard=parse_shard(shard) if shard else None, overwrite=overwrite, tta=tta,
@@ -332,7 +334,9 @@ def merge(
 @app.command()
 def watch(
     inbox: Annotated[Path, typer.Argument(help="Folder where camera folders (SD-card copies) arrive.")],
-    bundle: Annotated[Path, typer.Option(help="Model bundle folder.")],
+    bundle: Annotated[Optional[Path], typer.Option(
+        help="Model bundle folder (from `trapcls export onnx` or `trapcls train`); default: $TRAPCLS_BUNDLE, else "
+             "the small demonstration model shipped with trapcls.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Where each camera folder's predictions.csv and the journal (.trapcls/) go; default: INBOX.")] = None,
     folder_depth: Annotated[int, typer.Option(
@@ -373,6 +377,7 @@ def watch(
     """
     from trapcls.watch.daemon import WatchConfig, Watcher
 
+    bundle = _bundle(bundle)
     config = WatchConfig(inbox=inbox, bundle=bundle, out=out, folder_depth=folder_depth, settle=settle,
                          rescan_interval=rescan_interval, polling=polling, poll_interval=poll_interval, events=events,
                          backend=backend, batch_size=batch_size, threads=threads, workers=workers,
@@ -436,6 +441,16 @@ def evaluate(
                                          blank_threshold=blank_threshold, report=report, bundle=bundle,
                                          command=command))
     typer.echo(json.dumps(result.to_json(), indent=2) if json_out else render_text(result))
+
+
+def _bundle(given: Path | None) -> Path:
+    """--bundle, else $TRAPCLS_BUNDLE, else the shipped default model; says which on stderr."""
+    from trapcls.bundle import resolve_bundle
+
+    path, source = resolve_bundle(given)
+    if source != "--bundle":
+        typer.echo(f"model: {path} ({source})", err=True)
+    return path
 
 
 def _command_line() -> str:
