@@ -27,7 +27,7 @@ def test_version_and_help():
 
 
 def test_bad_usage_exits_2():
-    assert "Missing option '--bundle'" in trapcls("predict", DEMO / "frames", "--out", "x.csv", check_rc=2).stderr
+    assert "Missing option '--out'" in trapcls("predict", DEMO / "frames", check_rc=2).stderr
     trapcls("predict", DEMO / "frames", "--bundle", "b", "--out", "x.csv", "--format", "xml", check_rc=2)
     trapcls("no-such-command", check_rc=2)
 
