@@ -68,20 +68,14 @@ def render(report: dict) -> str:
 
 def _bundle(path: Path, trt_version: str | None, gpu) -> dict:
     from trapcls.bundle import load_bundle
-    from trapcls.export.engines import engine_problems, read_metadata, rebuild_command, recorded_engines
+    from trapcls.export.engines import check_engines, rebuild_command
     from trapcls.predict.backends import choose_backend
 
     try:
         bundle = load_bundle(path)
     except TrapclsError as exc:
         return {"path": str(path), "error": str(exc)}
-    engines = {}
-    for name, record in recorded_engines(bundle).items():
-        try:
-            meta = read_metadata(bundle.root / str(record.get("metadata", Path(name).with_suffix(".json"))))
-            engines[name] = engine_problems(bundle, name, meta, tensorrt_version=trt_version, gpu=gpu)
-        except TrapclsError as exc:
-            engines[name] = [str(exc)]
+    engines = {name: problems for name, _, problems in check_engines(bundle, tensorrt_version=trt_version, gpu=gpu)}
     try:
         choice = choose_backend("auto", bundle)
         auto = f"{choice.name} ({choice.reason})"

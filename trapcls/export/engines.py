@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,19 +206,27 @@ class EngineMatch:
                 + f"\nRebuild it here with: {rebuild_command(bundle, profile)}")
 
 
-def find_engine(bundle: Bundle, *, tensorrt_version: str | None, gpu: Gpu | None) -> EngineMatch:
-    """The first engine recorded in `bundle` that may run on this machine, with reasons for the others."""
-    rejected: dict[str, list[str]] = {}
-    last_meta = None
+def check_engines(bundle: Bundle, *, tensorrt_version: str | None,
+                  gpu: Gpu | None) -> Iterator[tuple[str, EngineMeta | None, list[str]]]:
+    """Each engine bundle.json records: its name, its metadata (None if unreadable), and why it may not
+    run here (empty when it may). A generator, so a caller looking for one match stops at the first."""
     for engine_file, record in recorded_engines(bundle).items():
         try:
             meta = read_metadata(bundle.root / str(record.get("metadata", Path(engine_file).with_suffix(".json"))))
         except BundleError as exc:
-            rejected[engine_file] = [str(exc)]
+            yield engine_file, None, [str(exc)]
             continue
-        last_meta = meta
-        problems = engine_problems(bundle, engine_file, meta, tensorrt_version=tensorrt_version, gpu=gpu)
-        if not problems:
+        yield engine_file, meta, engine_problems(bundle, engine_file, meta, tensorrt_version=tensorrt_version,
+                                                 gpu=gpu)
+
+
+def find_engine(bundle: Bundle, *, tensorrt_version: str | None, gpu: Gpu | None) -> EngineMatch:
+    """The first engine recorded in `bundle` that may run on this machine, with reasons for the others."""
+    rejected: dict[str, list[str]] = {}
+    last_meta = None
+    for engine_file, meta, problems in check_engines(bundle, tensorrt_version=tensorrt_version, gpu=gpu):
+        if meta is not None and not problems:
             return EngineMatch(engine=bundle.root / engine_file, meta=meta, rejected={})
+        last_meta = meta or last_meta
         rejected[engine_file] = problems
     return EngineMatch(engine=None, meta=last_meta, rejected=rejected)
