@@ -21,7 +21,7 @@ from trapcls.bundle import load_bundle
 from trapcls.exceptions import DataError
 from trapcls.export import parse_targets
 from trapcls.fsutil import atomic_write_text
-from trapcls.metrics import accuracy, confusion_matrix, log_loss, macro_f1, per_class
+from trapcls.metrics import accuracy, log_loss, macro_f1
 from trapcls.predict.backends import cores, probabilities
 from trapcls.preprocess import PreprocessSpec, draft_size, load_image, preprocess, to_array
 from trapcls.progress import bar
@@ -461,11 +461,10 @@ def _report_validation(run_dir: Path, probs: np.ndarray, labels: np.ndarray, cla
     from trapcls.evaluate.report import galleries, write_report
     from trapcls.metrics import evaluate_probs
 
-    _write_rows(run_dir / "per_class.csv", ["class", "precision", "recall", "f1", "support"],
-                per_class(probs, labels, classes))
-    plot_confusion(confusion_matrix(probs, labels, len(classes)), classes, run_dir / "confusion.png", title=title)
     sites = [s.site or "" for s in val_set]
     metrics = evaluate_probs(probs, labels, classes, sites=sites if any(sites) else None)
+    _write_rows(run_dir / "per_class.csv", ["class", "precision", "recall", "f1", "support"], metrics["per_class"])
+    plot_confusion(np.asarray(metrics["confusion"]), classes, run_dir / "confusion.png", title=title)
     paths = [s.path for s in val_set]
     write_report(run_dir / "report.html", title=f"trapcls train: {title}", metrics=metrics, classes=classes,
                  galleries=galleries([p.name for p in paths], probs, labels, classes, paths), bundle_summary=None,
