@@ -1,5 +1,5 @@
 # Steps shared by the export/*.sh target scripts; sourced, not run.
-# The caller sets REPO, BUNDLE, FRAMES and VENV before using these.
+# The caller sets REPO, then calls read_args "$@" (BUNDLE, FRAMES, VENV) before the rest.
 # shellcheck shell=bash disable=SC2120  # make_jetson_venv's arguments (extra pip requirements) are optional
 
 die() { echo "error: $*" >&2; exit 1; }
@@ -10,6 +10,15 @@ version_ge() { [[ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1)" == "$2" 
 
 # The TensorRT version the given Python imports, or nothing (and status 1).
 tensorrt_version() { "$1" -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null; }
+
+# read_args "$@": BUNDLE and FRAMES (default: the demo frames) from the command line, VENV from the environment.
+# shellcheck disable=SC2034  # the callers use these
+read_args() {
+  [[ $# -ge 1 && $# -le 2 ]] || die "usage: $0 BUNDLE [FRAMES]"
+  BUNDLE=$1
+  FRAMES=${2:-$REPO/examples/demo/frames}
+  VENV=${VENV:-$HOME/.venvs/trapcls-tensorrt}
+}
 
 check_inputs() {
   [[ -f "$BUNDLE/bundle.json" ]] || die "$BUNDLE has no bundle.json. Make the bundle on any machine with" \

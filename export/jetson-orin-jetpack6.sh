@@ -23,10 +23,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=export/common.sh
 source "$REPO/export/common.sh"
 
-[[ $# -ge 1 && $# -le 2 ]] || die "usage: $0 BUNDLE [FRAMES]"
-BUNDLE=$1
-FRAMES=${2:-$REPO/examples/demo/frames}
-VENV=${VENV:-$HOME/.venvs/trapcls-tensorrt}
+read_args "$@"
 check_inputs
 
 # 1. JetPack 6.1 or newer on an Orin. JetPack 6.0 (r36.3) ships an older TensorRT than trapcls's

@@ -25,10 +25,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=export/common.sh
 source "$REPO/export/common.sh"
 
-[[ $# -ge 1 && $# -le 2 ]] || die "usage: $0 BUNDLE [FRAMES]"
-BUNDLE=$1
-FRAMES=${2:-$REPO/examples/demo/frames}
-VENV=${VENV:-$HOME/.venvs/trapcls-tensorrt}
+read_args "$@"
 check_inputs
 
 # 1. JetPack 7: r38 supports Thor only (its developer guide sends Orin to r36.4.4); r39+ is 7.2+.

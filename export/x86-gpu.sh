@@ -24,10 +24,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=export/common.sh
 source "$REPO/export/common.sh"
 
-[[ $# -ge 1 && $# -le 2 ]] || die "usage: $0 BUNDLE [FRAMES]"
-BUNDLE=$1
-FRAMES=${2:-$REPO/examples/demo/frames}
-VENV=${VENV:-$HOME/.venvs/trapcls-tensorrt}
+read_args "$@"
 [[ ! -e /etc/nv_tegra_release ]] || die "this is a Jetson: use export/jetson-orin-jetpack6.sh or -jetpack7.sh."
 [[ -n "${RUN_DIR:-}" ]] || check_inputs  # with RUN_DIR the bundle is made below
 
