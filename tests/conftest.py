@@ -27,10 +27,11 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A real training run (tiny random-init EfficientNet, 1 epoch, 64 px) on the committed demo frames."""
-    from trapcls.training.loop import TrainConfig, train
+    from trapcls.training import TrainConfig
+    from trapcls.workflow import run_train
 
     out = tmp_path_factory.mktemp("tiny") / "run"
-    train(TrainConfig(data=DEMO / "train", out=out, arch="test_efficientnet", epochs=2, img_size=64,
+    run_train(TrainConfig(data=DEMO / "train", out=out, arch="test_efficientnet", epochs=2, img_size=64,
                       batch_size=8, val_fraction=0.25, workers=0))
     return out
 

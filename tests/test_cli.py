@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
+
 from conftest import DEMO, make_bad_inputs
 from trapcls import __version__
 
@@ -32,6 +34,39 @@ def test_bad_usage_exits_2():
     trapcls("no-such-command", check_rc=2)
 
 
+@pytest.mark.parametrize("args, valid", [
+    (["train", "d", "--out", "o", "--optimizer", "adam"], "'adam' is not one of 'adamw', 'sgd'"),
+    (["train", "d", "--out", "o", "--augment", "mixup"], "'mixup' is not one of 'trivial', 'randaugment', 'none'"),
+    (["train", "d", "--out", "o", "--balance", "over"], "'over' is not one of 'none', 'sampler', 'loss'"),
+    (["train", "d", "--out", "o", "--group-by", "camera"], "'camera' is not one of 'auto', 'site', 'folder', 'none'"),
+    (["train", "d", "--out", "o", "--export", "onnx,trt"], "--export takes onnx, onnx,tensorrt or none; unknown: trt"),
+    (["watch", "inbox", "--backend", "gpu"], "'gpu' is not one of 'auto', 'onnxruntime', 'torch', 'tensorrt'"),
+    (["predict", "x", "--out", "o.csv", "--backend", "gpu"], "'gpu' is not one of 'auto', 'onnxruntime'"),
+])
+def test_a_value_outside_an_options_choices_exits_2_listing_the_valid_ones(args, valid, tmp_path, monkeypatch):
+    """Parsed before anything starts (no data is read, no folder made): a usage error, exit 2."""
+    from typer.testing import CliRunner
+
+    from trapcls.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    text = " ".join(result.output.replace("│", " ").split())  # the error box wraps lines
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{args[-2]}'" in text and valid in text
+    assert not any(tmp_path.iterdir())
+
+
+def test_help_loads_no_numeric_or_model_library():
+    """`trapcls --help` stays fast: the CLI imports only the config modules up front."""
+    code = ("import sys; from trapcls.cli import app\n"
+            "try:\n    app(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('numpy', 'PIL', 'torch', 'onnxruntime', 'onnx', 'timm') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.slow
 def test_explained_failures_exit_1_and_name_the_problem(tmp_path):
     proc = trapcls("predict", DEMO / "frames", "--bundle", tmp_path / "missing", "--out", tmp_path / "o.csv",
                    check_rc=1)
@@ -55,6 +90,7 @@ def test_unreadable_images_exit_0_unless_strict(tiny_run, tmp_path):
     trapcls(*args, "--strict", "--overwrite", check_rc=1)
 
 
+@pytest.mark.slow
 def test_train_export_predict_on_ena24_from_the_cli(tmp_path, shared_data):
     run = tmp_path / "run"
     trapcls("train", shared_data / "ena24_small" / "labels.csv", "--arch", "test_resnet", "--epochs", "1",

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import DEMO
+from trapcls.core.exceptions import DataError
 from trapcls.evaluate.run import EvaluateConfig, evaluate, match, read_labels, read_predictions
-from trapcls.exceptions import DataError
 
 CLASSES = ["blank", "deer", "fox"]
 

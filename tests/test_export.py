@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from conftest import DEMO, LITE0_WEIGHTS
-from trapcls.bundle import load_bundle
-from trapcls.exceptions import ExportError
-from trapcls.export.onnx import MAX_ABS_TOL, check_parity, export_onnx, sample_images
-from trapcls.predict.backends import OnnxRuntimeBackend, probabilities
-from trapcls.predict.discover import discover_images
-from trapcls.preprocess import preprocess
+from trapcls.core.bundle import load_bundle
+from trapcls.core.discover import discover_images
+from trapcls.core.exceptions import ExportError
+from trapcls.core.preprocess import preprocess
+from trapcls.core.probs import probabilities
+from trapcls.export.onnx import MAX_ABS_TOL, check_parity, export_onnx
+from trapcls.export.parity import sample_images
+from trapcls.predict.backends import OnnxRuntimeBackend
 from trapcls.training.checkpoint import load_checkpoint, save_checkpoint
 from trapcls.training.models import create_model, preprocess_spec
 

@@ -16,14 +16,15 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import DEMO, LITE0_WEIGHTS
-from trapcls.bundle import load_bundle
-from trapcls.exceptions import ExportError
-from trapcls.export.fp16 import (FP16_MEAN_ABS_TOL, FP16_MIN_TOP1, KEEP_FP32_OPS, check_fp16_parity, convert_to_fp16,
-                                 precision_summary)
+from trapcls.core.bundle import load_bundle
+from trapcls.core.discover import discover_images
+from trapcls.core.exceptions import ExportError
+from trapcls.core.preprocess import PreprocessSpec, preprocess
+from trapcls.core.probs import probabilities
+from trapcls.export.fp16 import KEEP_FP32_OPS, check_fp16_parity, convert_to_fp16, precision_summary
 from trapcls.export.onnx import export_onnx
-from trapcls.predict.backends import OnnxRuntimeBackend, probabilities
-from trapcls.predict.discover import discover_images
-from trapcls.preprocess import PreprocessSpec, preprocess
+from trapcls.export.parity import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1
+from trapcls.predict.backends import OnnxRuntimeBackend
 from trapcls.training.checkpoint import load_checkpoint, save_checkpoint
 from trapcls.training.models import create_model, preprocess_spec
 
@@ -226,6 +227,7 @@ def test_fp16_export_that_loses_precision_is_refused_and_writes_nothing(tiny_run
     assert export_onnx(tmp_path / "best.pt", tmp_path / "bundle").bundle.manifest["export"]["precision"] == "fp32"
 
 
+@pytest.mark.slow
 def test_cli_export_fp16(tiny_run, tmp_path):
     out = tmp_path / "bundle"
     proc = subprocess.run([sys.executable, "-m", "trapcls", "export", "onnx", str(tiny_run), "--out", str(out),
@@ -237,7 +239,7 @@ def test_cli_export_fp16(tiny_run, tmp_path):
 
 
 def test_near_ties_may_flip_but_decisive_flips_and_large_differences_are_refused():
-    from trapcls.export.fp16 import NEAR_TIE, fp16_agreement, refuse_past_fp16_tolerance
+    from trapcls.export.parity import NEAR_TIE, fp16_agreement, refuse_past_fp16_tolerance
 
     reference = np.array([[0.500, 0.495, 0.005]] + [[0.8, 0.1, 0.1]] * 99)
     tie_flip = reference.copy()

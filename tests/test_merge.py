@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from trapcls.exceptions import DataError
-from trapcls.predict.discover import ImageFile, select_shard
+from trapcls.core.discover import ImageFile
+from trapcls.core.exceptions import DataError
 from trapcls.predict.merge import MergeSummary, merge_csvs
+from trapcls.predict.shard import select_shard
 
 FIELD = ["path", "capture_time", "label", "is_blank", "p_blank", "p_deer", "status"]
 

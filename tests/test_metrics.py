@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from trapcls.exceptions import DataError
-from trapcls.metrics import (
+from trapcls.core.exceptions import DataError
+from trapcls.core.metrics import (
     LOG_LOSS_EPS,
     balanced_accuracy,
     binary_detection,

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from conftest import DEMO, make_bad_inputs, noise_image, write_jpeg
-from trapcls.exceptions import DataError
-from trapcls.predict.backends import probabilities
-from trapcls.predict.discover import discover_images
+from trapcls.core.discover import discover_images
+from trapcls.core.exceptions import DataError
+from trapcls.core.probs import probabilities
 from trapcls.predict.runner import PredictConfig, run_predict
 
 
@@ -136,7 +136,8 @@ def test_the_predict_path_does_not_import_torch(tiny_run, tmp_path):
     import sys
 
     code = ("import sys; from pathlib import Path; from trapcls.predict.runner import PredictConfig, run_predict; "
-            f"run_predict(PredictConfig(inputs=[Path({str(DEMO / 'frames')!r})], bundle=Path({str(tiny_run / 'bundle')!r}), "
+            f"run_predict(PredictConfig(inputs=[Path({str(DEMO / 'frames')!r})], "
+            f"bundle=Path({str(tiny_run / 'bundle')!r}), "
             f"out=Path({str(tmp_path / 'o.csv')!r}))); "
             "heavy = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules]; "
             "assert not heavy, heavy")

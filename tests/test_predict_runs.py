@@ -16,13 +16,14 @@ import pytest
 from PIL import Image
 
 from conftest import DEMO, make_input_zoo, noise_image, write_jpeg
-from trapcls.bundle import load_bundle
-from trapcls.exceptions import DataError
-from trapcls.predict import BACKEND_NAMES, FORMATS
-from trapcls.predict.backends import BACKENDS, choose_backend, create_backend, probabilities
+from trapcls.core.bundle import load_bundle
+from trapcls.core.exceptions import DataError
+from trapcls.core.preprocess import preprocess
+from trapcls.core.probs import probabilities
+from trapcls.predict.backends import BACKENDS, choose_backend, create_backend
+from trapcls.predict.config import BACKEND_NAMES, FORMATS
 from trapcls.predict.output import Layout
 from trapcls.predict.runner import PredictConfig, _layout, run_predict
-from trapcls.preprocess import preprocess
 
 
 def _many_frames(folder: Path, count: int) -> Path:
@@ -54,8 +55,14 @@ def _rows(path: Path) -> int:
     return path.read_bytes().count(b"\n") - 1 if path.exists() else 0
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored;
+    # the child gets the default (KeyboardInterrupt) however the suite itself was started.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(args: list[str], out: Path, sig: int, after_rows: int) -> subprocess.Popen:
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 120
     while _rows(out) < after_rows and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -64,6 +71,7 @@ def _interrupt(args: list[str], out: Path, sig: int, after_rows: int) -> subproc
     return proc
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_every_file_exactly_once(tiny_run, job, tmp_path):
     images, reference = job
     out = tmp_path / "out.csv"
@@ -143,7 +151,8 @@ def test_tta_is_the_mean_over_the_frame_and_its_mirror(tiny_run, tmp_path):
     img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirror / "a.png")
     bundle = tiny_run / "bundle"
     probs = {}
-    for name, folder, tta in (("plain", tmp_path / "in", False), ("mirror", mirror, False), ("tta", tmp_path / "in", True)):
+    runs = (("plain", tmp_path / "in", False), ("mirror", mirror, False), ("tta", tmp_path / "in", True))
+    for name, folder, tta in runs:
         out = tmp_path / f"{name}.csv"
         run_predict(PredictConfig(inputs=[folder], bundle=bundle, out=out, tta=tta))
         df = pd.read_csv(out)
@@ -198,12 +207,14 @@ def test_every_bad_input_kind_gets_a_defined_outcome(tiny_run, tmp_path):
     df = pd.read_csv(out, keep_default_na=False).set_index("path")
     ok = {"good.jpg", "frame.png", "cmyk.jpg", "sixteen.png", "grey.jpg", "palette.png", "rgba.png", "rotated.jpg"}
     errors = {"truncated.jpg": "truncated or corrupt", "empty.jpg": "empty file (0 bytes)",
-              "notes.jpg": "not a JPEG or PNG", "bomb.png": "image too large (decompression bomb guard)", "really_a_gif.jpg": "not a JPEG or PNG",
+              "notes.jpg": "not a JPEG or PNG", "bomb.png": "image too large (decompression bomb guard)",
+              "really_a_gif.jpg": "not a JPEG or PNG",
               "pipe.jpg": "not a regular file", "gone.jpg": "cannot read file"}
     assert set(df.index) == ok | set(errors), "outside.jpg must not be followed"
     assert set(df.loc[sorted(ok), "status"]) == {"ok"}
     for name, reason in errors.items():
-        assert df.loc[name, "status"] == "error" and df.loc[name, "error"].startswith(reason), (name, df.loc[name, "error"])
+        error = df.loc[name, "error"]
+        assert df.loc[name, "status"] == "error" and error.startswith(reason), (name, error)
     assert summary.failed == len(errors)
     print(f"{len(df)} odd inputs in {elapsed:.2f}s")
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import DEMO, make_bad_inputs, noise_image
-from trapcls.exceptions import BundleError, ImageReadError
-from trapcls.preprocess import PreprocessSpec, draft_size, load_frame, load_image, preprocess, resize, to_array
+from trapcls.core.exceptions import BundleError, ImageReadError
+from trapcls.core.preprocess import PreprocessSpec, draft_size, load_frame, load_image, preprocess, resize, to_array
 
 SPEC = PreprocessSpec(height=48, width=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
 
@@ -107,16 +107,46 @@ def test_spec_round_trips_and_rejects_unknown_policies():
         PreprocessSpec.from_dict({"height": 10})
 
 
-def test_training_eval_transform_equals_inference_preprocessing_on_real_frames():
-    from trapcls.training.data import load_samples
-    from trapcls.training.loop import _ImageDataset
+def test_training_validation_tensors_equal_what_predict_feeds_the_model_on_real_frames(tiny_run):
+    """The one preprocessing definition, checked where it is used: the tensors training validates on
+    (ImageDataset through a DataLoader) and the batches predict's pipeline hands its backend are the
+    same numbers for the same real frames (large JPEGs, so reduced-size decoding is in play), and both
+    match torchvision's to_tensor + normalize of the decoded, resized frame: an independent reference,
+    so a mistake the two paths share (channel order, mean/std, scaling) fails too."""
+    import torch
+    from torchvision.transforms import functional as tvf
 
+    from trapcls.core.bundle import load_bundle
+    from trapcls.core.discover import ImageFile
+    from trapcls.core.labels import load_samples
+    from trapcls.predict.backends import OnnxRuntimeBackend
+    from trapcls.predict.runner import classify_batches
+    from trapcls.training.dataset import ImageDataset
+
+    bundle = load_bundle(tiny_run / "bundle")
+    spec = bundle.preprocess
     samples = load_samples(DEMO / "train")[:6]
-    spec = PreprocessSpec(height=96, width=128, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    dataset = _ImageDataset(samples, {s.label: 0 for s in samples}, spec, augment=None)
-    for i, sample in enumerate(samples):
-        tensor, _ = dataset[i]
-        np.testing.assert_array_equal(tensor.numpy(), preprocess(sample.path, spec))
+    assert all(load_image(s.path).width > 4 * spec.width for s in samples)  # draft decoding applies
+    loader = torch.utils.data.DataLoader(ImageDataset(samples, {s.label: 0 for s in samples}, spec, augment=None),
+                                         batch_size=4)
+    validated = torch.cat([images for images, _ in loader]).numpy()
+
+    class Recording(OnnxRuntimeBackend):
+        """The real ONNX Runtime backend, keeping a copy of every batch it is given."""
+
+        def logits(self, batch):
+            fed.append(batch.copy())
+            return super().logits(batch)
+
+    fed: list[np.ndarray] = []
+    files = [ImageFile(path=s.path, rel=s.path.name) for s in samples]
+    results = [r for batch in classify_batches(files, bundle, Recording(bundle, threads=1), batch_size=4, workers=2)
+               for r in batch]
+    assert all(r.ok for r in results)
+    np.testing.assert_array_equal(np.concatenate(fed), validated)
+    reference = np.stack([tvf.normalize(tvf.to_tensor(resize(load_image(s.path, min_size=draft_size(spec)), spec)),
+                                        list(spec.mean), list(spec.std)).numpy() for s in samples])
+    np.testing.assert_allclose(validated, reference, rtol=0, atol=1e-5)
 
 
 def _noise_jpeg(path, size, exif=None):
@@ -125,7 +155,8 @@ def _noise_jpeg(path, size, exif=None):
 
 
 @pytest.mark.parametrize("size, expected", [((2000, 1500), (1000, 750)), ((900, 900), (450, 450)),
-                                            ((800, 600), (800, 600)), ((4000, 3000), (1000, 750)), ((8000, 6000), (1000, 750))])
+                                            ((800, 600), (800, 600)), ((4000, 3000), (1000, 750)),
+                                            ((8000, 6000), (1000, 750))])
 def test_reduced_decoding_never_goes_below_the_minimum(tmp_path, size, expected):
     path = _noise_jpeg(tmp_path / "big.jpg", size)
     assert load_image(path, min_size=(448, 448)).size == expected  # DCT scaling by 1/2, 1/4 or 1/8 at most
@@ -154,6 +185,7 @@ def test_preprocess_uses_reduced_decoding_only_for_large_jpegs(tmp_path):
     np.testing.assert_array_equal(preprocess(png, spec), to_array(resize(load_image(png), spec), spec))
 
 
+@pytest.mark.slow
 def test_reduced_decoding_changes_probabilities_within_tolerance_on_real_frames(shared_data):
     """The stated tolerance (README): reduced-size decoding moves any class probability of the
     1000-class ImageNet EfficientNet-Lite0 by at most 0.05 on the real 2-3 MP ENA24 and CCT

@@ -11,12 +11,20 @@ import pytest
 import torch
 
 from conftest import DEMO, noise_image
-from trapcls.exceptions import DataError
-from trapcls.preprocess import PreprocessSpec
-from trapcls.training.loop import Stepper, TrainConfig, _set_backbone_trainable, train
+from trapcls.core.exceptions import DataError
+from trapcls.core.preprocess import PreprocessSpec
+from trapcls.training import TrainConfig, train
+from trapcls.training.epoch import Stepper, set_backbone_trainable
 from trapcls.training.models import create_model
-from trapcls.training.recipe import (BalancedSampler, class_weights, crop_box, ema_model, make_optimizer,
-                                     train_transform, warmup_cosine)
+from trapcls.training.recipe import (
+    BalancedSampler,
+    class_weights,
+    crop_box,
+    ema_model,
+    make_optimizer,
+    train_transform,
+    warmup_cosine,
+)
 
 
 def test_training_crops_keep_most_of_the_frame_inside_it():
@@ -103,10 +111,10 @@ def test_stepper_accumulates_and_ema_averages():
 
 def test_freezing_leaves_only_the_head_trainable():
     model = create_model("test_efficientnet", 3)
-    _set_backbone_trainable(model, False)
+    set_backbone_trainable(model, False)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"classifier.weight", "classifier.bias"}
-    _set_backbone_trainable(model, True)
+    set_backbone_trainable(model, True)
     assert all(p.requires_grad for p in model.parameters())
 
 
@@ -137,6 +145,7 @@ def test_warm_up_unfreezes_and_recipe_options_run(tmp_path, caplog):
         train(TrainConfig(data=DEMO / "train", out=tmp_path / "x", arch="test_efficientnet", balance="oversample"))
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_metrics(tmp_path):
     import signal
     import subprocess
@@ -174,7 +183,7 @@ def test_retraining_from_a_bundle_keeps_or_resets_the_head(tiny_run, tmp_path, c
 
     from safetensors.torch import load_file
 
-    from trapcls.bundle import load_bundle
+    from trapcls.core.bundle import load_bundle
 
     bundle = load_bundle(tiny_run / "bundle")
     start = load_file(str(bundle.weights_path))
@@ -207,6 +216,7 @@ def test_retraining_from_a_bundle_keeps_or_resets_the_head(tiny_run, tmp_path, c
         train(TrainConfig(data=season, out=tmp_path / "y"))
 
 
+@pytest.mark.slow
 def test_lr_range_test_writes_a_plot_and_suggests_a_rate(tmp_path):
     import subprocess
     import sys
@@ -225,6 +235,7 @@ def test_lr_range_test_writes_a_plot_and_suggests_a_rate(tmp_path):
     assert (out / "lr_find.png").stat().st_size > 10_000 and not (out / "best.pt").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu_match_one_process(tmp_path):
     import json
     import subprocess
@@ -246,12 +257,13 @@ def test_torchrun_two_processes_on_cpu_match_one_process(tmp_path):
         assert abs(float(a["val_log_loss"]) - float(b["val_log_loss"])) < 0.05  # the same recipe, within noise
     with pytest.raises(DataError, match="must divide by"):
         from trapcls.training.distributed import Dist
-        from trapcls.training.loop import _validate
+        from trapcls.training.trainer import check_config
 
-        _validate(TrainConfig(data=DEMO / "train", out=tmp_path / "x", arch="test_efficientnet", batch_size=7),
+        check_config(TrainConfig(data=DEMO / "train", out=tmp_path / "x", arch="test_efficientnet", batch_size=7),
                   Dist(rank=0, world=2, local_rank=0, device="cpu"))
 
 
+@pytest.mark.slow
 def test_torchrun_freezes_balances_and_finds_lr_like_one_process(tmp_path):
     """--freeze-epochs (DDP is rebuilt when the backbone unfreezes), --balance sampler (one global
     draw split over ranks) and --find-lr under torchrun; the run itself refuses to finish if the
@@ -284,8 +296,9 @@ def test_torchrun_freezes_balances_and_finds_lr_like_one_process(tmp_path):
 def test_export_targets_and_a_missing_tensorrt_refused_before_training(tmp_path):
     import importlib.util
 
-    from trapcls.exceptions import MissingDependencyError
+    from trapcls.core.exceptions import MissingDependencyError
     from trapcls.export import parse_targets
+    from trapcls.workflow import run_train
 
     assert parse_targets("onnx") == ("onnx",) and parse_targets(" none ") == () and parse_targets("") == ()
     assert parse_targets("tensorrt") == parse_targets("ONNX,tensorrt") == ("onnx", "tensorrt")
@@ -294,5 +307,50 @@ def test_export_targets_and_a_missing_tensorrt_refused_before_training(tmp_path)
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("tensorrt is installed here; the refusal is for machines without it")
     with pytest.raises(MissingDependencyError, match=r"trapcls\[tensorrt\]"):
-        train(TrainConfig(data=DEMO / "train", out=tmp_path / "run", arch="test_efficientnet", export="onnx,tensorrt"))
+        run_train(TrainConfig(data=DEMO / "train", out=tmp_path / "run", arch="test_efficientnet",
+                              export="onnx,tensorrt"))
     assert not (tmp_path / "run").exists()  # refused before anything was trained or written
+
+
+def test_checkpoint_keeper_keeps_the_best_stops_early_and_restores_every_part(tmp_path):
+    from trapcls.training.checkpoint import (
+        LAST,
+        CheckpointKeeper,
+        GlobalRng,
+        LoaderRng,
+        load_checkpoint,
+        load_train_state,
+    )
+
+    model = torch.nn.Linear(2, 2)
+    meta = {"arch": "test_efficientnet", "classes": ["a", "b"], "config": {"epochs": 4},
+            "spec": PreprocessSpec(height=32, width=32, mean=(0, 0, 0), std=(1, 1, 1))}
+    keeper = CheckpointKeeper(tmp_path, early_stop=2, meta=meta)
+    decisions = []
+    for epoch, loss in enumerate([1.0, 0.5, 0.6, 0.7], start=1):
+        best = keeper.update(epoch, {"epoch": epoch, "val_log_loss": loss}, model, validated=True)
+        decisions.append((best, keeper.stopped))
+    assert decisions == [(True, False), (True, False), (False, False), (False, True)]
+    assert load_checkpoint(tmp_path)["epoch"] == 2 and keeper.best["val_log_loss"] == 0.5
+
+    generator = torch.Generator().manual_seed(5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()  # momentum buffers exist now
+    parts = {"model": model, "optimizer": optimizer, "loader_rng": LoaderRng(generator), "rng": GlobalRng()}
+    keeper.save_last(4, parts)
+    weight, momentum = model.weight.detach().clone(), optimizer.state[model.weight]["momentum_buffer"].clone()
+    expected = (torch.rand(3, generator=generator), torch.rand(3), random.random())
+
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    optimizer.state[model.weight]["momentum_buffer"].zero_()
+    torch.manual_seed(123)
+    random.seed(9)
+    fresh = CheckpointKeeper(tmp_path, early_stop=2, meta=meta)
+    assert fresh.resume(load_train_state(tmp_path / LAST), parts) == 5
+    assert fresh.state_dict() == keeper.state_dict()
+    assert torch.equal(model.weight, weight)
+    assert torch.equal(optimizer.state[model.weight]["momentum_buffer"], momentum)
+    again = (torch.rand(3, generator=generator), torch.rand(3), random.random())
+    assert torch.equal(again[0], expected[0]) and torch.equal(again[1], expected[1]) and again[2] == expected[2]

@@ -39,7 +39,7 @@ LABELS = np.array([0, 1, 2, 3, 1, 1])
 
 
 def fake_metrics(n_classes: int = len(CLASSES)) -> dict:
-    """A dict shaped like trapcls.metrics.evaluate_probs output, with some None values it must tolerate."""
+    """A dict shaped like trapcls.core.metrics.evaluate_probs output, with some None values it must tolerate."""
     rng = np.random.default_rng(0)
     confusion = (np.eye(n_classes, dtype=int) * 20 + rng.integers(0, 3, (n_classes, n_classes))).tolist()
     return {
@@ -252,8 +252,8 @@ def test_comparison_accepts_the_headline_shape(tmp_path):
 
 
 def test_report_from_real_metrics_and_comparison(tmp_path):
-    """Contract with trapcls.metrics: its evaluate_probs and compare output render without gaps."""
-    from trapcls.metrics import compare, evaluate_probs
+    """Contract with trapcls.core.metrics: its evaluate_probs and compare output render without gaps."""
+    from trapcls.core.metrics import compare, evaluate_probs
 
     classes = ["blank", "elephant", "zebra", NASTY]
     sharper = PROBS ** 2 / (PROBS ** 2).sum(axis=1, keepdims=True)
@@ -272,7 +272,7 @@ def test_report_from_real_metrics_and_comparison(tmp_path):
 
 
 def test_report_without_matplotlib_keeps_the_tables(tmp_path, monkeypatch):
-    from trapcls.exceptions import MissingDependencyError
+    from trapcls.core.exceptions import MissingDependencyError
 
     def missing(*args, **kwargs):
         raise MissingDependencyError("matplotlib is needed (test)")

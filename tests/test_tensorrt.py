@@ -18,13 +18,22 @@ from types import SimpleNamespace
 
 import pytest
 
-from trapcls.bundle import ONNX_FILE, load_bundle
-from trapcls.exceptions import BundleError, ExportError, MissingDependencyError
-from trapcls.export.engines import (EngineMeta, Profile, engine_name, engine_problems, find_engine, read_metadata,
-                                    rebuild_command, record_engine, write_metadata)
+from trapcls.core.bundle import ONNX_FILE, load_bundle
+from trapcls.core.engines import (
+    EngineMeta,
+    engine_name,
+    engine_problems,
+    find_engine,
+    read_metadata,
+    rebuild_command,
+    record_engine,
+    write_metadata,
+)
+from trapcls.core.exceptions import BundleError, ExportError, MissingDependencyError
+from trapcls.core.fsutil import sha256_file
+from trapcls.core.hardware import Gpu
+from trapcls.core.profile import Profile
 from trapcls.export.tensorrt import BUILDER_FLAG, STRONGLY_TYPED, fp16_mode, precision_evidence, tensor_precision
-from trapcls.fsutil import sha256_file
-from trapcls.gpu import Gpu
 
 DATA = Path(__file__).parent / "data"
 ORIN = Gpu(name="Orin", compute_capability="8.7", sm_count=8, source="recorded")
@@ -204,6 +213,7 @@ def test_export_tensorrt_without_tensorrt_says_how_to_get_it(bundle_copy):
     assert proc.returncode == 1 and "tensorrt" in proc.stderr and not (bundle_copy / "engines").exists()
 
 
+@pytest.mark.slow
 def test_doctor_reports_this_machine_and_the_bundle_engines(orin_bundle):
     bundle, meta = orin_bundle
     proc = subprocess.run([sys.executable, "-m", "trapcls", "doctor", "--bundle", str(bundle.root)],
@@ -229,7 +239,7 @@ def test_doctor_reports_this_machine_and_the_bundle_engines(orin_bundle):
 
 @pytest.mark.skipif(not TRT_HERE, reason=NO_TRT)
 def test_engine_builds_as_fp16_verifies_and_predicts(bundle_copy, tmp_path):
-    from trapcls.gpu import gpu_info
+    from trapcls.core.hardware import gpu_info
     from trapcls.predict.backends import choose_backend, create_backend
 
     if gpu_info() is None:

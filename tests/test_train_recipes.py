@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 
+@pytest.mark.slow
 def test_debug_recipe_beats_chance_and_imagenet_features_beat_random_init(shared_data, tmp_path):
     env = {**os.environ, "OUT": str(tmp_path / "runs"), "PYTHON": sys.executable,
            "TRAPCLS": str(Path(sys.executable).parent / "trapcls")}  # the console script of this environment

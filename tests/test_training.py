@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from conftest import DEMO, LITE0_WEIGHTS
-from trapcls.exceptions import DataError
-from trapcls.preprocess import PreprocessSpec, preprocess
+from trapcls.core.exceptions import DataError
+from trapcls.core.labels import Sample, load_samples
+from trapcls.core.preprocess import PreprocessSpec, preprocess
 from trapcls.training.checkpoint import load_checkpoint
-from trapcls.training.data import Sample, load_samples, stratified_split
 from trapcls.training.models import check_arch, create_model, load_weights
+from trapcls.training.split import stratified_split
 
 IMAGENET_ZEBRA = 340
 
@@ -122,7 +123,7 @@ def test_a_run_leaves_checkpoint_metrics_split_config_and_bundle(tiny_run):
 
 
 def test_run_folder_is_not_overwritten_by_accident(tiny_run):
-    from trapcls.training.loop import TrainConfig, train
+    from trapcls.training import TrainConfig, train
 
     with pytest.raises(DataError, match="not empty"):
         train(TrainConfig(data=DEMO / "train", out=tiny_run, arch="test_efficientnet"))
@@ -147,8 +148,9 @@ def test_weights_with_other_shapes_are_refused_with_the_offending_keys(tmp_path)
 def test_calibration_is_fitted_on_validation_stored_and_applied_by_predict(tiny_run, tmp_path):
     import pandas as pd
 
-    from trapcls.bundle import load_bundle
-    from trapcls.predict.backends import create_backend, probabilities
+    from trapcls.core.bundle import load_bundle
+    from trapcls.core.probs import probabilities
+    from trapcls.predict.backends import create_backend
     from trapcls.predict.runner import PredictConfig, run_predict
 
     manifest = json.loads((tiny_run / "bundle" / "bundle.json").read_text())
@@ -169,7 +171,7 @@ def test_calibration_is_fitted_on_validation_stored_and_applied_by_predict(tiny_
 
 
 def test_drivendata_layout_trains_with_a_site_grouped_split(tmp_path):
-    from trapcls.training.loop import TrainConfig, train
+    from trapcls.training import TrainConfig, train
 
     frames = sorted((DEMO / "train").glob("*/*.jpg"))
     classes = sorted({p.parent.name for p in frames})
@@ -210,7 +212,7 @@ def test_a_run_leaves_pictures_per_class_metrics_and_safetensors(tiny_run):
 
 
 def test_per_class_metrics_and_confusion_by_hand():
-    from trapcls.metrics import confusion_matrix, macro_f1, per_class
+    from trapcls.core.metrics import confusion_matrix, macro_f1, per_class
 
     probs = np.eye(3)[[0, 0, 1, 2, 2, 2]]  # predictions
     labels = np.array([0, 1, 1, 2, 2, 0])

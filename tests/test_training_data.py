@@ -8,19 +8,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import write_jpeg
 
-from trapcls.exceptions import DataError
-from trapcls.training.data import (
-    GROUP_BY,
-    Sample,
-    kfold_split,
-    load_samples,
-    read_split,
-    split_samples,
-    stratified_split,
-    write_split,
-)
+from conftest import write_jpeg
+from trapcls.core.exceptions import DataError
+from trapcls.core.labels import Sample, load_samples
+from trapcls.training.config import GROUP_BY
+from trapcls.training.split import kfold_split, read_split, split_samples, stratified_split, write_split
 
 CLASSES = ("antelope_duiker", "bird", "blank", "civet_genet", "hog", "leopard", "monkey_prosimian", "rodent")
 
@@ -383,7 +376,8 @@ def test_split_file_round_trip(tmp_path):
 def test_split_file_without_grouping_and_relative_paths(tmp_path):
     write_jpeg(tmp_path / "imgs" / "a.jpg", size=(16, 16))
     write_jpeg(tmp_path / "imgs" / "b.jpg", size=(16, 16))
-    (tmp_path / "split.csv").write_text("filepath,label,site,group,part\nimgs/a.jpg,cat,,,train\nimgs/b.jpg,dog,,,val\n")
+    (tmp_path / "split.csv").write_text("filepath,label,site,group,part\n"
+                                        "imgs/a.jpg,cat,,,train\nimgs/b.jpg,dog,,,val\n")
     train, val = read_split(tmp_path / "split.csv")
     assert train == [Sample(tmp_path / "imgs" / "a.jpg", "cat")] and val == [Sample(tmp_path / "imgs" / "b.jpg", "dog")]
     write_split(tmp_path / "again.csv", train, val, "none")

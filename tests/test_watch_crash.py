@@ -66,6 +66,7 @@ def _feed(frames: list[Path], inbox: Path, stop: threading.Event) -> None:
             time.sleep(rng.uniform(0.3, 1.3))
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tiny_run, shared_data, tmp_path):
     frames = _real_frames(shared_data)[:300]
     assert len(frames) >= 200
@@ -154,7 +155,7 @@ def _entry(journal: Journal, path: str) -> Entry:
 
 
 def test_journal_redoes_changed_files_gives_up_after_max_attempts_and_is_bound_to_its_model(tmp_path):
-    from trapcls.exceptions import DataError
+    from trapcls.core.exceptions import DataError
 
     journal = Journal(tmp_path / "j.sqlite")
     journal.bind_model(("a", "b"))

@@ -83,7 +83,8 @@ def wait_until(predicate, timeout: float, what: str, daemon: Daemon | None = Non
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}" + (f"; daemon log:\n{daemon.log}" if daemon else ""))
+            log = f"; daemon log:\n{daemon.log}" if daemon else ""
+            pytest.fail(f"timed out after {timeout} s waiting for {what}{log}")
         time.sleep(0.05)
 
 
@@ -160,6 +161,7 @@ def status(out: Path, *flags: str) -> str:
 # --- 1. slow copies ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["inotify", "polling"])
 def test_slow_copy_is_classified_once_after_its_last_byte(watch, tmp_path, mode):
     frame = big_frame()
@@ -197,6 +199,7 @@ def test_slow_copy_is_classified_once_after_its_last_byte(watch, tmp_path, mode)
 # --- 2. temp-then-rename, temp names ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_temp_then_rename_gets_one_row_under_the_final_name(watch, tmp_path):
     inbox = tmp_path / "inbox"
     cam = inbox / "cam1"
@@ -232,6 +235,7 @@ def test_temp_then_rename_gets_one_row_under_the_final_name(watch, tmp_path):
 # --- 3. lost events ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rescan_finds_files_whose_events_were_lost(watch, tmp_path):
     inbox = tmp_path / "inbox"
     copy_frame("baboon-3.jpg", inbox / "cam1" / "first.jpg")
@@ -266,6 +270,7 @@ def test_polling_finds_new_files_and_new_camera_folders(watch, tmp_path):
 # --- 5. bad inputs ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_bad_input_gets_a_row_and_the_daemon_keeps_going(watch, tmp_path):
     inbox = tmp_path / "inbox"
     cam = inbox / "cam1"

@@ -1,22 +1,33 @@
-"""The `trapcls` command line: each command builds a config and calls one library function.
+"""The `trapcls` command line: each command turns its options into a config and calls one library function.
 
-Errors are handled here, once: a TrapclsError prints its message and exits 1; bad usage
-exits 2 (typer/click); success exits 0.
+Errors are handled here, once: a TrapclsError prints its message and exits 1; bad usage (an
+unknown option, a value outside its choices) exits 2 (typer/click); success exits 0.
+
+No default is written here: each option's default is read from its config class
+(trapcls.*.config), and the config is built from the options by name. Only the config modules
+are imported up front, so `trapcls --help` loads neither numpy nor any model runtime.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from trapcls import __version__
-from trapcls.exceptions import TrapclsError
-from trapcls.predict import BACKEND_NAMES, DEFAULT_BLANK_THRESHOLD, FORMATS
+from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.exceptions import TrapclsError
+from trapcls.core.profile import Profile
+from trapcls.evaluate.config import EvaluateConfig
+from trapcls.export import parse_targets
+from trapcls.predict.config import BACKEND_NAMES, FORMATS, PredictConfig
+from trapcls.training.config import AUGMENTS, BALANCES, DEFAULT_LR, GROUP_BY, OPTIMIZERS, TrainConfig
+from trapcls.watch.config import WatchConfig
 
 app = typer.Typer(
     name="trapcls",
@@ -28,8 +39,21 @@ app = typer.Typer(
 export_app = typer.Typer(help="Turn a trained checkpoint into a deployable model bundle.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
-# The choices come from the CSV writers, so the CLI cannot offer a format they do not know.
-OutputFormat = enum.Enum("OutputFormat", {name: name for name in FORMATS}, type=str)
+
+def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
+    """A typer choice type from a library's table, so the CLI offers exactly what the library knows."""
+    return enum.Enum(name, {value: value for value in values}, type=str)
+
+
+OutputFormat = _choices("OutputFormat", FORMATS)
+BackendName = _choices("BackendName", ("auto", *BACKEND_NAMES))
+Optimizer = _choices("Optimizer", OPTIMIZERS)
+Augment = _choices("Augment", AUGMENTS)
+Balance = _choices("Balance", BALANCES)
+GroupBy = _choices("GroupBy", GROUP_BY)
+
+# The defaults, read from the configs (a field's default is its class attribute).
+T, P, W, E, PROFILE = TrainConfig, PredictConfig, WatchConfig, EvaluateConfig, Profile
 
 
 def _version(value: bool) -> None:
@@ -48,90 +72,111 @@ def _root(
                         stream=sys.stderr)
 
 
+def _export_targets(value: str) -> str:
+    """--export checked at parse time, so a typo is a usage error (exit 2) before anything starts."""
+    try:
+        parse_targets(value)
+    except TrapclsError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(
+    ctx: typer.Context,
+    data: Annotated[Optional[Path], typer.Argument(
         help="Class-per-folder tree (DATA/<class>/*.jpg), a filepath,label[,site] CSV, a DrivenData folder "
-             "(train_features.csv + train_labels.csv), or a folder of images with --label-regex.")],
-    out: Annotated[Path, typer.Option(help="Run folder to create (checkpoint, metrics, bundle).")],
+             "(train_features.csv + train_labels.csv), or a folder of images with --label-regex. May come from "
+             "--config instead.", show_default=False, metavar="DATA")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder to create (checkpoint, metrics, bundle).")] = ...,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="Options from a JSON file, e.g. an earlier run's RUN/config.json to rerun its recipe. "
+                         "Precedence: defaults < this file < the flags you type.")] = None,
     arch: Annotated[Optional[str], typer.Option(
         help="timm ResNet/EfficientNet name, e.g. tf_efficientnet_lite0, resnet50 (default with --from-bundle: "
-             "the bundle's).")] = None,
+             "the bundle's).")] = T.arch,
     from_bundle: Annotated[Optional[Path], typer.Option(
         help="Start from an earlier bundle's weights (a new season's labels); the classifier is re-initialised "
-             "when the class list changed.")] = None,
+             "when the class list changed.")] = T.from_bundle,
     weights: Annotated[Optional[Path], typer.Option(
-        help="Initial weights: .safetensors or torch state dict (efficientnet_pytorch keys are mapped).")] = None,
-    pretrained: Annotated[bool, typer.Option(help="Download ImageNet weights from the timm hub (needs internet).")] = False,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 5,
-    img_size: Annotated[Optional[int], typer.Option(help="Square input size; default: the architecture's.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 16,
-    optimizer: Annotated[str, typer.Option(help="adamw or sgd (momentum 0.9, Nesterov).")] = "adamw",
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate; default 1e-3 (adamw) or 1e-2 (sgd).")] = None,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay (never on norms and biases).")] = 0.05,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the loss.")] = 0.1,
-    freeze_backbone: Annotated[bool, typer.Option(help="Train only the classifier head (good for tiny datasets).")] = False,
+        help="Initial weights: .safetensors or torch state dict (efficientnet_pytorch keys are mapped).")] = T.weights,
+    pretrained: Annotated[bool, typer.Option(
+        help="Download ImageNet weights from the timm hub (needs internet).")] = T.pretrained,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
+    img_size: Annotated[Optional[int], typer.Option(
+        help="Square input size; default: the architecture's.")] = T.img_size,
+    batch_size: Annotated[int, typer.Option(help="Images per step (across all processes).")] = T.batch_size,
+    optimizer: Annotated[Optimizer, typer.Option(help="adamw, or sgd (momentum 0.9, Nesterov).")]
+    = Optimizer(T.optimizer),
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate; default: " + ", ".join(
+        f"{rate:g} ({name})" for name, rate in DEFAULT_LR.items()) + ".")] = T.lr,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay (never on norms and biases).")] = T.weight_decay,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the loss.")] = T.label_smoothing,
+    freeze_backbone: Annotated[bool, typer.Option(
+        help="Train only the classifier head (good for tiny datasets).")] = T.freeze_backbone,
     freeze_epochs: Annotated[int, typer.Option(
-        help="Warm-up epochs that train only the head before the whole network is unfrozen.")] = 0,
+        help="Warm-up epochs that train only the head before the whole network is unfrozen.")] = T.freeze_epochs,
     layer_decay: Annotated[Optional[float], typer.Option(
         help="Discriminative learning rates: each block's LR is lr * layer_decay^(depth from the head), e.g. 0.7.")]
-    = None,
-    warmup_epochs: Annotated[float, typer.Option(help="Linear LR warm-up (epochs), then cosine decay to 0.")] = 1.0,
-    augment: Annotated[str, typer.Option(help="trivial (TrivialAugmentWide), randaugment or none; always with a "
-                                              "random crop keeping most of the frame and a horizontal flip.")]
-    = "trivial",
-    crop_scale: Annotated[float, typer.Option(help="Smallest share of the frame's area a training crop keeps.")]
-    = 0.7,
-    balance: Annotated[str, typer.Option(
-        help="For skewed classes: none, sampler (class-balanced sampling) or loss (inverse-frequency weights).")]
-    = "none",
-    accumulate: Annotated[int, typer.Option(help="Batches per optimizer step (gradient accumulation).")] = 1,
+    = T.layer_decay,
+    warmup_epochs: Annotated[float, typer.Option(
+        help="Linear LR warm-up (epochs), then cosine decay to 0.")] = T.warmup_epochs,
+    augment: Annotated[Augment, typer.Option(
+        help="TrivialAugmentWide, RandAugment or none; always with a random crop keeping most of the frame and a "
+             "horizontal flip.")] = Augment(T.augment),
+    crop_scale: Annotated[float, typer.Option(
+        help="Smallest share of the frame's area a training crop keeps.")] = T.crop_scale,
+    balance: Annotated[Balance, typer.Option(
+        help="For skewed classes: class-balanced sampling, inverse-frequency loss weights, or none.")]
+    = Balance(T.balance),
+    accumulate: Annotated[int, typer.Option(help="Batches per optimizer step (gradient accumulation).")] = T.accumulate,
     ema_decay: Annotated[Optional[float], typer.Option(
-        help="Keep an exponential moving average of the weights (e.g. 0.999) and validate/save it.")] = None,
+        help="Keep an exponential moving average of the weights (e.g. 0.999) and validate/save it.")] = T.ema_decay,
     early_stop: Annotated[int, typer.Option(
-        help="Stop after this many epochs without a better validation log loss (0 = never).")] = 0,
-    amp: Annotated[bool, typer.Option(help="Mixed precision (bf16, else fp16) and channels_last on CUDA.")] = True,
-    val_fraction: Annotated[float, typer.Option(help="Share of the images held out for validation (0 = none).")]
-    = 0.2,
-    group_by: Annotated[str, typer.Option(
+        help="Stop after this many epochs without a better validation log loss (0 = never).")] = T.early_stop,
+    amp: Annotated[bool, typer.Option(help="Mixed precision (bf16, else fp16) and channels_last on CUDA.")] = T.amp,
+    val_fraction: Annotated[float, typer.Option(
+        help="Share of the images held out for validation (0 = none).")] = T.val_fraction,
+    group_by: Annotated[GroupBy, typer.Option(
         help="Keep each group on one side of the split: auto (site when the data has sites, else stratified by "
-             "class), site, folder (camera folder) or none.")] = "auto",
-    folds: Annotated[int, typer.Option(help="k-fold cross-validation by group: the number of folds (0 = off).")] = 0,
-    fold: Annotated[int, typer.Option(help="Which fold (1..--folds) is validation in this run.")] = 1,
+             "class), site, folder (camera folder) or none.")] = GroupBy(T.group_by),
+    folds: Annotated[int, typer.Option(help="k-fold cross-validation by group: the number of folds (0 = off).")]
+    = T.folds,
+    fold: Annotated[int, typer.Option(help="Which fold (1..--folds) is validation in this run.")] = T.fold,
     label_regex: Annotated[Optional[str], typer.Option(
-        help="Label images by file name: a regex whose first (or 'label') group is the class, e.g. '(.+)_\\d+\\.jpg$'.")]
-    = None,
-    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
-    workers: Annotated[Optional[int], typer.Option(help="Data loader processes; default min(2, cores).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Reuse a non-empty --out folder.")] = False,
+        help="Label images by file name: a regex whose first (or 'label') group is the class, "
+             "e.g. '(.+)_\\d+\\.jpg$'.")]
+    = T.label_regex,
+    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = T.seed,
+    workers: Annotated[Optional[int], typer.Option(help="Data loader processes; default min(2, cores).")] = T.workers,
+    overwrite: Annotated[bool, typer.Option(help="Reuse a non-empty --out folder.")] = T.overwrite,
     resume: Annotated[bool, typer.Option(
         help="Continue the interrupted run in --out after its last finished epoch (same options, same result).")]
-    = False,
+    = T.resume,
     export: Annotated[str, typer.Option(
+        callback=_export_targets,
         help="Re-export the best checkpoint at the end: onnx (OUT/bundle), onnx,tensorrt (also an FP16 engine "
-             "built on this machine's GPU, verified) or none.")] = "onnx",
+             "built on this machine's GPU, verified) or none.")] = T.export,
     no_export: Annotated[bool, typer.Option("--no-export", help="Same as --export none.")] = False,
     find_lr: Annotated[bool, typer.Option(
         help="Run the learning-rate range test instead of training: writes OUT/lr_find.png and .csv and prints "
-             "a suggested --lr.")] = False,
-    find_lr_steps: Annotated[int, typer.Option(help="Optimizer steps in the LR range test (1e-7 to 10).")] = 100,
+             "a suggested --lr.")] = T.find_lr,
+    find_lr_steps: Annotated[int, typer.Option(help="Optimizer steps in the LR range test (1e-7 to 10).")]
+    = T.find_lr_steps,
     calibrate: Annotated[bool, typer.Option(
-        help="Fit a temperature on the validation split (minimising log loss) and store it in the bundle.")] = True,
+        help="Fit a temperature on the validation split (minimising log loss) and store it in the bundle.")]
+    = T.calibrate,
 ) -> None:
     """Fine-tune a timm model on labelled images; writes OUT/best.pt, metrics.csv, split.csv and OUT/bundle."""
-    from trapcls.training.loop import TrainConfig, train as run_train
+    from trapcls.training.config import train_config
+    from trapcls.workflow import run_train
 
-    config = TrainConfig(data=data, out=out, arch=arch, from_bundle=from_bundle, weights=weights, pretrained=pretrained, epochs=epochs,
-                         img_size=img_size, batch_size=batch_size, optimizer=optimizer, lr=lr,
-                         weight_decay=weight_decay, label_smoothing=label_smoothing, freeze_backbone=freeze_backbone,
-                         freeze_epochs=freeze_epochs, layer_decay=layer_decay, warmup_epochs=warmup_epochs,
-                         augment=augment, crop_scale=crop_scale, balance=balance, accumulate=accumulate,
-                         ema_decay=ema_decay, early_stop=early_stop, amp=amp,
-                         val_fraction=val_fraction, group_by=group_by, folds=folds, fold=fold,
-                         label_regex=label_regex, seed=seed, workers=workers, overwrite=overwrite, resume=resume,
-                         export="none" if no_export else export, calibrate=calibrate, find_lr=find_lr,
-                         find_lr_steps=find_lr_steps, command=_command_line())
-    result = run_train(config, show_progress=True)
+    if data is None and config is None:
+        raise typer.BadParameter("give the training data, or --config with a file that names it.", param_hint="DATA")
+    flags = _given(ctx, TrainConfig)
+    if no_export:
+        flags["export"] = "none"
+    result = run_train(train_config({**flags, "command": _command_line()}, config_file=config), show_progress=True)
     if not result.main:
         return  # a torchrun process other than rank 0: rank 0 reports
     if result.lr_find:
@@ -161,12 +206,11 @@ def export_onnx(
              "(flips between classes within 0.01 of each other excused). Slower than FP32 on a CPU.")] = False,
 ) -> None:
     """Export to ONNX (dynamic batch) and refuse the bundle unless it matches PyTorch on real frames."""
-    from trapcls.export.fp16 import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1
-    from trapcls.export.onnx import MAX_ABS_TOL, export_onnx as run_export
-    from trapcls.predict.discover import discover_images
+    from trapcls.export.onnx import MAX_ABS_TOL
+    from trapcls.export.onnx import export_onnx as run_export
+    from trapcls.export.parity import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1
 
-    images = [f.path for f in discover_images([verify_images])][:32] if verify_images else None
-    report = run_export(source, out, verify_images=images, fp16=fp16)
+    report = run_export(source, out, verify_images=_frames(verify_images, 32), fp16=fp16)
     p = report.parity
     typer.echo(f"parity on {p.images} images: max abs probability difference {p.max_abs_diff:.2e} "
                f"(tolerance {MAX_ABS_TOL:.0e}), mean {p.mean_abs_diff:.2e}, top-1 agreement {p.top1_agreement:.1%}")
@@ -179,11 +223,9 @@ def export_onnx(
     typer.echo(f"bundle: {report.bundle.root}")
 
 
-BackendName = enum.Enum("BackendName", {name: name for name in ("auto", *BACKEND_NAMES)}, type=str)
-
-
 @app.command()
 def predict(
+    ctx: typer.Context,
     inputs: Annotated[Optional[list[Path]], typer.Argument(
         help="Folders (searched recursively), image files, or quoted globs such as 'cams/**/*.JPG'.")] = None,
     bundle: Annotated[Optional[Path], typer.Option(
@@ -193,24 +235,25 @@ def predict(
     = ...,
     fmt: Annotated[OutputFormat, typer.Option(
         "--format", help="field (path, capture time, label, blank flag, probabilities, status) or submission "
-                         "(id + one probability column per class).")] = OutputFormat.field,
+                         "(id + one probability column per class).")] = OutputFormat(P.fmt),
     file_list: Annotated[Optional[Path], typer.Option(
-        help="Text file with one image path per line (relative to the list's folder; # comments).")] = None,
+        help="Text file with one image path per line (relative to the list's folder; # comments).")] = P.file_list,
     backend: Annotated[BackendName, typer.Option(
-        help="Inference engine; auto picks the fastest available and says which.")] = BackendName.auto,
+        help="Inference engine; auto picks the fastest available and says which.")] = BackendName(P.backend),
     batch_size: Annotated[Optional[int], typer.Option(
-        help="Images per inference batch; default 8 on a CPU, 32 on a GPU.")] = None,
+        help="Images per inference batch; default 8 on a CPU, 32 on a GPU.")] = P.batch_size,
     threads: Annotated[Optional[int], typer.Option(
-        help="CPU inference threads, each running its own batch; default: all cores.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Image decoding threads; default: all cores.")] = None,
+        help="CPU inference threads, each running its own batch; default: all cores.")] = P.threads,
+    workers: Annotated[Optional[int], typer.Option(help="Image decoding threads; default: all cores.")] = P.workers,
     shard: Annotated[Optional[str], typer.Option(
         help="K/N: classify only shard K of N (1-based, by a hash of each path); join the CSVs with `trapcls merge`.")]
     = None,
-    tta: Annotated[bool, typer.Option(help="Average with a horizontally flipped copy (twice the model work).")] = False,
+    tta: Annotated[bool, typer.Option(help="Average with a horizontally flipped copy (twice the model work).")]
+    = P.tta,
     blank_threshold: Annotated[Optional[float], typer.Option(
         help=f"is_blank is true when P(blank) >= this (field format, bundles with a blank class). "
-             f"Default {DEFAULT_BLANK_THRESHOLD}.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Start --out afresh instead of resuming it.")] = False,
+             f"Default {DEFAULT_BLANK_THRESHOLD}.")] = P.blank_threshold,
+    overwrite: Annotated[bool, typer.Option(help="Start --out afresh instead of resuming it.")] = P.overwrite,
     strict: Annotated[bool, typer.Option(help="Exit 1 when any image classified in this run could not be read.")]
     = False,
 ) -> None:
@@ -223,30 +266,13 @@ def predict(
 
     from PIL import Image
 
-    from trapcls.predict.discover import parse_shard
-    from trapcls.predict.runner import PredictConfig, run_predict
-    from trapcls.progress import bar
+    from trapcls.predict.shard import parse_shard
 
     # Oversized frames become error rows; Pillow's warning for them would only be noise.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-    bundle = _bundle(bundle)
-    config = PredictConfig(inputs=inputs or [], bundle=bundle, out=out, fmt=fmt.value, backend=backend.value,
-                           batch_size=batch_size, threads=threads, workers=workers, file_list=file_list,
-                           shard=parse_shard(shard) if shard else None, overwrite=overwrite, tta=tta,
-                           blank_threshold=blank_threshold)
-    bars = []  # created once the number of files is known, so errors before that print cleanly
-    try:
-        summary = run_predict(config, progress=lambda n: bars[0].update(n),
-                              on_total=lambda n: bars.append(bar(n, "classify", enabled=True)))
-    except KeyboardInterrupt:
-        for progress in bars:
-            progress.close()
-        typer.echo(f"interrupted: the rows written so far are kept in {out}; run the same command again "
-                   "to finish the rest.", err=True)
-        raise typer.Exit(130) from None
-    finally:
-        for progress in bars:
-            progress.close()
+    config = _config(ctx, PredictConfig, inputs=inputs or [], bundle=_bundle(bundle),
+                     shard=parse_shard(shard) if shard else None)
+    summary = _predict_with_progress(config)
     rate = summary.classified / summary.seconds if summary.seconds > 0 else 0.0
     typer.echo(f"backend: {summary.backend} on {summary.device} ({summary.reason})", err=True)
     if summary.skipped:
@@ -261,22 +287,42 @@ def predict(
     if summary.failed:
         for result in summary.failures[:5]:
             typer.echo(f"  {result.error}", err=True)
-        if fmt is OutputFormat.submission:
+        if config.fmt == "submission":
             typer.echo("warning: unreadable images got the uniform distribution in the submission", err=True)
         if strict:
             raise typer.Exit(1)
 
 
+def _predict_with_progress(config: PredictConfig):
+    """run_predict with a progress bar once the number of files is known; Ctrl-C exits 130 keeping the rows."""
+    from trapcls.core.progress import bar
+    from trapcls.predict import run_predict
+
+    bars = []  # created once the number of files is known, so errors before that print cleanly
+    try:
+        return run_predict(config, progress=lambda n: bars[0].update(n),
+                           on_total=lambda n: bars.append(bar(n, "classify", enabled=True)))
+    except KeyboardInterrupt:
+        for progress in bars:
+            progress.close()
+        typer.echo(f"interrupted: the rows written so far are kept in {config.out}; run the same command again "
+                   "to finish the rest.", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        for progress in bars:
+            progress.close()
+
+
 @export_app.command("tensorrt")
 def export_tensorrt(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder (from `trapcls export onnx` or `trapcls train`).")],
-    min_batch: Annotated[int, typer.Option(help="Smallest batch the engine accepts.")] = 1,
-    opt_batch: Annotated[int, typer.Option(help="Batch size TensorRT tunes its kernels for.")] = 8,
-    max_batch: Annotated[int, typer.Option(help="Largest batch the engine accepts (more needs more GPU memory).")]
-    = 16,
+    min_batch: Annotated[int, typer.Option(help="Smallest batch the engine accepts.")] = PROFILE.min_batch,
+    opt_batch: Annotated[int, typer.Option(help="Batch size TensorRT tunes its kernels for.")] = PROFILE.opt_batch,
+    max_batch: Annotated[int, typer.Option(
+        help="Largest batch the engine accepts (more needs more GPU memory).")] = PROFILE.max_batch,
     workspace: Annotated[int, typer.Option(
         help="Builder workspace limit in MiB; the default suits an 8 GB Jetson (GPU and CPU share its memory).")]
-    = 1024,
+    = PROFILE.workspace_mib,
     verify_images: Annotated[Optional[Path], typer.Option(
         help="Folder of real frames for the engine-vs-ONNX Runtime check; default: frames shipped with trapcls.")]
     = None,
@@ -286,14 +332,11 @@ def export_tensorrt(
     Run it on the device that will classify (a Jetson or a GPU box): an engine only runs on the
     GPU model and TensorRT version that built it. `predict --backend auto` then uses it.
     """
-    from trapcls.export.engines import Profile
-    from trapcls.export.fp16 import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1
+    from trapcls.export.parity import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1
     from trapcls.export.tensorrt import export_tensorrt as run_export
-    from trapcls.predict.discover import discover_images
 
-    images = [f.path for f in discover_images([verify_images])][:64] if verify_images else None
     result = run_export(bundle, Profile(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
-                                        workspace_mib=workspace), verify_images=images)
+                                        workspace_mib=workspace), verify_images=_frames(verify_images, 64))
     meta, check = result.meta, result.meta.verification
     typer.echo(f"engine: {result.engine} ({meta.engine_bytes / 2**20:.1f} MiB, {meta.precision} via "
                f"{meta.fp16_mode}, TensorRT {meta.tensorrt_version}, {meta.gpu_name})")
@@ -325,7 +368,7 @@ def merge(
     out: Annotated[Path, typer.Option(help="The joined CSV to write.")],
 ) -> None:
     """Join shard CSVs into one, sorted like an unsharded run; refuses mismatched or overlapping shards."""
-    from trapcls.predict.merge import merge_csvs
+    from trapcls.predict import merge_csvs
 
     summary = merge_csvs(shards, out)
     typer.echo(f"{summary.rows} rows from {summary.sources} files -> {summary.out}")
@@ -333,41 +376,44 @@ def merge(
 
 @app.command()
 def watch(
+    ctx: typer.Context,
     inbox: Annotated[Path, typer.Argument(help="Folder where camera folders (SD-card copies) arrive.")],
     bundle: Annotated[Optional[Path], typer.Option(
         help="Model bundle folder (from `trapcls export onnx` or `trapcls train`); default: $TRAPCLS_BUNDLE, else "
              "the small demonstration model shipped with trapcls.")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        help="Where each camera folder's predictions.csv and the journal (.trapcls/) go; default: INBOX.")] = None,
+        help="Where each camera folder's predictions.csv and the journal (.trapcls/) go; default: INBOX.")] = W.out,
     folder_depth: Annotated[int, typer.Option(
-        help="Folder levels under INBOX that make a camera folder (one CSV each); 0 = one CSV for everything.")] = 1,
+        help="Folder levels under INBOX that make a camera folder (one CSV each); 0 = one CSV for everything.")]
+    = W.folder_depth,
     settle: Annotated[float, typer.Option(
-        help="Seconds a file's size and mtime must stay unchanged before it counts as copied.")] = 5.0,
+        help="Seconds a file's size and mtime must stay unchanged before it counts as copied.")] = W.settle,
     rescan_interval: Annotated[float, typer.Option(
-        help="Seconds between full rescans that catch files whose events were lost.")] = 60.0,
+        help="Seconds between full rescans that catch files whose events were lost.")] = W.rescan_interval,
     polling: Annotated[bool, typer.Option(
-        help="Poll instead of inotify: for network shares (NFS/CIFS), FUSE and exFAT mounts.")] = False,
-    poll_interval: Annotated[float, typer.Option(help="Seconds between polls with --polling.")] = 2.0,
-    events: Annotated[bool, typer.Option(
-        help="Use file events; --no-events relies on the rescans alone.")] = True,
-    backend: Annotated[str, typer.Option(help="auto, onnxruntime, torch or tensorrt (as for predict).")] = "auto",
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per inference batch; default 8 on a CPU, 32 on a GPU.")]
-    = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU inference threads; default: all cores.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Image decoding threads; default: all cores.")] = None,
+        help="Poll instead of inotify: for network shares (NFS/CIFS), FUSE and exFAT mounts.")] = W.polling,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between polls with --polling.")] = W.poll_interval,
+    events: Annotated[bool, typer.Option(help="Use file events; --no-events relies on the rescans alone.")]
+    = W.events,
+    backend: Annotated[BackendName, typer.Option(
+        help="Inference engine, as for predict; auto picks the fastest available.")] = BackendName(W.backend),
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Images per inference batch; default 8 on a CPU, 32 on a GPU.")] = W.batch_size,
+    threads: Annotated[Optional[int], typer.Option(help="CPU inference threads; default: all cores.")] = W.threads,
+    workers: Annotated[Optional[int], typer.Option(help="Image decoding threads; default: all cores.")] = W.workers,
     max_attempts: Annotated[int, typer.Option(
-        help="Tries per file before it becomes an error row (a changed file starts again).")] = 3,
+        help="Tries per file before it becomes an error row (a changed file starts again).")] = W.max_attempts,
     flush_interval: Annotated[float, typer.Option(
         help="While a card is being processed, rewrite its CSV at most this often (seconds); always at the end.")]
-    = 5.0,
+    = W.flush_interval,
     all_csv: Annotated[Optional[Path], typer.Option(
         help="Also append every result to this one CSV, a log (paths relative to INBOX; a file classified "
-             "again after it changed gets a second row, while its camera CSV keeps one).")] = None,
+             "again after it changed gets a second row, while its camera CSV keeps one).")] = W.all_csv,
     blank_threshold: Annotated[Optional[float], typer.Option(
-        help=f"is_blank is true when P(blank) >= this. Default {DEFAULT_BLANK_THRESHOLD}.")] = None,
+        help=f"is_blank is true when P(blank) >= this. Default {DEFAULT_BLANK_THRESHOLD}.")] = W.blank_threshold,
     idle_exit: Annotated[Optional[float], typer.Option(
         help="Exit after this many seconds with nothing to do (for one-off runs); default: run until stopped.")]
-    = None,
+    = W.idle_exit,
 ) -> None:
     """Classify every image that lands in INBOX exactly once and keep each camera folder's predictions.csv current.
 
@@ -375,15 +421,9 @@ def watch(
     journal in OUT/.trapcls/ records every file, so a crash or power cut loses nothing: restart and
     it carries on. Under systemd it reports readiness and watchdog pings (see systemd/).
     """
-    from trapcls.watch.daemon import WatchConfig, Watcher
+    from trapcls.watch import Watcher
 
-    bundle = _bundle(bundle)
-    config = WatchConfig(inbox=inbox, bundle=bundle, out=out, folder_depth=folder_depth, settle=settle,
-                         rescan_interval=rescan_interval, polling=polling, poll_interval=poll_interval, events=events,
-                         backend=backend, batch_size=batch_size, threads=threads, workers=workers,
-                         max_attempts=max_attempts, flush_interval=flush_interval, all_csv=all_csv,
-                         blank_threshold=blank_threshold, idle_exit=idle_exit)
-    Watcher(config).run()
+    Watcher(_config(ctx, WatchConfig, bundle=_bundle(bundle))).run()
 
 
 @app.command()
@@ -406,7 +446,8 @@ def status(
     if json_out:
         typer.echo(json.dumps(stats, indent=2))
         return
-    last = datetime.fromtimestamp(stats["last_activity"]).isoformat(timespec="seconds") if stats["last_activity"] else "never"
+    stamp = stats["last_activity"]
+    last = datetime.fromtimestamp(stamp).isoformat(timespec="seconds") if stamp else "never"
     typer.echo(f"backlog: {stats['backlog']}\ndone: {stats['done']}\nerrors: {stats['errors']}\n"
                f"last activity: {last}\nthroughput (last {stats['recent_window_s'] / 60:.0f} min): "
                f"{stats['files_per_s_recent']:.2f} files/s")
@@ -417,35 +458,65 @@ def status(
 
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     predictions: Annotated[list[Path], typer.Argument(
         help="A predictions CSV from `trapcls predict` (field or submission format), or two to compare.")],
     labels: Annotated[Path, typer.Option(
         help="The true labels, in any layout `trapcls train` reads: class folders, a filepath,label[,site] CSV "
              "(a run's split.csv too), a DrivenData folder, or a folder with --label-regex.")],
-    label_regex: Annotated[Optional[str], typer.Option(help="Labels from file names, as for train.")] = None,
+    label_regex: Annotated[Optional[str], typer.Option(help="Labels from file names, as for train.")]
+    = E.label_regex,
     report: Annotated[Optional[Path], typer.Option(
         help="Write one self-contained HTML report (tables, confusion matrix, reliability diagram, galleries of "
-             "mistakes) that opens offline in any browser.")] = None,
-    bundle: Annotated[Optional[Path], typer.Option(help="The model's bundle, summarised in the report.")] = None,
+             "mistakes) that opens offline in any browser.")] = E.report,
+    bundle: Annotated[Optional[Path], typer.Option(help="The model's bundle, summarised in the report.")] = E.bundle,
     blank_threshold: Annotated[float, typer.Option(
-        help="Blank-vs-animal scores count a frame as blank when P(blank) >= this.")] = DEFAULT_BLANK_THRESHOLD,
+        help="Blank-vs-animal scores count a frame as blank when P(blank) >= this.")] = E.blank_threshold,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of tables.")] = False,
 ) -> None:
     """Score predictions against labels: log loss, accuracy, balanced accuracy, macro-F1, per class and per site."""
     import json
 
-    from trapcls.evaluate.run import EvaluateConfig, evaluate as run_evaluate, render_text
+    from trapcls.evaluate import evaluate as run_evaluate
+    from trapcls.evaluate import render_text
 
-    command = _command_line()
-    result = run_evaluate(EvaluateConfig(predictions=predictions, labels=labels, label_regex=label_regex,
-                                         blank_threshold=blank_threshold, report=report, bundle=bundle,
-                                         command=command))
+    result = run_evaluate(_config(ctx, EvaluateConfig, command=_command_line()))
     typer.echo(json.dumps(result.to_json(), indent=2) if json_out else render_text(result))
+
+
+def _plain(value: Any) -> Any:
+    """A choice option's value as the library's plain string."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _config(ctx: typer.Context, cls: type, **values: Any):
+    """`cls` built from this command's options of the same names (then `values`), choices as plain strings."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    options = {k: _plain(v) for k, v in ctx.params.items() if k in names}
+    return cls(**{**options, **values})
+
+
+def _given(ctx: typer.Context, cls: type) -> dict[str, Any]:
+    """The options of `cls` the user typed (or set in the environment), for precedence over a config file."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    # By name: typer may bring its own copy of click, whose ParameterSource is another enum than click's.
+    typed = {"COMMANDLINE", "ENVIRONMENT"}
+    return {k: _plain(v) for k, v in ctx.params.items()
+            if k in names and getattr(ctx.get_parameter_source(k), "name", None) in typed}
+
+
+def _frames(folder: Path | None, limit: int) -> list[Path] | None:
+    """The first `limit` images under --verify-images, or None for the frames shipped with trapcls."""
+    if folder is None:
+        return None
+    from trapcls.core.discover import discover_images
+
+    return [f.path for f in discover_images([folder])][:limit]
 
 
 def _bundle(given: Path | None) -> Path:
     """--bundle, else $TRAPCLS_BUNDLE, else the shipped default model; says which on stderr."""
-    from trapcls.bundle import resolve_bundle
+    from trapcls.core.bundle import resolve_bundle
 
     path, source = resolve_bundle(given)
     if source != "--bundle":

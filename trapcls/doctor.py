@@ -10,19 +10,20 @@ import sys
 from pathlib import Path
 
 from trapcls import __version__
-from trapcls.exceptions import TrapclsError
+from trapcls.core.exceptions import TrapclsError
 
 
 def collect(bundle_path: Path | None = None) -> dict:
     """The facts as a dict (for --json): software versions, GPU, and the bundle's engines and their fit."""
-    from trapcls.gpu import gpu_info, gpu_present, tensorrt_version
-    from trapcls.predict.backends import cores
+    from trapcls.core.hardware import cores, cpu_model, gpu_info, gpu_present, memory_gib, tensorrt_version
 
     report: dict = {
         "trapcls": __version__,
         "python": f"{platform.python_version()} ({sys.executable})",
         "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "cpu": cpu_model(),
         "cpu_cores": cores(),
+        "memory_gib": memory_gib(),
         "jetson": _jetson_release(),
         "onnxruntime": _onnxruntime(),
         "torch": _torch(),
@@ -67,8 +68,8 @@ def render(report: dict) -> str:
 
 
 def _bundle(path: Path, trt_version: str | None, gpu) -> dict:
-    from trapcls.bundle import load_bundle
-    from trapcls.export.engines import check_engines, rebuild_command
+    from trapcls.core.bundle import load_bundle
+    from trapcls.core.engines import check_engines, rebuild_command
     from trapcls.predict.backends import choose_backend
 
     try:

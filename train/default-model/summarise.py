@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.metrics import accuracy, balanced_accuracy, log_loss, macro_f1
+from trapcls.core.metrics import accuracy, balanced_accuracy, log_loss, macro_f1
 
 ABOUT = ("A small demonstration model, not a field-grade classifier: ImageNet EfficientNet-Lite0 features "
          "(frozen) with a 12-group classifier trained on {train} frames from four public camera-trap sets "

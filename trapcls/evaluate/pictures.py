@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.exceptions import ImageReadError
-from trapcls.training.plots import _pyplot
+from trapcls.core.exceptions import ImageReadError
+from trapcls.core.plotting import pyplot
+from trapcls.core.preprocess import load_image  # the one decoder: EXIF transpose, draft scaling, any mode to RGB
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def confusion_png(confusion: list[list[int]], classes: list[str], normalised: bo
     Counts are written in every non-zero cell either way. The figure, tick labels and cell text
     scale with the number of classes so that 60 classes still read at full size.
     """
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(confusion, dtype=np.int64).reshape(len(classes), len(classes))
     n = len(classes)
     if normalised:
@@ -56,7 +57,7 @@ def confusion_png(confusion: list[list[int]], classes: list[str], normalised: bo
 
 def reliability_png(reliability: dict) -> bytes:
     """Accuracy per confidence bin as bars against the diagonal, with each bin's image count."""
-    plt = _pyplot()
+    plt = pyplot()
     lower = _floats(reliability.get("lower"))
     upper = _floats(reliability.get("upper"))
     confidence = _floats(reliability.get("confidence"))
@@ -85,7 +86,7 @@ def reliability_png(reliability: dict) -> bytes:
 
 def per_class_png(per_class: list[dict]) -> bytes:
     """Precision and recall per class as horizontal bars, the most frequent class on top."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = sorted(per_class, key=lambda row: -(row.get("support") or 0))
     n = len(rows)
     font = float(np.clip(300 / max(n, 1), 6, 10))
@@ -108,8 +109,6 @@ def thumbnail(path: Path | None, size: int = 192) -> bytes | None:
     """An upright JPEG thumbnail at most `size` pixels on its long side; None if the image cannot be read."""
     if path is None:
         return None
-    from trapcls.preprocess import load_image  # the one decoder: EXIF transpose, draft scaling, any mode to RGB
-
     try:
         img = load_image(path, min_size=(size, size))
     except ImageReadError as exc:

@@ -14,9 +14,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from trapcls import __version__
+from trapcls.core.exceptions import MissingDependencyError
+from trapcls.core.fsutil import atomic_write_text
 from trapcls.evaluate import pictures
-from trapcls.exceptions import MissingDependencyError
-from trapcls.fsutil import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,8 @@ def write_report(
         body.append(_gallery(number, gallery, cache, stats))
     if bundle_summary:
         body.append(_section("bundle", "Model bundle", _bundle(bundle_summary)))
-    body.append(f"<footer>trapcls {_e(__version__)} · one self-contained file: no scripts, no network requests.</footer>")
+    body.append(f"<footer>trapcls {_e(__version__)} · one self-contained file: no scripts, no network "
+                "requests.</footer>")
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -257,13 +258,14 @@ def _headline(metrics: dict) -> str:
         counts = ", ".join(f"{k} {blank[k]}" for k in ("tp", "fp", "fn", "tn") if blank.get(k) is not None)
         if counts:
             rows.append(("blank counts", "", f"{counts} (positive = blank)"))
-    body = "".join(f'<tr><th scope="row">{_e(name)}</th><td class="num">{_fmt(value)}</td><td class="how">{_e(how)}</td></tr>'
+    body = "".join(f'<tr><th scope="row">{_e(name)}</th><td class="num">{_fmt(value)}</td>'
+                   f'<td class="how">{_e(how)}</td></tr>'
                    for name, value, how in rows)
     return _table(["metric", "value", "how it is computed"], body)
 
 
 def _comparison(comparison: dict) -> str:
-    """Both results side by side with b − a, as `trapcls.metrics.compare` gives them."""
+    """Both results side by side with b − a, as `trapcls.core.metrics.compare` gives them."""
     a_name, b_name = (comparison.get("names") or ("A", "B"))[:2]
     parts = []
     rows = _comparison_metrics(comparison)
@@ -331,7 +333,8 @@ def _per_site_table(per_site: dict) -> str:
             f'<tr><th scope="row">{_e(site)}</th><td class="num">{_fmt(row.get("n"))}</td>'
             f'<td class="num">{_fmt(row.get("accuracy"))}</td><td class="num">{_fmt(row.get("balanced_accuracy"))}</td>'
             f'<td class="num">{_fmt(row.get("macro_f1"))}</td><td class="num">{_fmt(row.get("log_loss"))}</td>'
-            f'<td class="num">{_fmt(blank.get("blank_recall"))}</td><td class="num">{_fmt(blank.get("animal_recall"))}</td></tr>'
+            f'<td class="num">{_fmt(blank.get("blank_recall"))}</td>'
+            f'<td class="num">{_fmt(blank.get("animal_recall"))}</td></tr>'
         )
     return _table(["site", "images", "accuracy", "balanced accuracy", "macro-F1", "log loss", "blank recall",
                    "animal recall"], "".join(body))
@@ -360,7 +363,8 @@ def _value_html(value: Any, depth: int = 0) -> str:
             return "—"
         if depth >= 3:
             return _e(repr(value))
-        return "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_value_html(v, depth + 1)}</dd>" for k, v in value.items()) + "</dl>"
+        items = "".join(f"<dt>{_e(k)}</dt><dd>{_value_html(v, depth + 1)}</dd>" for k, v in value.items())
+        return f"<dl>{items}</dl>"
     if isinstance(value, list):
         if all(not isinstance(v, (dict, list)) for v in value):
             return _e(", ".join(_fmt(v) for v in value)) or "—"

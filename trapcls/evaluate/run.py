@@ -17,9 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.exceptions import DataError
+from trapcls.core.bundle import load_bundle
+from trapcls.core.exceptions import DataError
+from trapcls.core.labels import Sample, load_samples
+from trapcls.core.metrics import compare, evaluate_probs
+from trapcls.evaluate.config import EvaluateConfig
+from trapcls.evaluate.report import galleries, write_report
 from trapcls.predict.output import read_table
-from trapcls.training.data import Sample, load_samples
 
 log = logging.getLogger(__name__)
 
@@ -199,20 +203,6 @@ def missing_images(matched: Matched) -> list[Path]:
     return [p for p in matched.images if p is not None and not p.is_file()]
 
 
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """Everything `trapcls evaluate` needs; the CLI only fills this in."""
-
-    predictions: list[Path]  # one file, or two to compare (A then B)
-    labels: Path
-    label_regex: str | None = None
-    blank_threshold: float = 0.5
-    report: Path | None = None
-    bundle: Path | None = None
-    command: str = ""
-    title: str | None = None
-
-
 @dataclass
 class Evaluation:
     """The scores (one dict per predictions file), the comparison, and the notes about mismatches."""
@@ -231,8 +221,6 @@ class Evaluation:
 
 def evaluate(config: EvaluateConfig) -> Evaluation:
     """Score one predictions file (or two side by side) against labels; write the HTML report if asked."""
-    from trapcls.metrics import compare, evaluate_probs
-
     if not 1 <= len(config.predictions) <= 2:
         raise DataError("Give one predictions CSV, or two to compare.")
     if not 0 <= config.blank_threshold <= 1:
@@ -257,8 +245,6 @@ def evaluate(config: EvaluateConfig) -> Evaluation:
     result = Evaluation(names=[p.source.name for p in loaded], metrics=metrics, comparison=comparison, notes=notes,
                         counts=[m.counts for m in matched])
     if config.report:
-        from trapcls.evaluate.report import galleries, write_report
-
         first = matched[0]
         write_report(config.report, title=config.title or f"trapcls evaluate: {loaded[0].source.name}",
                      metrics=metrics[0], classes=first.classes,
@@ -294,8 +280,6 @@ def bundle_summary(path: Path | None) -> dict | None:
     """The parts of bundle.json a reader of the report wants (architecture, classes, calibration, metrics)."""
     if path is None:
         return None
-    from trapcls.bundle import load_bundle
-
     bundle = load_bundle(path)
     manifest = bundle.manifest
     return {"path": str(bundle.root), "arch": bundle.arch, "classes": list(bundle.classes),

@@ -11,7 +11,7 @@ then runs it in half precision, and the file is half the size. Kept in FP32:
 - inputs an op's schema requires in float32 (Resize's `scales`), and ops from other domains.
 
 `check_fp16_parity` runs both models on ONNX Runtime's CPU provider on real frames and refuses
-the FP16 model past FP16_MEAN_ABS_TOL / FP16_MIN_TOP1. The CPU provider has no FP16 kernels
+the FP16 model past FP16_MEAN_ABS_TOL / FP16_MIN_TOP1 (trapcls.export.parity). The CPU provider has no FP16 kernels
 for most ops: it runs them in FP32 on the FP16-rounded weights and input, leaving out FP16
 activation rounding. That rounding is the smaller part: on ImageNet EfficientNet-Lite0 and 361
 real frames, PyTorch in FP16 differed from FP32 by 8.2e-6 mean abs probability against 7.9e-6 here.
@@ -26,20 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trapcls.exceptions import ExportError
-from trapcls.export.onnx import ParityReport, verification_batch
-from trapcls.predict.backends import probabilities
-from trapcls.preprocess import PreprocessSpec
+from trapcls.core.exceptions import ExportError
+from trapcls.core.preprocess import PreprocessSpec
+from trapcls.core.probs import probabilities
+from trapcls.export.parity import ParityReport, fp16_agreement, refuse_past_fp16_tolerance, verification_batch
 
 if TYPE_CHECKING:
     import onnx
 
 log = logging.getLogger(__name__)
 
-# The FP16 model against the FP32 model on the same frames (also used for TensorRT FP16 engines).
-FP16_MEAN_ABS_TOL = 1e-3  # mean absolute difference of the class probabilities
-FP16_MIN_TOP1 = 0.99  # fraction of frames whose top-1 label agrees (near-ties excused)
-NEAR_TIE = 0.01  # a reference top-2 margin this small may flip under FP16 rounding without being an error
 FP16_MAX = 65504.0  # the largest finite float16
 
 KEEP_FP32_OPS: frozenset[str] = frozenset({
@@ -103,7 +99,6 @@ def precision_summary(model: onnx.ModelProto) -> PrecisionSummary:
 def convert_to_fp16(model: onnx.ModelProto, *, keep_fp32: frozenset[str] = KEEP_FP32_OPS) -> onnx.ModelProto:
     """A copy of `model` computing in FP16 except for `keep_fp32` ops and shape arithmetic; float32 I/O kept."""
     import onnx
-    from onnx import TensorProto
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -115,13 +110,35 @@ def convert_to_fp16(model: onnx.ModelProto, *, keep_fp32: frozenset[str] = KEEP_
     if precision_summary(model).is_fp16:
         raise ExportError("The ONNX model is already FP16; convert the FP32 model instead.")
     types = _tensor_types(model)
-    half, single = TensorProto.FLOAT16, TensorProto.FLOAT
     graph_inputs = {i.name for i in graph.input}
     initializers = {t.name: t for t in graph.initializer if t.name not in graph_inputs}
     nodes = list(graph.node)
+    wants, gives = _node_types(nodes, types, set(initializers), opset, keep_fp32)
+    dtype = _retype_constants(graph, nodes, types=types, initializers=initializers, wants=wants, gives=gives)
+    rebuilt = _insert_casts(graph, nodes, types, wants, dtype)
+    del graph.node[:]
+    graph.node.extend(rebuilt)
+    del graph.value_info[:]  # the old intermediate types are stale; inferred again below
 
-    # 1. Per node: the type each float input must have (None: any) and the type of each float output.
-    static, shape_like = set(initializers), set()
+    try:
+        out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=True)
+        onnx.checker.check_model(out, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"The FP16 conversion produced an invalid ONNX model ({exc}); "
+                          "export without --fp16.") from exc
+    summary = precision_summary(out)
+    log.info("fp16: %d tensors (%d values) in FP16, %d (%d values) left in FP32", summary.fp16_tensors,
+             summary.fp16_values, summary.fp32_tensors, summary.fp32_values)
+    return out
+
+
+def _node_types(nodes: list[onnx.NodeProto], types: dict[str, int], static: set[str], opset: int,
+                keep_fp32: frozenset[str]) -> tuple[list[list[int | None]], list[list[int | None]]]:
+    """Step 1, per node: the type each float input must have (None: any) and the type of each float output."""
+    from onnx import TensorProto
+
+    half, single = TensorProto.FLOAT16, TensorProto.FLOAT
+    shape_like: set[str] = set()
     wants: list[list[int | None]] = []
     gives: list[list[int | None]] = []
     for node in nodes:
@@ -139,10 +156,18 @@ def convert_to_fp16(model: onnx.ModelProto, *, keep_fp32: frozenset[str] = KEEP_
         wants.append([None if not f or node.op_type in _ANY_INPUT else half if ok else single
                       for f, ok in zip(in_float, slots[0])])
         gives.append([None if not f else half if ok else single for f, ok in zip(out_float, slots[1])])
+    return wants, gives
 
-    # 2. Weights and constants become FP16 when every consumer wants FP16, else stay FP32
-    #    (an FP16 consumer of a shared FP32 constant gets a Cast, which rounds it the same way).
-    dtype: dict[str, int] = {name: types[name] for name in graph_inputs if name in types}
+
+def _retype_constants(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], *, types: dict[str, int],
+                      initializers: dict[str, onnx.TensorProto], wants: list[list[int | None]],
+                      gives: list[list[int | None]]) -> dict[str, int]:
+    """Step 2: weights and constants become FP16 when every consumer wants FP16, else stay FP32 (an FP16
+    consumer of a shared FP32 constant gets a Cast, which rounds it the same way). Returns every tensor's type."""
+    from onnx import TensorProto
+
+    half, single = TensorProto.FLOAT16, TensorProto.FLOAT
+    dtype: dict[str, int] = {i.name: types[i.name] for i in graph.input if i.name in types}
     consumers: dict[str, set[int | None]] = {}
     for node, want in zip(nodes, wants):
         for name, w in zip(node.input, want):
@@ -160,8 +185,16 @@ def convert_to_fp16(model: onnx.ModelProto, *, keep_fp32: frozenset[str] = KEEP_
         for name, g in zip(node.output, give):
             dtype[name] = g if g is not None else types.get(name)
         _retype_attributes(node, give)
+    return dtype
 
-    # 3. Casts where a tensor's type differs from what its consumer wants.
+
+def _insert_casts(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], types: dict[str, int],
+                  wants: list[list[int | None]], dtype: dict[str, int]) -> list[onnx.NodeProto]:
+    """Step 3: the nodes with a Cast wherever a tensor's type differs from what its consumer wants,
+    and the graph outputs cast back to FP32."""
+    from onnx import TensorProto, helper
+
+    half, single = TensorProto.FLOAT16, TensorProto.FLOAT
     names = set(types) | {n for node in nodes for n in (*node.input, *node.output)}
     casts: dict[tuple[str, int], str] = {}
     rebuilt = []
@@ -172,8 +205,8 @@ def convert_to_fp16(model: onnx.ModelProto, *, keep_fp32: frozenset[str] = KEEP_
                 continue
             if (name, w) not in casts:
                 casts[name, w] = _unique(f"{name}_{'fp16' if w == half else 'fp32'}", names)
-                rebuilt.append(onnx.helper.make_node("Cast", [name], [casts[name, w]], to=w,
-                                                     name=_unique(f"{casts[name, w]}_cast", names)))
+                rebuilt.append(helper.make_node("Cast", [name], [casts[name, w]], to=w,
+                                                name=_unique(f"{casts[name, w]}_cast", names)))
             node.input[i] = casts[name, w]
         rebuilt.append(node)
     for output in graph.output:
@@ -184,22 +217,9 @@ def convert_to_fp16(model: onnx.ModelProto, *, keep_fp32: frozenset[str] = KEEP_
                     for i, name in enumerate(field):
                         if name == output.name:
                             field[i] = inner
-            rebuilt.append(onnx.helper.make_node("Cast", [inner], [output.name], to=single,
-                                                 name=_unique(f"{output.name}_cast", names)))
-    del graph.node[:]
-    graph.node.extend(rebuilt)
-    del graph.value_info[:]  # the old intermediate types are stale; inferred again below
-
-    try:
-        out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=True)
-        onnx.checker.check_model(out, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"The FP16 conversion produced an invalid ONNX model ({exc}); "
-                          "export without --fp16.") from exc
-    summary = precision_summary(out)
-    log.info("fp16: %d tensors (%d values) in FP16, %d (%d values) left in FP32", summary.fp16_tensors,
-             summary.fp16_values, summary.fp32_tensors, summary.fp32_values)
-    return out
+            rebuilt.append(helper.make_node("Cast", [inner], [output.name], to=single,
+                                            name=_unique(f"{output.name}_cast", names)))
+    return rebuilt
 
 
 def check_fp16_parity(fp32_path: Path, fp16_path: Path, images: list[Path], spec: PreprocessSpec) -> ParityReport:
@@ -214,38 +234,6 @@ def check_fp16_parity(fp32_path: Path, fp16_path: Path, images: list[Path], spec
     refuse_past_fp16_tolerance(report, "The FP16 model does not match the FP32 model",
                                "The bundle was not written; export without --fp16.")
     return report
-
-
-def fp16_agreement(reference: np.ndarray, candidate: np.ndarray, names: list[str], *,
-                   extra_diffs: list[np.ndarray] = ()) -> ParityReport:
-    """How an FP16 model's (N, classes) probabilities compare with the FP32 reference's.
-
-    mean/max_abs_diff run over every image and class. top1_agreement is the plain share of
-    images with the same top-1; top1_agreement_excusing_near_ties also counts a flip as agreeing
-    when the reference's top two were within NEAR_TIE, since FP16 rounding may legitimately
-    reorder a near-tie (the same allowance the FP32 export check makes at its own scale).
-    """
-    diff = np.abs(np.concatenate([candidate - reference, *extra_diffs]))
-    flips = reference.argmax(1) != candidate.argmax(1)
-    ordered = np.sort(reference, axis=1)
-    near_tie = (ordered[:, -1] - ordered[:, -2]) <= NEAR_TIE
-    return ParityReport(images=len(names), max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()),
-                        top1_agreement=float(1 - flips.mean()),
-                        disagreements=[n for n, flip in zip(names, flips, strict=True) if flip],
-                        top1_agreement_excusing_near_ties=float(1 - (flips & ~near_tie).mean()))
-
-
-def refuse_past_fp16_tolerance(report: ParityReport, what: str, consequence: str) -> None:
-    """Raise ExportError when `report` breaks FP16_MEAN_ABS_TOL or FP16_MIN_TOP1 (near-ties excused)."""
-    top1 = report.top1_agreement_excusing_near_ties
-    if report.mean_abs_diff > FP16_MEAN_ABS_TOL or top1 < FP16_MIN_TOP1:
-        raise ExportError(
-            f"{what} on {report.images} images: mean abs probability difference {report.mean_abs_diff:.2e} "
-            f"(tolerance {FP16_MEAN_ABS_TOL:.0e}), max {report.max_abs_diff:.2e}, top-1 agreement "
-            f"{report.top1_agreement:.1%}, {top1:.1%} excusing near-ties (minimum {FP16_MIN_TOP1:.0%})"
-            + (f", disagreeing on {', '.join(report.disagreements[:5])}" if report.disagreements else "")
-            + f". {consequence}"
-        )
 
 
 def _cpu_session(path: Path):

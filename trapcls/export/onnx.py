@@ -17,17 +17,20 @@ import os
 import shutil
 import warnings
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from trapcls._deps import require
-from trapcls.bundle import ONNX_FILE, WEIGHTS_FILE, Bundle, load_bundle, write_manifest
-from trapcls.exceptions import ExportError, ImageReadError
-from trapcls.predict.backends import OnnxRuntimeBackend, probabilities
-from trapcls.preprocess import IMAGE_SUFFIXES, PreprocessSpec, preprocess
+from trapcls.core.bundle import ONNX_FILE, WEIGHTS_FILE, Bundle, load_bundle, write_manifest
+from trapcls.core.deps import require
+from trapcls.core.exceptions import ExportError
+from trapcls.core.preprocess import PreprocessSpec
+from trapcls.core.probs import probabilities
+from trapcls.export.fp16 import check_fp16_parity, convert_to_fp16
+from trapcls.export.parity import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1, ParityReport, sample_images, verification_batch
+from trapcls.predict.backends import OnnxRuntimeBackend
 from trapcls.training.checkpoint import load_checkpoint
+from trapcls.training.models import load_model
 
 log = logging.getLogger(__name__)
 
@@ -36,29 +39,10 @@ OPSET = 17
 
 
 @dataclass(frozen=True)
-class ParityReport:
-    """How closely the exported model matches PyTorch on real frames."""
-
-    images: int
-    max_abs_diff: float
-    mean_abs_diff: float
-    top1_agreement: float
-    disagreements: list[str]
-    # FP16 checks: the share of images whose top-1 agrees or flipped on a near-tie (see trapcls.export.fp16).
-    top1_agreement_excusing_near_ties: float | None = None
-
-
-@dataclass(frozen=True)
 class ExportReport:
     bundle: Bundle
     parity: ParityReport  # the FP32 graph against PyTorch
     fp16_parity: ParityReport | None = None  # the stored FP16 graph against the FP32 graph, with --fp16
-
-
-def sample_images() -> list[Path]:
-    """The few real camera-trap frames shipped inside the package (see trapcls/samples/README.md)."""
-    folder = Path(str(resources.files("trapcls") / "samples"))
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def export_onnx(source: Path, out: Path, *, verify_images: list[Path] | None = None,
@@ -71,13 +55,10 @@ def export_onnx(source: Path, out: Path, *, verify_images: list[Path] | None = N
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "bundle.json").exists())):
         raise ExportError(f"{out} exists and is not a bundle folder; choose another --out so nothing is overwritten.")
     torch = require("torch")
-    timm = require("timm")
     safetensors_torch = require("safetensors.torch")
     ckpt = load_checkpoint(source)
     spec = PreprocessSpec.from_dict(ckpt["preprocess"])
-    model = timm.create_model(ckpt["arch"], pretrained=False, num_classes=len(ckpt["classes"]))
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
+    model = load_model(ckpt["arch"], len(ckpt["classes"]), ckpt["state_dict"])
 
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -102,8 +83,6 @@ def export_onnx(source: Path, out: Path, *, verify_images: list[Path] | None = N
                   "max_abs_tolerance": MAX_ABS_TOL}
         fp16_parity = _store_fp16(staging / ONNX_FILE, images, spec) if fp16 else None
         if fp16_parity is not None:
-            from trapcls.export.fp16 import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1
-
             tolerances = {"mean_abs_tolerance": FP16_MEAN_ABS_TOL, "min_top1_agreement": FP16_MIN_TOP1}
             export.update(precision="fp16", fp16_parity={**asdict(fp16_parity), **tolerances})
         write_manifest(staging, **manifest_args, export=export)  # recomputes the sha256 of the final model.onnx
@@ -144,27 +123,11 @@ def _store_fp16(path: Path, images: list[Path], spec: PreprocessSpec) -> ParityR
     """Convert the verified FP32 model at `path` to FP16, check it against FP32, and put it in its place."""
     import onnx
 
-    from trapcls.export.fp16 import check_fp16_parity, convert_to_fp16
-
     candidate = path.with_name(f"{path.stem}.fp16{path.suffix}")
     onnx.save(convert_to_fp16(onnx.load(str(path))), str(candidate))
     report = check_fp16_parity(path, candidate, images, spec)
     os.replace(candidate, path)
     return report
-
-
-def verification_batch(images: list[Path], spec: PreprocessSpec) -> tuple[np.ndarray, list[str]]:
-    """The readable `images` preprocessed into one float32 batch, with their file names; unreadable ones are skipped."""
-    arrays, names = [], []
-    for path in images:
-        try:
-            arrays.append(preprocess(path, spec))
-            names.append(Path(path).name)
-        except ImageReadError as exc:
-            log.warning("skipping verification image: %s", exc)
-    if not arrays:
-        raise ExportError("No readable verification images; pass a folder of JPEG/PNG frames with --verify-images.")
-    return np.stack(arrays), names
 
 
 def _replace_dir(staging: Path, out: Path) -> None:

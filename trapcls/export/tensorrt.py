@@ -30,23 +30,34 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-
 from trapcls import __version__
-from trapcls._deps import require
-from trapcls.bundle import ONNX_FILE, Bundle, load_bundle
-from trapcls.exceptions import ExportError, MissingDependencyError
-from trapcls.export.engines import (ENGINE_DIR, TIMING_CACHE, EngineMeta, Profile, engine_name, record_engine,
-                                    write_metadata)
-from trapcls.export.fp16 import (FP16_MEAN_ABS_TOL, FP16_MIN_TOP1, NEAR_TIE, fp16_agreement,
-                                  refuse_past_fp16_tolerance)
-from trapcls.fsutil import atomic_write_bytes, sha256_file
-from trapcls.gpu import gpu_info
+from trapcls.core.bundle import ONNX_FILE, Bundle, load_bundle
+from trapcls.core.deps import require
+from trapcls.core.engines import ENGINE_DIR, TIMING_CACHE, EngineMeta, engine_name, record_engine, write_metadata
+from trapcls.core.exceptions import ExportError, MissingDependencyError
+from trapcls.core.fsutil import atomic_write_bytes, sha256_file
+from trapcls.core.hardware import gpu_info
+from trapcls.core.probs import probabilities
+from trapcls.core.profile import Profile
+from trapcls.export.fp16 import convert_to_fp16
+from trapcls.export.parity import (
+    FP16_MEAN_ABS_TOL,
+    FP16_MIN_TOP1,
+    NEAR_TIE,
+    fp16_agreement,
+    refuse_past_fp16_tolerance,
+    sample_images,
+    verification_batch,
+)
+from trapcls.predict.backends import OnnxRuntimeBackend
+from trapcls.predict.tensorrt import TensorRTRunner
 
 log = logging.getLogger(__name__)
 
 BUILDER_FLAG, STRONGLY_TYPED = "builder-flag", "strongly-typed"
 # Layers that do the arithmetic; reformatting and shuffles carry whatever precision their neighbours use.
-_COMPUTE_LAYER = re.compile(r"conv|gemm|matrixmultiply|fullyconnected|pointwise|pool|reduce|elementwise|activation|scale|softmax|kgen|myelin", re.IGNORECASE)
+_COMPUTE_LAYER = re.compile(r"conv|gemm|matrixmultiply|fullyconnected|pointwise|pool|reduce|elementwise|activation"
+                            r"|scale|softmax|kgen|myelin", re.IGNORECASE)
 FP16_LAYER_SHARE = 0.5  # at least this share of compute layers must output FP16 for an "fp16" engine
 
 
@@ -205,8 +216,6 @@ def _onnx_for(bundle: Bundle, mode: str) -> Path:
         return bundle.onnx_path
     import onnx
 
-    from trapcls.export.fp16 import convert_to_fp16
-
     converted = bundle.root / ENGINE_DIR / "model.fp16.onnx"
     onnx.save(convert_to_fp16(onnx.load(str(bundle.onnx_path))), str(converted))
     return converted
@@ -237,10 +246,6 @@ def _fp32_weight_bytes(bundle: Bundle) -> int:
 
 def verify_engine(engine: Path, bundle: Bundle, images: list[Path] | None) -> dict:
     """Run the engine and ONNX Runtime (CPU, FP32) on real frames; raise ExportError past the FP16 tolerances."""
-    from trapcls.export.onnx import sample_images, verification_batch
-    from trapcls.predict.backends import OnnxRuntimeBackend, probabilities
-    from trapcls.predict.tensorrt import TensorRTRunner
-
     batch, names = verification_batch(images or sample_images(), bundle.preprocess)
     reference = probabilities(OnnxRuntimeBackend(bundle, threads=1).logits(batch), 1.0)
     runner = TensorRTRunner(engine)

@@ -1,7 +1,7 @@
 """Inference backends behind one small registry, looked up by name.
 
-A backend turns a float32 NCHW batch into logits; `probabilities` applies the bundle's
-calibration temperature and softmax, the same for every backend. `choose_backend("auto")`
+A backend turns a float32 NCHW batch into logits; `trapcls.core.probs.probabilities` applies
+the bundle's calibration temperature and softmax, the same for every backend. `choose_backend("auto")`
 takes the first available in AUTO_ORDER: a TensorRT engine built for this machine, then torch on a CUDA GPU
 (FP16, channels_last), then ONNX Runtime (CUDA provider when present, else CPU). On a CPU
 box ONNX Runtime beats eager torch (see benchmarks/), so auto never picks torch without a GPU.
@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from trapcls._deps import require
-from trapcls.bundle import Bundle
-from trapcls.exceptions import BundleError, MissingDependencyError, TrapclsError
-from trapcls.gpu import gpu_present
+from trapcls.core.bundle import Bundle
+from trapcls.core.deps import require
+from trapcls.core.engines import find_engine
+from trapcls.core.exceptions import BundleError, MissingDependencyError, TrapclsError
+from trapcls.core.hardware import cores, gpu_info, gpu_present, tensorrt_version
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,6 @@ class Backend(Protocol):
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Logits of shape (N, classes) for a float32 batch of shape (N, 3, H, W)."""
         ...
-
-
-def cores() -> int:
-    """CPU cores this process may use (cgroup/affinity aware where the OS says)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class OnnxRuntimeBackend:
@@ -89,15 +81,13 @@ class TorchBackend:
 
     def __init__(self, bundle: Bundle, *, threads: int | None = None) -> None:
         torch = require("torch")
-        from trapcls.training.models import create_model
+        from trapcls.training.models import load_model
 
         if bundle.weights_path is None:
             raise BundleError(f"{bundle.root} has no weights.safetensors, which the torch backend needs; "
                               "use --backend onnxruntime.")
-        model = create_model(bundle.arch, len(bundle.classes))
         state = require("safetensors.torch").load_file(str(bundle.weights_path))
-        model.load_state_dict(state)
-        model.eval()
+        model = load_model(bundle.arch, len(bundle.classes), state)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.slots = 1
         if self.device == "cuda":
@@ -105,7 +95,8 @@ class TorchBackend:
         elif threads:
             torch.set_num_threads(threads)
         self._torch, self._model = torch, model
-        log.info("torch %s on %s%s", torch.__version__, self.device, " (fp16, channels_last)" if self.device == "cuda" else "")
+        log.info("torch %s on %s%s", torch.__version__, self.device,
+                 " (fp16, channels_last)" if self.device == "cuda" else "")
 
     @staticmethod
     def unavailable(bundle: Bundle) -> str | None:
@@ -132,14 +123,12 @@ class TensorRTBackend:
     """An FP16 TensorRT engine from the bundle, built on this machine by `trapcls export tensorrt`.
 
     The engine is chosen from those bundle.json records and checked against this GPU, this
-    TensorRT and the bundle's ONNX before it is deserialised (trapcls.export.engines).
+    TensorRT and the bundle's ONNX before it is deserialised (trapcls.core.engines).
     """
 
     name = "tensorrt"
 
     def __init__(self, bundle: Bundle, *, threads: int | None = None) -> None:
-        from trapcls.export.engines import find_engine
-        from trapcls.gpu import gpu_info, tensorrt_version
         from trapcls.predict.tensorrt import TensorRTRunner
 
         version = tensorrt_version()
@@ -159,9 +148,6 @@ class TensorRTBackend:
     def unavailable(bundle: Bundle) -> str | None:
         if not bundle.manifest.get("engines"):
             return "the bundle has no TensorRT engine (trapcls export tensorrt builds one)"
-        from trapcls.export.engines import find_engine
-        from trapcls.gpu import gpu_info, tensorrt_version
-
         version = tensorrt_version()
         if version is None:
             return "tensorrt is not installed"
@@ -175,7 +161,7 @@ class TensorRTBackend:
         return self._runner.logits(batch)
 
 
-# Keys must equal trapcls.predict.BACKEND_NAMES (the CLI's choices); a test holds them equal.
+# Keys must equal trapcls.predict.config.BACKEND_NAMES (the CLI's choices); a test holds them equal.
 BACKENDS: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend, "torch": TorchBackend, "tensorrt": TensorRTBackend}
 AUTO_ORDER = ("tensorrt", "torch", "onnxruntime")
 
@@ -211,11 +197,3 @@ def create_backend(name: str, bundle: Bundle, *, threads: int | None = None) -> 
     except KeyError:
         raise TrapclsError(f"Invalid backend {name!r}. Only {', '.join(BACKENDS)} are supported.") from None
     return cls(bundle, threads=threads)
-
-
-def probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated class probabilities: softmax(logits / temperature), computed in float64."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from trapcls.exceptions import DataError
-from trapcls.fsutil import atomic_write_text
+from trapcls.core.exceptions import DataError
+from trapcls.core.fsutil import write_csv
 from trapcls.predict.output import read_table, short
 
 _EXAMPLES = 5
@@ -44,11 +42,7 @@ def merge_csvs(sources: list[Path], out: Path) -> MergeSummary:
     tagged = [(row, path) for path, _, rows in tables for row in rows]
     _check_unique(tagged)
     tagged.sort(key=lambda item: item[0][0])
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(row for row, _ in tagged)
-    atomic_write_text(out, buffer.getvalue())
+    write_csv(out, header, (row for row, _ in tagged))
     return MergeSummary(rows=len(tagged), sources=len(sources), out=out)
 
 

@@ -17,17 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.exceptions import DataError
-from trapcls.fsutil import fsync_dir
-from trapcls.predict import DEFAULT_BLANK_THRESHOLD, FORMATS
-from trapcls.predict.discover import ImageFile
+from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD, blank_index
+from trapcls.core.discover import ImageFile
+from trapcls.core.exceptions import DataError
+from trapcls.core.fsutil import fsync_dir
+from trapcls.predict.config import FORMATS
 
 log = logging.getLogger(__name__)
 
 _FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
-# Class names that mean "nothing triggered the camera but wind, sun or rain".
-BLANK_NAMES = ("blank", "empty")
-
 
 
 @dataclass(frozen=True)
@@ -47,14 +45,6 @@ class Result:
 def neutralise(cell: str) -> str:
     """Prefix a quote to text a spreadsheet would run as a formula (a file name can carry one)."""
     return "'" + cell if cell.startswith(_FORMULA_LEADS) else cell
-
-
-def blank_index(classes: tuple[str, ...]) -> int | None:
-    """Index of the bundle's blank class (named blank or empty, any case), or None."""
-    for i, name in enumerate(classes):
-        if name.lower() in BLANK_NAMES:
-            return i
-    return None
 
 
 def check_format(fmt: str) -> None:
@@ -117,7 +107,8 @@ def check_submission_ids(files: list[ImageFile]) -> None:
     if clashes:
         examples = [f.rel for f in files if f.stem in set(clashes[:3])]
         raise DataError(
-            f"{len(clashes)} file stems occur more than once ({', '.join(clashes[:5])}), e.g. {', '.join(examples[:6])}; "
+            f"{len(clashes)} file stems occur more than once ({', '.join(clashes[:5])}), "
+            f"e.g. {', '.join(examples[:6])}; "
             "the submission format uses the stem as id. Use --format field or classify the folders separately."
         )
 

@@ -18,39 +18,22 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.bundle import Bundle, load_bundle
-from trapcls.exceptions import DataError, ImageReadError
-from trapcls.predict.backends import Backend, choose_backend, cores, create_backend, probabilities
-from trapcls.predict.discover import ImageFile, discover_images, select_shard
+from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.bundle import Bundle, load_bundle
+from trapcls.core.discover import ImageFile, discover_images
+from trapcls.core.exceptions import DataError, ImageReadError
+from trapcls.core.hardware import cores
+from trapcls.core.preprocess import PreprocessSpec, preprocess_frame
+from trapcls.core.probs import probabilities
+from trapcls.predict.backends import Backend, choose_backend, create_backend
+from trapcls.predict.config import DEFAULT_BATCH, PredictConfig
 from trapcls.predict.merge import merge_csvs
-from trapcls.predict.output import DEFAULT_BLANK_THRESHOLD, CsvAppender, Layout, Result, check_format, check_submission_ids
-from trapcls.preprocess import PreprocessSpec, preprocess_frame
+from trapcls.predict.output import CsvAppender, Layout, Result, check_format, check_submission_ids
+from trapcls.predict.shard import select_shard
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_FAILURES = 20
-# Default images per batch by device: on a CPU 8 is as fast as 16 at about half the peak memory
-# (benchmarks/); a GPU wants larger batches to stay busy.
-DEFAULT_BATCH = {"cpu": 8, "cuda": 32}
-
-
-@dataclass(frozen=True)
-class PredictConfig:
-    """Everything `trapcls predict` needs; the CLI only fills this in."""
-
-    inputs: list[Path]
-    bundle: Path
-    out: Path
-    fmt: str = "field"
-    backend: str = "auto"
-    batch_size: int | None = None
-    threads: int | None = None
-    workers: int | None = None
-    file_list: Path | None = None
-    shard: tuple[int, int] | None = None
-    overwrite: bool = False
-    tta: bool = False
-    blank_threshold: float | None = None
 
 
 @dataclass

@@ -9,8 +9,8 @@ Written to TensorRT 10's documented Python API (the engine's I/O is addressed by
 - NVIDIA's sample helper samples/python/common_runtime.py (pinned host memory via cudaMallocHost,
   cudaMemcpyAsync on the execution stream, then cudaStreamSynchronize).
 Device memory, pinned host memory and the stream come from cuda-python when it is installed,
-else from torch; `TensorRTRunner.memory` says which. This module is only imported once TensorRT
-has been found, and none of it runs at import time.
+else from torch; `TensorRTRunner.memory` says which. Importing this module loads neither TensorRT
+nor CUDA: that happens when a runner opens an engine.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls._deps import require
-from trapcls.exceptions import BundleError, MissingDependencyError
+from trapcls.core.deps import require
+from trapcls.core.exceptions import BundleError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 

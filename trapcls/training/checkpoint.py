@@ -1,16 +1,28 @@
-"""Training checkpoints: plain dicts of tensors and settings, loaded with weights_only=True."""
+"""Training checkpoints: best.pt for export, last.pt to resume, and the keeper that decides between them.
+
+Both are plain dicts of tensors and settings, written durably (fsync, replace, fsync the folder)
+and loaded with weights_only=True, so a checkpoint can never run code.
+"""
 
 from __future__ import annotations
 
+import io
+import logging
+import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from trapcls._deps import require
-from trapcls.exceptions import DataError
-from trapcls.preprocess import PreprocessSpec
+from trapcls.core.deps import require
+from trapcls.core.exceptions import DataError
+from trapcls.core.fsutil import atomic_write_bytes
+from trapcls.core.preprocess import PreprocessSpec
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "trapcls-checkpoint-1"
 BEST = "best.pt"
+TRAIN_STATE_FORMAT = "trapcls-train-state-1"
+LAST = "last.pt"
 
 
 def save_checkpoint(path: Path, model, *, arch: str, classes: list[str], spec: PreprocessSpec, epoch: int,
@@ -34,27 +46,119 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-TRAIN_STATE_FORMAT = "trapcls-train-state-1"
-LAST = "last.pt"
-
-
-def save_train_state(path: Path, state: dict[str, Any]) -> None:
-    """Save the full state of a run after an epoch (model, optimizer, schedule, RNGs, history), atomically."""
-    _save(path, TRAIN_STATE_FORMAT, state)
-
-
 def load_train_state(path: Path) -> dict[str, Any]:
-    """Load what `save_train_state` wrote, with weights_only=True."""
+    """Load what CheckpointKeeper.save_last wrote, with weights_only=True."""
     if not path.is_file():
         raise DataError(f"{path} does not exist: there is no interrupted run to resume in {path.parent}.")
     return _load(path, TRAIN_STATE_FORMAT, "a trapcls training state")
 
 
+class Stateful(Protocol):
+    """What a run's resumable parts share with torch's modules, optimizers and schedulers."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> Any: ...
+
+
+class CheckpointKeeper:
+    """The run's record between epochs: its history, the best epoch (saved as best.pt), the early-stop
+    decision, and last.pt, the whole state a killed run resumes from.
+
+    `parts` are the run's stateful pieces by name (model, optimizer, scheduler, loss scaler, EMA,
+    loader and global RNGs); saving and resuming go through their state_dict/load_state_dict, so
+    what is saved is what is restored, written in one place.
+    """
+
+    def __init__(self, run_dir: Path, *, early_stop: int, meta: dict[str, Any]) -> None:
+        self.run_dir, self.early_stop, self.meta = run_dir, early_stop, meta
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, float] | None = None
+        self.stopped = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """The record so far: per-epoch rows, the best row, whether the run stopped early."""
+        return {"history": self.history, "best": self.best, "stopped": self.stopped}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take up a record that `state_dict` returned."""
+        self.history, self.best, self.stopped = state["history"], state["best"], state["stopped"]
+
+    def update(self, epoch: int, row: dict[str, float], model, *, validated: bool) -> bool:
+        """Record an epoch; save best.pt when it is the best so far; decide whether to stop. True if best."""
+        self.history.append(row)
+        score = row.get("val_log_loss", -epoch)  # without validation the last epoch is kept
+        if self.best is None or score < self.best.get("val_log_loss", -self.best["epoch"]):
+            self.best = row
+            save_checkpoint(self.run_dir / BEST, model, epoch=epoch, metrics=row, **self.meta)
+            return True
+        if self.early_stop and validated and epoch - self.best["epoch"] >= self.early_stop:
+            log.info("early stop: validation log loss has not improved for %d epochs (best: epoch %d)",
+                     self.early_stop, self.best["epoch"])
+            self.stopped = True
+        return False
+
+    def save_last(self, epoch: int, parts: dict[str, Stateful]) -> None:
+        """Everything a killed run needs to go on exactly where it was: the same batches, the same
+        augmentations, the same schedule."""
+        state = {"epoch": epoch, "config": self.meta["config"], **self.state_dict()}
+        state.update({name: part.state_dict() for name, part in parts.items()})
+        _save(self.run_dir / LAST, TRAIN_STATE_FORMAT, state)
+
+    def resume(self, state: dict[str, Any], parts: dict[str, Stateful]) -> int:
+        """Restore `parts` and this record from a loaded last.pt; returns the first epoch still to run."""
+        for name, part in parts.items():
+            part.load_state_dict(state[name])
+        self.load_state_dict(state)
+        return state["epoch"] + 1
+
+
+class LoaderRng:
+    """The training loader's shuffling generator as a resumable part."""
+
+    def __init__(self, generator) -> None:
+        self.generator = generator
+
+    def state_dict(self):
+        """The generator's state tensor."""
+        return self.generator.get_state()
+
+    def load_state_dict(self, state) -> None:
+        """Put the generator back where `state_dict` found it."""
+        self.generator.set_state(state)
+
+
+class GlobalRng:
+    """Python's, NumPy's and torch's global RNGs (augmentation, dropout) as a resumable part,
+    in a form weights_only loading accepts."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The three generators' states (NumPy's keys as a tensor, which weights_only loading accepts)."""
+        import numpy as np
+
+        torch = require("torch")
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        return {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos,
+                                                       has_gauss, cached], "torch": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put the three generators back where `state_dict` found them."""
+        import numpy as np
+
+        torch = require("torch")
+        python = state["python"]
+        random.setstate((python[0], tuple(python[1]), python[2]))
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+
+
 def _save(path: Path, fmt: str, payload: dict[str, Any]) -> None:
+    """torch.save through fsutil's durable writer: a crash or power cut leaves the old file or the new one."""
     torch = require("torch")
-    tmp = path.with_suffix(".tmp")
-    torch.save({"format": fmt, **payload}, tmp)
-    tmp.replace(path)  # a crash leaves the previous file, never half of one
+    buffer = io.BytesIO()
+    torch.save({"format": fmt, **payload}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _load(path: Path, fmt: str, what: str) -> dict[str, Any]:
@@ -66,29 +170,3 @@ def _load(path: Path, fmt: str, what: str) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise DataError(f"{path} is not {what} (expected format {fmt}).")
     return data
-
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states in a form weights_only loading accepts."""
-    import random
-
-    import numpy as np
-
-    torch = require("torch")
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                   cached], "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` returned."""
-    import random
-
-    import numpy as np
-
-    torch = require("torch")
-    python = state["python"]
-    random.setstate((python[0], tuple(python[1]), python[2]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])

@@ -7,10 +7,13 @@ function here is a no-op, so single-process training pays nothing.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from trapcls._deps import require
+from trapcls.core.deps import require
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,12 @@ class Dist:
         return bool(tensor.item())
 
     def barrier(self) -> None:
+        """Wait until every process gets here."""
         if self.world > 1:
             require("torch").distributed.barrier()
 
     def close(self) -> None:
+        """Leave the torchrun job."""
         if self.world > 1:
             require("torch").distributed.destroy_process_group()
 
@@ -66,3 +71,15 @@ def setup() -> Dist:
             torch.cuda.set_device(local)
         torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
     return Dist(rank=rank, world=world, local_rank=local, device=device)
+
+
+@contextmanager
+def session() -> Iterator[Dist]:
+    """This process's place in the job for the length of a `with` block; ranks other than 0 log only warnings."""
+    dist = setup()
+    if not dist.main:
+        logging.getLogger("trapcls").setLevel(logging.WARNING)
+    try:
+        yield dist
+    finally:
+        dist.close()

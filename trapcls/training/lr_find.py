@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from trapcls.exceptions import DataError
+from trapcls.core.exceptions import DataError
 
 SMOOTHING = 0.98
 DIVERGED = 4.0
@@ -70,19 +69,3 @@ def find_lr(model, loader, criterion, optimizer, *, start: float = 1e-7, end: fl
         raise DataError("The LR sweep diverged at once; lower the start of the range.")
     at_min = lrs[min(range(len(losses)), key=losses.__getitem__)]
     return LrFind(lrs=lrs, losses=losses, suggestion=at_min / 10)
-
-
-def plot_lr_find(result: LrFind, path: Path) -> None:
-    """Smoothed loss against learning rate (log scale) with the suggestion marked, as a PNG."""
-    from trapcls.training.plots import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(result.lrs, result.losses)
-    ax.axvline(result.suggestion, color="tab:red", linestyle="--", label=f"suggested lr {result.suggestion:.2g}")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title="learning-rate range test")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

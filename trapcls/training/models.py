@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from trapcls._deps import require
-from trapcls.exceptions import DataError, TrapclsError
-from trapcls.preprocess import PreprocessSpec
+from trapcls.core.deps import require
+from trapcls.core.exceptions import DataError, TrapclsError
+from trapcls.core.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,13 @@ def create_model(arch: str, num_classes: int, *, weights: Path | None = None, pr
     if weights is not None:
         load_weights(model, weights, fresh_head=fresh_head)
     return model
+
+
+def load_model(arch: str, num_classes: int, state_dict: dict[str, Any]):
+    """A trained model rebuilt from its architecture and weights, in eval mode (export, the torch backend)."""
+    model = create_model(arch, num_classes)
+    model.load_state_dict(state_dict)
+    return model.eval()
 
 
 def preprocess_spec(model, img_size: int | None) -> PreprocessSpec:

@@ -1,4 +1,7 @@
-"""The pictures a training run leaves: loss/accuracy curves and the validation confusion matrix."""
+"""The pictures training draws: loss/accuracy curves per epoch and the learning-rate range test.
+
+(The validation confusion matrix is the evaluate report's own picture, trapcls.evaluate.pictures.)
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls._deps import require
-
-
-def _pyplot():
-    matplotlib = require("matplotlib")
-    matplotlib.use("Agg")  # files only: no display on a field box or in CI
-    return require("matplotlib.pyplot")
+from trapcls.core.plotting import pyplot
+from trapcls.training.lr_find import LrFind
 
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     """Train/validation loss and accuracy per epoch, side by side, as a PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for key, label in (("train_loss", "train loss"), ("val_loss", "validation loss"),
@@ -38,22 +36,15 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, *, title: str) -> None:
-    """A row-normalised confusion matrix with the counts written in each cell, as a PNG."""
-    plt = _pyplot()
-    rows = matrix.sum(axis=1, keepdims=True)
-    share = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
-    size = max(4.0, 0.45 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    for (i, j), count in np.ndenumerate(matrix):
-        if count:
-            ax.text(j, i, str(count), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black",
-                    fontsize=8)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+def plot_lr_find(result: LrFind, path: Path) -> None:
+    """Smoothed loss against learning rate (log scale) with the suggestion marked, as a PNG."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(result.lrs, result.losses)
+    ax.axvline(result.suggestion, color="tab:red", linestyle="--", label=f"suggested lr {result.suggestion:.2g}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title="learning-rate range test")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

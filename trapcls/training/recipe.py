@@ -20,13 +20,10 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from trapcls._deps import require
-from trapcls.exceptions import DataError
-from trapcls.preprocess import INTERPOLATIONS, PreprocessSpec
-
-AUGMENTS = ("trivial", "randaugment", "none")
-BALANCES = ("none", "sampler", "loss")
-OPTIMIZERS = ("adamw", "sgd")
+from trapcls.core.deps import require
+from trapcls.core.exceptions import DataError
+from trapcls.core.preprocess import INTERPOLATIONS, PreprocessSpec
+from trapcls.training.config import AUGMENTS, OPTIMIZERS
 
 
 def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:

@@ -16,8 +16,6 @@ How nothing is lost and nothing is done twice:
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import queue
@@ -28,13 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.bundle import load_bundle
-from trapcls.exceptions import DataError
-from trapcls.fsutil import atomic_write_text
+from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.bundle import load_bundle
+from trapcls.core.discover import ImageFile, discover_images, is_candidate
+from trapcls.core.exceptions import DataError
+from trapcls.core.fsutil import write_csv
 from trapcls.predict.backends import choose_backend, create_backend
-from trapcls.predict.discover import ImageFile, discover_images, is_candidate
-from trapcls.predict.output import DEFAULT_BLANK_THRESHOLD, CsvAppender, Layout, Result
-from trapcls.predict.runner import DEFAULT_BATCH, classify_batches
+from trapcls.predict.config import DEFAULT_BATCH
+from trapcls.predict.output import CsvAppender, Layout, Result
+from trapcls.predict.runner import classify_batches
+from trapcls.watch.config import WatchConfig
 from trapcls.watch.journal import Entry, Journal
 from trapcls.watch.notify import Notifier
 
@@ -49,34 +50,6 @@ ERRORS_PER_MINUTE = 10
 def journal_path(out: Path) -> Path:
     """Where the journal of a watch writing into `out` lives (hidden, so the scan never takes it for input)."""
     return out / STATE_DIR / JOURNAL_FILE
-
-
-@dataclass(frozen=True)
-class WatchConfig:
-    """Everything `trapcls watch` needs; the CLI only fills this in."""
-
-    inbox: Path
-    bundle: Path
-    out: Path | None = None  # default: the inbox itself (each camera folder gets its predictions.csv)
-    folder_depth: int = 1
-    settle: float = 5.0
-    rescan_interval: float = 60.0
-    polling: bool = False
-    poll_interval: float = 2.0
-    events: bool = True
-    backend: str = "auto"
-    batch_size: int | None = None
-    threads: int | None = None
-    workers: int | None = None
-    max_attempts: int = 3
-    flush_interval: float = 5.0
-    all_csv: Path | None = None
-    blank_threshold: float | None = None
-    idle_exit: float | None = None  # stop after this long with nothing to do (batch runs, tests)
-
-    @property
-    def out_dir(self) -> Path:
-        return self.out or self.inbox
 
 
 @dataclass
@@ -98,7 +71,8 @@ class Watcher:
         if not self.inbox.is_dir():
             raise DataError(f"Inbox {config.inbox} is not a folder.")
         if config.folder_depth < 0:
-            raise DataError(f"--folder-depth must be 0 (one CSV for the whole inbox) or more, got {config.folder_depth}.")
+            raise DataError(f"--folder-depth must be 0 (one CSV for the whole inbox) or more, "
+                            f"got {config.folder_depth}.")
         for name in ("settle", "rescan_interval", "poll_interval", "flush_interval"):
             if getattr(config, name) < 0:
                 raise DataError(f"--{name.replace('_', '-')} must not be negative.")
@@ -116,7 +90,35 @@ class Watcher:
     # --- the loop ----------------------------------------------------------------------------
 
     def run(self) -> WatchSummary:
+        """Load the model, catch up after a crash, then classify what arrives until stopped."""
         started = time.monotonic()
+        choice = self._open()
+        notifier = Notifier()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._start_observer()
+            notifier.ready(f"model loaded ({choice.name}); scanning {self.inbox}")
+            log.info("watching %s -> %s (settle %.1f s, rescan every %.0f s%s)", self.inbox, self.out,
+                     self.config.settle, self.config.rescan_interval, ", polling" if self.config.polling else "")
+            self._catch_up_all_csv()
+            self._flush()  # CSVs left stale by a crash
+            self._loop(notifier)
+            notifier.stopping()
+            self._flush()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._stop_observer()
+            if self._all is not None:
+                self._all.close()
+            self.journal.close()
+        self.summary.seconds = time.monotonic() - started
+        log.info("stopped: %d classified, %d errors, %d CSV writes", self.summary.classified, self.summary.errors,
+                 self.summary.csv_writes)
+        return self.summary
+
+    def _open(self):
+        """The model and backend, the CSV layout, the journal and what it already holds; returns the backend choice."""
         config = self.config
         bundle = load_bundle(config.bundle)
         choice = choose_backend(config.backend, bundle)
@@ -131,54 +133,37 @@ class Watcher:
         self.journal.bind_model(bundle.classes)
         self._known = {e.path: (e.size, e.mtime_ns) for e in self.journal.finished()}
         self._all = CsvAppender(config.all_csv, self._layout) if config.all_csv else None
-        notifier = Notifier()
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            self._start_observer()
-            notifier.ready(f"model loaded ({choice.name}); scanning {self.inbox}")
-            log.info("watching %s -> %s (settle %.1f s, rescan every %.0f s%s)", self.inbox, self.out, config.settle,
-                     config.rescan_interval, ", polling" if config.polling else "")
-            self._catch_up_all_csv()
-            self._flush()  # CSVs left stale by a crash
-            next_scan, last_flush, idle_since, last_status = 0.0, time.monotonic(), time.monotonic(), 0.0
-            while not self._stop:
-                notifier.watchdog()
-                now = time.monotonic()
-                if now >= next_scan:
-                    self._scan()
-                    next_scan = time.monotonic() + config.rescan_interval
-                if self._keep_observer_alive():
-                    next_scan = 0.0  # files may have arrived while nothing watched: rescan now
-                self._settle()
-                work = self.journal.pending(limit=self._batch * 4)
-                if work:
-                    self._classify(work, notifier)
-                    idle_since = time.monotonic()
-                if self.journal.dirty_folders() and (not work or time.monotonic() - last_flush >= config.flush_interval):
-                    self._flush()
-                    last_flush = time.monotonic()
-                if time.monotonic() - last_status >= 5:
-                    notifier.status(self.status_line())
-                    last_status = time.monotonic()
-                self._errors.summarise()
-                if not work:
-                    if config.idle_exit is not None and not self._waiting and not self.journal.pending_count() \
-                            and time.monotonic() - idle_since >= config.idle_exit:
-                        break
-                    self._wait_for_events(timeout=min(0.5, max(config.settle / 4, 0.05)))
-            notifier.stopping()
-            self._flush()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            self._stop_observer()
-            if self._all is not None:
-                self._all.close()
-            self.journal.close()
-        self.summary.seconds = time.monotonic() - started
-        log.info("stopped: %d classified, %d errors, %d CSV writes", self.summary.classified, self.summary.errors,
-                 self.summary.csv_writes)
-        return self.summary
+        return choice
+
+    def _loop(self, notifier: Notifier) -> None:
+        """The processing loop (in the main thread, so its watchdog pings mean work is moving)."""
+        config = self.config
+        next_scan, last_flush, idle_since, last_status = 0.0, time.monotonic(), time.monotonic(), 0.0
+        while not self._stop:
+            notifier.watchdog()
+            if time.monotonic() >= next_scan:
+                self._scan()
+                next_scan = time.monotonic() + config.rescan_interval
+            if self._keep_observer_alive():
+                next_scan = 0.0  # files may have arrived while nothing watched: rescan now
+            self._settle()
+            work = self.journal.pending(limit=self._batch * 4)
+            if work:
+                self._classify(work, notifier)
+                idle_since = time.monotonic()
+            flush_due = not work or time.monotonic() - last_flush >= config.flush_interval
+            if self.journal.dirty_folders() and flush_due:
+                self._flush()
+                last_flush = time.monotonic()
+            if time.monotonic() - last_status >= 5:
+                notifier.status(self.status_line())
+                last_status = time.monotonic()
+            self._errors.summarise()
+            if not work:
+                if config.idle_exit is not None and not self._waiting and not self.journal.pending_count() \
+                        and time.monotonic() - idle_since >= config.idle_exit:
+                    break
+                self._wait_for_events(timeout=min(0.5, max(config.settle / 4, 0.05)))
 
     def _on_signal(self, signum, frame) -> None:
         log.info("%s: finishing the current batch, then exiting", signal.Signals(signum).name)
@@ -371,12 +356,8 @@ class Watcher:
             rows = self.journal.finished(folder)
             target = self.out / folder / CSV_NAME
             prefix = "" if folder == "." else folder + "/"
-            buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
-            writer.writerow(self._layout.header())
-            for entry in rows:
-                writer.writerow(self._layout.row(_result(entry, entry.path[len(prefix):])))
-            atomic_write_text(target, buffer.getvalue())
+            write_csv(target, self._layout.header(),
+                      (self._layout.row(_result(entry, entry.path[len(prefix):])) for entry in rows))
             self.journal.written(folder, as_of=as_of)
             self.summary.csv_writes += 1
             log.debug("wrote %s (%d rows)", target, len(rows))

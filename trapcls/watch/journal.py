@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trapcls.exceptions import DataError
+from trapcls.core.exceptions import DataError
 
 SCHEMA_VERSION = 1
 PENDING, DONE, ERROR = "pending", "done", "error"
@@ -111,7 +111,8 @@ class Journal:
                 if row is not None and row[0] == size and row[1] == mtime_ns:
                     continue
                 self._db.execute(
-                    "INSERT INTO files (path, folder, size, mtime_ns, status, updated) VALUES (?, ?, ?, ?, 'pending', ?)"
+                    "INSERT INTO files (path, folder, size, mtime_ns, status, updated) "
+                    "VALUES (?, ?, ?, ?, 'pending', ?)"
                     " ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
                     " status = 'pending', probs = NULL, captured = NULL, attempts = 0, last_error = NULL,"
                     " retry_after = 0, updated = excluded.updated",
@@ -173,7 +174,8 @@ class Journal:
         return final
 
     def _dirty(self, folder: str) -> None:
-        self._db.execute("INSERT INTO folders (folder, dirty) VALUES (?, 1) ON CONFLICT(folder) DO UPDATE SET dirty = 1",
+        self._db.execute("INSERT INTO folders (folder, dirty) VALUES (?, 1) "
+                         "ON CONFLICT(folder) DO UPDATE SET dirty = 1",
                          (folder,))
 
     def dirty_folders(self) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from trapcls.exceptions import BundleError, ImageReadError
+from trapcls.core.exceptions import BundleError, ImageReadError
 
 ALLOWED_FORMATS = ("JPEG", "PNG")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -52,7 +52,8 @@ class PreprocessSpec:
         if self.height < 8 or self.width < 8:
             raise BundleError(f"Input size {self.height}x{self.width} is too small; expected at least 8x8.")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
-            raise BundleError(f"mean and std must have 3 entries and std must be positive; got {self.mean}, {self.std}.")
+            raise BundleError(f"mean and std must have 3 entries and std must be positive; got {self.mean}, "
+                              f"{self.std}.")
 
     def to_dict(self) -> dict:
         """The JSON form stored in bundle.json."""

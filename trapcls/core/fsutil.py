@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
@@ -52,6 +55,15 @@ def _mode_for(path: Path) -> int:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Text (UTF-8) version of atomic_write_bytes."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A whole CSV (header, then rows; "\\n" line ends) written with atomic_write_text."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def fsync_dir(path: str | Path) -> None:

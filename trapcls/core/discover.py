@@ -1,8 +1,7 @@
-"""Find the images to classify under the inputs a user names, and split them into shards."""
+"""Find the images under the folders, globs, files and file lists a user names."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -11,14 +10,13 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from trapcls.exceptions import DataError
-from trapcls.preprocess import IMAGE_SUFFIXES
+from trapcls.core.exceptions import DataError
+from trapcls.core.preprocess import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIXES = (".part", ".tmp", ".crdownload")
 _MAGIC = re.compile(r"[*?[]")
-_SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 
 @dataclass(frozen=True)
@@ -114,7 +112,8 @@ def _read_file_list(file_list: Path) -> list[_Source]:
     try:
         text = file_list.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"Cannot read the file list {file_list}: {exc}. Give a UTF-8 text file, one path per line.") from exc
+        raise DataError(f"Cannot read the file list {file_list}: {exc}. Give a UTF-8 text file, one path per "
+                        "line.") from exc
     folder = file_list.resolve().parent
     entries = (line.strip() for line in text.splitlines())
     return [_named(folder / entry, entry) for entry in entries if entry and not entry.startswith("#")]
@@ -187,35 +186,3 @@ def is_candidate(name: str) -> bool:
     """An image name worth classifying: a JPEG/PNG suffix, not hidden, not a copy tool's temp file."""
     lower = name.lower()
     return not name.startswith(".") and lower.endswith(IMAGE_SUFFIXES) and not lower.endswith(TEMP_SUFFIXES)
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse `--shard K/N` (1-based) into (K, N)."""
-    match = _SHARD.fullmatch(text)
-    if not match:
-        raise DataError(f"--shard {text!r}: expected K/N with whole numbers, e.g. --shard 2/8 for the second of 8 shards.")
-    k, n = int(match[1]), int(match[2])
-    if n < 1:
-        raise DataError(f"--shard {text!r}: N (the number of shards) must be at least 1.")
-    if k == 0:
-        raise DataError(f"--shard {text!r}: shards count from 1 (1/{n} to {n}/{n}); with a 0-based array index "
-                        f"use --shard $((SLURM_ARRAY_TASK_ID+1))/{n}.")
-    if k > n:
-        raise DataError(f"--shard {text!r}: K must be between 1 and N={n}.")
-    return k, n
-
-
-def select_shard(files: list[ImageFile], k: int, n: int) -> list[ImageFile]:
-    """The files of shard K of N, chosen by a stable hash of each reported path, in input order.
-
-    A file's shard depends only on its `rel`, so every shard job must name the same inputs;
-    adding files never moves the others to another shard.
-    """
-    if not 1 <= k <= n:
-        raise DataError(f"--shard {k}/{n}: K must be between 1 and N.")
-    return [f for f in files if _shard_hash(f.rel) % n == k - 1]
-
-
-def _shard_hash(rel: str) -> int:
-    # sha1, not hash(): the same on every machine and run. fsencode keeps non-UTF-8 names hashable.
-    return int.from_bytes(hashlib.sha1(os.fsencode(rel)).digest()[:8], "big")

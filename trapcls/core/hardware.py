@@ -1,4 +1,4 @@
-"""What this machine's GPU and TensorRT are: the facts an engine is bound to.
+"""What this machine has: CPU cores, and the GPU and TensorRT facts an engine is bound to.
 
 A TensorRT engine runs only on the GPU model (compute capability and SM count) and the
 TensorRT version that built it, so export records these facts and loading compares them.
@@ -11,6 +11,7 @@ import glob
 import importlib
 import importlib.util
 import os
+import platform
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -27,6 +28,38 @@ class Gpu:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def cores() -> int:
+    """CPU cores this process may use (cgroup/affinity aware where the OS says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux, else what platform says)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def memory_gib() -> float | None:
+    """Total RAM in GiB (from /proc/meminfo on Linux), or None where the OS does not say."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def gpu_present() -> bool:

@@ -18,35 +18,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trapcls.bundle import MANIFEST, ONNX_FILE, Bundle
-from trapcls.exceptions import BundleError
-from trapcls.fsutil import atomic_write_text, sha256_file
-from trapcls.gpu import Gpu
+from trapcls.core.bundle import MANIFEST, ONNX_FILE, Bundle
+from trapcls.core.exceptions import BundleError
+from trapcls.core.fsutil import atomic_write_text, sha256_file
+from trapcls.core.hardware import Gpu
+from trapcls.core.profile import Profile
 
 ENGINE_DIR = "engines"
 TIMING_CACHE = "timing.cache"
 METADATA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Profile:
-    """The optimisation profile's batch sizes and the builder's workspace limit."""
-
-    min_batch: int = 1
-    opt_batch: int = 8
-    max_batch: int = 16
-    workspace_mib: int = 1024  # fits an 8 GB Jetson, whose GPU shares memory with the CPU
-
-    def check(self) -> None:
-        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise BundleError(f"Batch sizes must satisfy 1 <= --min-batch <= --opt-batch <= --max-batch; got "
-                              f"{self.min_batch}, {self.opt_batch}, {self.max_batch}.")
-        if self.workspace_mib < 64:
-            raise BundleError(f"--workspace is in MiB and must be at least 64, got {self.workspace_mib}.")
-
-    def flags(self) -> str:
-        return (f"--min-batch {self.min_batch} --opt-batch {self.opt_batch} --max-batch {self.max_batch} "
-                f"--workspace {self.workspace_mib}")
 
 
 @dataclass(frozen=True)

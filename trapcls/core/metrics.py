@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trapcls.exceptions import DataError
-from trapcls.predict import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD, blank_index
+from trapcls.core.exceptions import DataError
 
 # The DrivenData multiclass log loss clips probabilities to [eps, 1 - eps] before the log.
 LOG_LOSS_EPS = 1e-15
@@ -180,9 +180,6 @@ def evaluate_probs(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]
     binary_detection for a class named blank or empty, else None; per_site is None unless
     `sites` (one per row) is given, and then maps each site, sorted by name, to its own scores.
     """
-    # Imported here: trapcls.predict.output pulls in PIL, which training and metrics never need.
-    from trapcls.predict.output import blank_index
-
     probs, labels = _checked(probs, labels)
     classes = [str(c) for c in classes]
     if probs.shape[1] != len(classes):

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from trapcls import __version__
-from trapcls.exceptions import BundleError
-from trapcls.fsutil import atomic_write_text, sha256_file
-from trapcls.preprocess import PreprocessSpec
+from trapcls.core.exceptions import BundleError
+from trapcls.core.fsutil import atomic_write_text, sha256_file
+from trapcls.core.preprocess import PreprocessSpec
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
@@ -191,7 +191,8 @@ def _check_classes(classes: Any, where: Path) -> None:
         raise BundleError(f"{where}: duplicate class names {duplicates}.")
     reserved = sorted(set(classes) & RESERVED_NAMES)
     if reserved:
-        raise BundleError(f"{where}: class names {reserved} clash with CSV columns {sorted(RESERVED_NAMES)}; rename them.")
+        raise BundleError(f"{where}: class names {reserved} clash with CSV columns {sorted(RESERVED_NAMES)}; "
+                          "rename them.")
 
 
 def _onnx_output_width(path: Path) -> int | None:

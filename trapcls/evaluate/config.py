@@ -1,0 +1,22 @@
+"""The options of `trapcls evaluate`, each default written once; the CLI reads them from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Everything `trapcls evaluate` needs; the CLI only fills this in."""
+
+    predictions: list[Path]  # one file, or two to compare (A then B)
+    labels: Path
+    label_regex: str | None = None
+    blank_threshold: float = DEFAULT_BLANK_THRESHOLD
+    report: Path | None = None
+    bundle: Path | None = None
+    command: str = ""
+    title: str | None = None

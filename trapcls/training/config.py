@@ -1,0 +1,130 @@
+"""The options of `trapcls train`, each default written once, and how a config file joins them.
+
+Precedence, lowest first: the defaults below < a config file (`--config RUN/config.json`, the
+file every run writes, reruns its recipe) < the flags given on the command line. The CLI reads
+its defaults from TrainConfig and passes only the flags the user typed, so no default is written
+twice. Free of heavy imports: the CLI loads this module to build its options.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from trapcls.core.exceptions import DataError
+
+# The fixed choices; the CLI offers exactly these and the recipe's registries are keyed by them.
+OPTIMIZERS = ("adamw", "sgd")
+AUGMENTS = ("trivial", "randaugment", "none")
+BALANCES = ("none", "sampler", "loss")
+GROUP_BY = ("auto", "site", "folder", "none")
+DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-2}
+
+# Settings of one run (where it goes, whether it continues), never taken from a config file.
+RUN_ONLY = frozenset({"out", "resume", "overwrite", "command"})
+# What a run adds to its config.json besides the options (resolved facts); a config file may hold them.
+RESOLVED = frozenset({"split", "device", "precision", "classes", "preprocess", "train_images", "val_images",
+                      "processes"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The settings of a training run; saved, resolved, as config.json in the run folder."""
+
+    data: Path
+    out: Path
+    arch: str | None = None
+    weights: Path | None = None
+    from_bundle: Path | None = None
+    pretrained: bool = False
+    epochs: int = 5
+    img_size: int | None = None
+    batch_size: int = 16
+    optimizer: str = "adamw"
+    lr: float | None = None
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    freeze_backbone: bool = False
+    freeze_epochs: int = 0
+    layer_decay: float | None = None
+    warmup_epochs: float = 1.0
+    augment: str = "trivial"
+    crop_scale: float = 0.7
+    balance: str = "none"
+    accumulate: int = 1
+    ema_decay: float | None = None
+    early_stop: int = 0
+    amp: bool = True
+    val_fraction: float = 0.2
+    group_by: str = "auto"
+    folds: int = 0
+    fold: int = 1
+    label_regex: str | None = None
+    seed: int = 0
+    workers: int | None = None
+    overwrite: bool = False
+    resume: bool = False
+    find_lr: bool = False
+    find_lr_steps: int = 100
+    export: str = "onnx"
+    calibrate: bool = True
+    command: str = ""  # the command line, for the report
+
+    def to_json(self) -> dict:
+        """The settings as JSON values (paths as strings)."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    @property
+    def peak_lr(self) -> float:
+        """--lr, else the optimizer's default rate."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+
+def train_config(flags: dict[str, Any], *, config_file: Path | None = None) -> TrainConfig:
+    """TrainConfig from defaults < `config_file` < `flags` (the options given on the command line)."""
+    values = read_config_file(config_file) if config_file is not None else {}
+    values.update(flags)
+    missing = [f.name for f in fields(TrainConfig) if f.name in ("data", "out") and f.name not in values]
+    if missing:
+        raise DataError(f"{' and '.join(missing)} must be given (on the command line or in --config).")
+    return TrainConfig(**values)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The options in a JSON config file (a run's config.json, or one written by hand), checked and typed."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"--config {path} does not exist; pass a run's config.json or a JSON file of "
+                        "options.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"--config {path} is not readable JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"--config {path} must hold a JSON object of option names and values.")
+    types_ = typing.get_type_hints(TrainConfig)
+    unknown = sorted(set(data) - set(types_) - RESOLVED)
+    if unknown:
+        raise DataError(f"--config {path}: unknown options {', '.join(unknown)}. Valid: "
+                        f"{', '.join(sorted(set(types_) - RUN_ONLY))}.")
+    return {name: _typed(path, name, value, types_[name]) for name, value in data.items()
+            if name in types_ and name not in RUN_ONLY}
+
+
+def _typed(path: Path, name: str, value: Any, hint: Any) -> Any:
+    """`value` as the field's type (paths from strings); a DataError naming the option when it does not fit."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        if kind is Path and isinstance(value, str):
+            return Path(value)
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind in (int, str, bool) and type(value) is kind:
+            return value
+    expected = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
+    raise DataError(f"--config {path}: {name} must be {expected}, got {value!r}.")
