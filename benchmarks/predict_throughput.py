@@ -1,7 +1,7 @@
 """Predict throughput: trapcls end to end against the machine's work bound and a tutorial baseline.
 
 Method (one run, warm page cache, real camera-trap frames from ../shared/data, per architecture):
-  t_d       decode + resize + normalise of one image with `trapcls.preprocess.preprocess`, one thread
+  t_d       decode + resize + normalise of one image with `trapcls.core.preprocess.preprocess`, one thread
             (measured once per input geometry: the normalisation constants do not change the cost).
   t_m       the bundle's model.onnx alone in ONNX Runtime (1 intra-op, 1 inter-op thread, ORT_ENABLE_ALL)
             on already-decoded batches of 16.
@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.metadata
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -49,6 +47,11 @@ from PIL import Image
 from torchvision import transforms
 
 HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent))
+from environment import machine, versions  # noqa: E402
+
+from trapcls.core.hardware import cores  # noqa: E402
+
 DEFAULT_DATA = HERE.parents[2] / "shared" / "data"
 INPUT_SIZE, NUM_CLASSES, BATCH = 224, 8, 16
 MODEL_IMAGES = 64  # t_m needs only a few batches: model time does not depend on image content
@@ -57,7 +60,7 @@ SUBFOLDERS = 4
 TUTORIAL_MEAN, TUTORIAL_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PACKAGES = ("trapcls", "torch", "torchvision", "timm", "onnxruntime", "pillow", "numpy")
 CSV_NAME = "predictions.csv"
-CORES = os.cpu_count() or 1
+CORES = cores()
 T0 = time.perf_counter()
 # ru_maxrss survives exec, so a child started straight from this process (torch loaded, models built)
 # would report this process's peak. A small launcher in between keeps the figure the child's own.
@@ -141,8 +144,8 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 
 def time_decode(files: list[Path], spec, repeats: int) -> float:
-    """Per-image seconds of `trapcls.preprocess.preprocess` on one thread."""
-    from trapcls.preprocess import preprocess
+    """Per-image seconds of `trapcls.core.preprocess.preprocess` on one thread."""
+    from trapcls.core.preprocess import preprocess
 
     preprocess(files[0], spec)  # warm-up: lazy imports, allocator
     return median_seconds(lambda: [preprocess(f, spec) for f in files], repeats) / len(files)
@@ -263,8 +266,8 @@ def baseline_child(image_dir: Path, arch: str, device: str) -> None:
 def measure_arch(arch: str, bundle_dir: Path, image_dir: Path, args: argparse.Namespace,
                  decode_times: dict[tuple, float]) -> dict:
     """The four measurements (a)-(d) for one architecture."""
-    from trapcls.bundle import load_bundle
-    from trapcls.preprocess import preprocess
+    from trapcls.core.bundle import load_bundle
+    from trapcls.core.preprocess import preprocess
 
     bundle = load_bundle(bundle_dir)
     spec, files = bundle.preprocess, list_images(image_dir)
@@ -296,31 +299,6 @@ def measure_arch(arch: str, bundle_dir: Path, image_dir: Path, args: argparse.Na
 def predict_args(args: argparse.Namespace) -> list[str]:
     """Extra `trapcls predict` flags: the torch backend on CUDA, then whatever --predict-args says."""
     return (["--backend", "torch"] if args.device == "cuda" else []) + shlex.split(args.predict_args)
-
-
-def machine(device: str) -> dict:
-    """CPU model, cores, RAM in GiB, and the GPU with --device cuda."""
-    info: dict = {"cpu": platform.processor() or "unknown", "cores": CORES, "ram_gib": None}
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines() + Path("/proc/meminfo").read_text().splitlines()
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-        info["ram_gib"] = round(int(next(line.split()[1] for line in lines if line.startswith("MemTotal"))) / 2**20, 1)
-    except (OSError, StopIteration):
-        pass  # not Linux: keep platform.processor()
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def versions() -> dict[str, str]:
-    """Python and the installed versions of the packages that matter here."""
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
 
 
 def num(value: float | None, spec: str) -> str:
@@ -368,7 +346,7 @@ def throughput_table(report: dict) -> list[str]:
         problems += [f"problem ({arch}): {p}" for p in r["trapcls"]["problems"] + r["baseline"]["problems"]]
     cuda = report["device"] == "cuda"
     legend = [
-        "t_d: trapcls.preprocess.preprocess on 1 thread. t_m: model alone, batches of 16, "
+        "t_d: trapcls.core.preprocess.preprocess on 1 thread. t_m: model alone, batches of 16, "
         + ("torch FP16 channels_last on CUDA, forward only." if cuda else "ONNX Runtime on 1 thread."),
         (f"bound/s = {'min(cores/t_d, 1/t_m)' if cuda else 'cores/(t_d+t_m)'}. trapcls/s, baseline/s: "
          "files / child wall clock (start-up included), median of repeats."),
@@ -415,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     frames = source_frames(args.data)
     args.cache.mkdir(parents=True, exist_ok=True)
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
-    report = {"machine": machine(args.device), "versions": versions(), "device": args.device,
+    report = {"machine": machine(args.device), "versions": versions(PACKAGES), "device": args.device,
               "predict_args": predict_args(args), "load_average": round(os.getloadavg()[0], 2)}
     if args.rss_files:
         bundle, rows = build_bundle(archs[0], args.cache, frames), []

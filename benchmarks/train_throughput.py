@@ -1,7 +1,7 @@
 """Train throughput: images/s of the trapcls training step, FP32 contiguous against AMP + channels_last.
 
 Method (one run, one random-init model, one in-memory batch reused for every step):
-  step      the body of `trapcls.training.loop.train_one_epoch`: forward and loss under `Stepper.autocast`,
+  step      the body of `trapcls.training.trainer.train_one_epoch`: forward and loss under `Stepper.autocast`,
             `Stepper.backward` (GradScaler, AdamW step, zero_grad, per-step schedule), then `loss.item()` and
             the correct count, as `trapcls train` does with its default optimizer, weight decay and label
             smoothing (`TrainConfig`). Not timed: decoding and augmentation (the batch is decoded once)
@@ -27,15 +27,15 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import importlib.metadata
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from environment import machine, versions  # noqa: E402
 
 NUM_CLASSES = 8
 PACKAGES = ("trapcls", "torch", "timm")
@@ -48,7 +48,7 @@ def load_batch(args: argparse.Namespace, spec) -> tuple[torch.Tensor, str]:
     if args.images is None:
         shape = (args.batch_size, 3, spec.height, spec.width)
         return torch.randn(shape, generator=generator), "synthetic noise (torch.randn)"
-    from trapcls.preprocess import IMAGE_SUFFIXES, preprocess
+    from trapcls.core.preprocess import IMAGE_SUFFIXES, preprocess
 
     files = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -61,7 +61,8 @@ def load_batch(args: argparse.Namespace, spec) -> tuple[torch.Tensor, str]:
 
 def run_config(base_model, images: torch.Tensor, labels: torch.Tensor, *, amp: bool, args) -> dict:
     """Warm up, then time --repeats runs of --steps training steps; images/s per repeat and peak memory."""
-    from trapcls.training.loop import DEFAULT_LR, Stepper, TrainConfig
+    from trapcls.training.config import TrainConfig
+    from trapcls.training.epoch import Stepper
     from trapcls.training.recipe import autocast_dtype, make_optimizer, warmup_cosine
 
     cuda = args.device == "cuda"
@@ -74,7 +75,7 @@ def run_config(base_model, images: torch.Tensor, labels: torch.Tensor, *, amp: b
     layout = torch.channels_last if amp else torch.contiguous_format
     model = copy.deepcopy(base_model).to(args.device, memory_format=layout).train()
     x, y = images.to(args.device).contiguous(memory_format=layout), labels.to(args.device)
-    optimizer = make_optimizer(model, name=defaults.optimizer, lr=DEFAULT_LR[defaults.optimizer],
+    optimizer = make_optimizer(model, name=defaults.optimizer, lr=defaults.peak_lr,
                                weight_decay=defaults.weight_decay, layer_decay=defaults.layer_decay)
     total = args.warmup + args.steps * args.repeats
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, args.warmup))
@@ -108,31 +109,15 @@ def run_config(base_model, images: torch.Tensor, labels: torch.Tensor, *, amp: b
             "scaler": amp_dtype == torch.float16}
 
 
-def machine(device: str) -> str:
-    """CPU model and core count, and the GPU with --device cuda."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass  # not Linux: keep platform.processor()
-    text = f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+def machine_line(device: str) -> str:
+    """The machine as benchmarks/environment.py describes it, plus torch's threads and the GPU's training facts."""
+    info = machine(device)
+    text = f"{info['cpu']}, {info['cores']} cores, torch threads {torch.get_num_threads()}"
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         text += (f"; GPU {props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, "
                  f"cuDNN {torch.backends.cudnn.version()}, bf16 {torch.cuda.is_bf16_supported()}")
     return text + f"; device {device}"
-
-
-def versions() -> str:
-    """Python and the installed versions of the packages that matter here."""
-    found = [f"python {platform.python_version()}"]
-    for name in PACKAGES:
-        try:
-            found.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            found.append(f"{name} not installed")
-    return ", ".join(found)
 
 
 def render(rows: list[list[str]]) -> list[str]:
@@ -188,7 +173,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Build the model and batch, time both configurations, print the report."""
     args = parse_args(argv)
-    from trapcls.exceptions import TrapclsError
+    from trapcls.core.exceptions import TrapclsError
     from trapcls.training.models import create_model, preprocess_spec
 
     torch.manual_seed(0)
@@ -202,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     results["amp+cl"] = run_config(model, images, labels, amp=True, args=args) if args.device == "cuda" else None
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print("\n".join([
-        f"machine : {machine(args.device)}", f"versions: {versions()}",
+        f"machine : {machine_line(args.device)}",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in versions(PACKAGES).items()),
         f"model   : {args.arch}, random init, {params:.1f} M parameters, {NUM_CLASSES} classes, {args.img_size}px",
         f"data    : {source}",
         f"steps   : batch {args.batch_size}, {args.warmup} warm-up + {args.repeats} x {args.steps} timed steps",

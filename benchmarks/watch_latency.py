@@ -35,7 +35,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
-from predict_throughput import DEFAULT_DATA, build_bundle, list_images, machine, say, versions  # noqa: E402
+from environment import machine, versions  # noqa: E402
+from predict_throughput import DEFAULT_DATA, PACKAGES, build_bundle, list_images, say  # noqa: E402
 
 
 def wait_for(predicate, timeout: float, step: float = 0.02) -> float:
@@ -105,29 +106,41 @@ def main() -> None:
             idle_rss = rss_mib(daemon.pid)
             watch_s, base_s = [], []
             for r in range(args.repeats):
-                camera = inbox / f"card{r}"
-                staging = tmp / f"staging{r}"
-                staging.mkdir()
-                camera.mkdir()
-                for i, frame in enumerate(frames):  # copy into the inbox as a card reader would: file by file
-                    shutil.copyfile(frame, camera / f"{i:05d}{frame.suffix.lower()}")
-                copied = time.perf_counter()
-                for i, frame in enumerate(frames):  # the same folder for the baseline, outside the inbox
-                    shutil.copyfile(frame, staging / f"{i:05d}{frame.suffix.lower()}")
-                done = wait_for(lambda: rows(camera / "predictions.csv") >= args.frames, timeout=600)
-                watch_s.append(done - copied)
-                start = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "trapcls", "predict", str(staging), "--bundle", str(bundle),
-                                "--out", str(tmp / f"base{r}.csv")], check=True, capture_output=True)
-                base_s.append(time.perf_counter() - start)
-                say(f"repeat {r + 1}: watch {watch_s[-1]:.2f} s, predict {base_s[-1]:.2f} s")
+                watched, by_hand = one_card(inbox / f"card{r}", tmp / f"staging{r}", tmp / f"base{r}.csv", frames,
+                                            bundle)
+                watch_s.append(watched)
+                base_s.append(by_hand)
+                say(f"repeat {r + 1}: watch {watched:.2f} s, predict {by_hand:.2f} s")
             busy_rss = rss_mib(daemon.pid)
         finally:
             daemon.terminate()
             daemon.wait(timeout=30)
             listener.close()
 
-    info, vers = machine("cpu"), versions()
+    print_table(args, bundle, watch_s=watch_s, base_s=base_s, idle_cpu=idle_cpu, rss=(idle_rss, busy_rss))
+
+
+def one_card(camera: Path, staging: Path, base_csv: Path, frames: list[Path], bundle: Path) -> tuple[float, float]:
+    """Copy one card into the inbox; seconds from its last byte to a complete CSV, and for predict by hand."""
+    staging.mkdir()
+    camera.mkdir()
+    for i, frame in enumerate(frames):  # copy into the inbox as a card reader would: file by file
+        shutil.copyfile(frame, camera / f"{i:05d}{frame.suffix.lower()}")
+    copied = time.perf_counter()
+    for i, frame in enumerate(frames):  # the same folder for the baseline, outside the inbox
+        shutil.copyfile(frame, staging / f"{i:05d}{frame.suffix.lower()}")
+    done = wait_for(lambda: rows(camera / "predictions.csv") >= len(frames), timeout=600)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "trapcls", "predict", str(staging), "--bundle", str(bundle),
+                    "--out", str(base_csv)], check=True, capture_output=True)
+    return done - copied, time.perf_counter() - start
+
+
+def print_table(args: argparse.Namespace, bundle: Path, *, watch_s: list[float], base_s: list[float],
+                idle_cpu: float, rss: tuple[float, float]) -> None:
+    """The machine, versions and workload, then the medians (min-max) of every measure."""
+    idle_rss, busy_rss = rss
+    info, vers = machine("cpu"), versions(PACKAGES)
     print(f"machine : {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()))
     print(f"workload: {args.frames} real frames per camera folder, bundle {bundle.name}, settle {args.settle:g} s, "
@@ -141,6 +154,7 @@ def main() -> None:
           f"{f'{min(base_s):.2f}-{max(base_s):.2f}':>18}")
     print(f"{'daemon idle CPU (% of one core)':<48}{100 * idle_cpu:>10.2f}")
     print(f"{'daemon RSS idle / after the folders (MiB)':<48}{f'{idle_rss:.0f} / {busy_rss:.0f}':>10}")
+
 
 
 if __name__ == "__main__":
