@@ -173,7 +173,7 @@ def train(
 
     if data is None and config is None:
         raise typer.BadParameter("give the training data, or --config with a file that names it.", param_hint="DATA")
-    flags = _given(ctx, TrainConfig)
+    flags = _options(ctx, TrainConfig, typed_only=True)
     if no_export:
         flags["export"] = "none"
     result = run_train(train_config({**flags, "command": _command_line()}, config_file=config), show_progress=True)
@@ -489,20 +489,19 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
-def _config(ctx: typer.Context, cls: type, **values: Any):
-    """`cls` built from this command's options of the same names (then `values`), choices as plain strings."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    options = {k: _plain(v) for k, v in ctx.params.items() if k in names}
-    return cls(**{**options, **values})
-
-
-def _given(ctx: typer.Context, cls: type) -> dict[str, Any]:
-    """The options of `cls` the user typed (or set in the environment), for precedence over a config file."""
+def _options(ctx: typer.Context, cls: type, *, typed_only: bool = False) -> dict[str, Any]:
+    """This command's options named after fields of `cls`, choices as plain strings; with `typed_only`
+    only those the user typed (or set in the environment), which take precedence over a config file."""
     names = {f.name for f in dataclasses.fields(cls)}
     # By name: typer may bring its own copy of click, whose ParameterSource is another enum than click's.
     typed = {"COMMANDLINE", "ENVIRONMENT"}
     return {k: _plain(v) for k, v in ctx.params.items()
-            if k in names and getattr(ctx.get_parameter_source(k), "name", None) in typed}
+            if k in names and (not typed_only or getattr(ctx.get_parameter_source(k), "name", None) in typed)}
+
+
+def _config(ctx: typer.Context, cls: type, **values: Any):
+    """`cls` built from this command's options of the same names, then `values`."""
+    return cls(**{**_options(ctx, cls), **values})
 
 
 def _frames(folder: Path | None, limit: int) -> list[Path] | None:

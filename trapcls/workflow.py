@@ -61,8 +61,8 @@ def export_run(result: TrainResult, targets: tuple[str, ...]) -> TrainResult:
 def write_validation_report(run_dir: Path, validation: Validation, *, command: str = "") -> None:
     """per_class.csv, confusion.png and report.html (as `trapcls evaluate` writes it) for the validation split."""
     metrics = _validation_metrics(validation)
-    write_csv(run_dir / "per_class.csv", ["class", "precision", "recall", "f1", "support"],
-              ([row[k] for k in ("class", "precision", "recall", "f1", "support")] for row in metrics["per_class"]))
+    columns = ("class", "precision", "recall", "f1", "support")
+    write_csv(run_dir / "per_class.csv", columns, ([row[k] for k in columns] for row in metrics["per_class"]))
     atomic_write_bytes(run_dir / "confusion.png", confusion_png(metrics["confusion"], validation.classes,
                                                                 normalised=True))
     paths = [s.path for s in validation.samples]

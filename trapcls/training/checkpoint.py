@@ -90,13 +90,18 @@ class CheckpointKeeper:
         score = row.get("val_log_loss", -epoch)  # without validation the last epoch is kept
         if self.best is None or score < self.best.get("val_log_loss", -self.best["epoch"]):
             self.best = row
-            save_checkpoint(self.run_dir / BEST, model, epoch=epoch, metrics=row, **self.meta)
+            self.save_best(model)
             return True
         if self.early_stop and validated and epoch - self.best["epoch"] >= self.early_stop:
             log.info("early stop: validation log loss has not improved for %d epochs (best: epoch %d)",
                      self.early_stop, self.best["epoch"])
             self.stopped = True
         return False
+
+    def save_best(self, model, *, calibration: dict[str, Any] | None = None) -> None:
+        """best.pt: `model` as the best epoch's weights (again once calibrated, with the temperature)."""
+        save_checkpoint(self.run_dir / BEST, model, epoch=int(self.best["epoch"]), metrics=self.best,
+                        calibration=calibration, **self.meta)
 
     def save_last(self, epoch: int, parts: dict[str, Stateful]) -> None:
         """Everything a killed run needs to go on exactly where it was: the same batches, the same

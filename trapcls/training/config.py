@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import types
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ def train_config(flags: dict[str, Any], *, config_file: Path | None = None) -> T
     """TrainConfig from defaults < `config_file` < `flags` (the options given on the command line)."""
     values = read_config_file(config_file) if config_file is not None else {}
     values.update(flags)
-    missing = [f.name for f in fields(TrainConfig) if f.name in ("data", "out") and f.name not in values]
+    missing = [name for name in ("data", "out") if name not in values]
     if missing:
         raise DataError(f"{' and '.join(missing)} must be given (on the command line or in --config).")
     return TrainConfig(**values)

@@ -39,7 +39,6 @@ from trapcls.training.checkpoint import (
     LoaderRng,
     load_checkpoint,
     load_train_state,
-    save_checkpoint,
 )
 from trapcls.training.config import AUGMENTS, BALANCES, OPTIMIZERS, TrainConfig
 from trapcls.training.dataset import make_loaders
@@ -311,8 +310,7 @@ class Trainer:
             calibration = fit_temperature(logits.numpy(), labels.numpy())
             log.info("calibration: temperature %.3f, validation log loss %.4f -> %.4f", calibration.temperature,
                      calibration.val_log_loss_before, calibration.val_log_loss_after)
-            save_checkpoint(self.run_dir / BEST, model, epoch=int(best["epoch"]), metrics=best,
-                            calibration=calibration.to_dict(), **self.keeper.meta)
+            self.keeper.save_best(model, calibration=calibration.to_dict())
         probs = probabilities(logits.numpy(), calibration.temperature if calibration else 1.0)
         title = f"validation, best epoch {int(best['epoch'])} ({len(self.val_set)} images)"
         return calibration, Validation(samples=self.val_set, labels=labels.numpy(), probs=probs,
