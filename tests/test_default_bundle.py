@@ -52,7 +52,7 @@ def test_predict_without_bundle_uses_the_default_and_the_environment_overrides_i
                           capture_output=True, text=True, env={**env, BUNDLE_ENV: str(tiny_run / "bundle")},
                           timeout=300, check=True)
     assert f"${BUNDLE_ENV}" in proc.stderr
-    assert mine.read_text().splitlines()[0].split(",")[5:-2] == list(load_bundle(tiny_run / "bundle").classes)
+    assert mine.read_text().splitlines()[0].split(",")[5:-3] == list(load_bundle(tiny_run / "bundle").classes)
 
 
 def test_a_missing_default_is_a_clear_error(monkeypatch, tmp_path):

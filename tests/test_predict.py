@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import DEMO, make_bad_inputs, noise_image, write_jpeg
+from trapcls.core.bundle import load_bundle
 from trapcls.core.discover import discover_images
 from trapcls.core.exceptions import DataError
 from trapcls.core.probs import probabilities
@@ -51,7 +52,9 @@ def test_field_format_has_one_row_per_image_and_probabilities_sum_to_one(tiny_ru
     summary = run_predict(PredictConfig(inputs=[DEMO / "frames"], bundle=tiny_run / "bundle", out=out, batch_size=3))
     df = _read(out)
     classes = ["baboon", "blank", "buffalo", "elephant", "warthog", "zebra"]
-    assert list(df.columns) == ["path", "captured", "label", "probability", "is_blank", *classes, "status", "error"]
+    assert list(df.columns) == ["path", "captured", "label", "probability", "is_blank", *classes, "status", "error",
+                                "model"]
+    assert set(df["model"]) == {load_bundle(tiny_run / "bundle").model_id}  # who classified every row
     assert len(df) == summary.images == 10 and summary.failed == 0
     assert list(df["path"]) == sorted(df["path"])
     probs = df[classes].to_numpy(dtype=float)

@@ -26,7 +26,8 @@ MANIFEST = "bundle.json"
 ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.safetensors"
 # Column names the CSV writers use besides the classes; a class may not take one of them.
-RESERVED_NAMES = frozenset({"id", "path", "captured", "label", "probability", "is_blank", "status", "error"})
+RESERVED_NAMES = frozenset({"id", "path", "captured", "label", "probability", "is_blank", "status", "error", "model"})
+SHORT_SHA = 12  # hex digits of model.onnx's sha256 in a model id: enough to tell any two models apart
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,15 @@ class Bundle:
     @property
     def onnx_path(self) -> Path:
         return self.root / ONNX_FILE
+
+    @property
+    def model_id(self) -> str:
+        """Who classified a row: "NAME [vVERSION] sha256:SHORT" (name and version from bundle.json, else the
+        folder's name; SHORT is the start of model.onnx's sha256, so two models never share an id)."""
+        name = str(self.manifest.get("name") or self.root.resolve().name)
+        version = self.manifest.get("version")
+        sha = str(self.manifest["files"][ONNX_FILE]["sha256"])[:SHORT_SHA]
+        return " ".join([name, *([f"v{version}"] if version not in (None, "") else []), f"sha256:{sha}"])
 
     @property
     def weights_path(self) -> Path | None:
@@ -86,19 +96,21 @@ def write_manifest(
     metrics: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
     export: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> Bundle:
     """Write bundle.json for the model files already in `root`, then load it back validated."""
     root = Path(root)
     _check_classes(classes, root / MANIFEST)
     files = {}
-    for name in (ONNX_FILE, WEIGHTS_FILE):
-        path = root / name
+    for file_name in (ONNX_FILE, WEIGHTS_FILE):
+        path = root / file_name
         if path.exists():
-            files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+            files[file_name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     if ONNX_FILE not in files:
         raise BundleError(f"{root / ONNX_FILE} does not exist; export the ONNX model before writing the manifest.")
     manifest = {
         "format_version": FORMAT_VERSION,
+        "name": name or root.name,  # names the model in every CSV row and export (Bundle.model_id)
         "trapcls_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "arch": arch,

@@ -14,7 +14,15 @@ class DataError(TrapclsError):
 
 
 class ImageReadError(TrapclsError):
-    """One image could not be decoded; predict records it as a row, it never stops a run."""
+    """One image could not be decoded; predict records it as a row, it never stops a run.
+
+    `captured` keeps the EXIF capture time when the header was readable (a JPEG cut short keeps
+    its EXIF), so an unreadable frame still falls into its event.
+    """
+
+    def __init__(self, message: str, *, captured: str | None = None) -> None:
+        super().__init__(message)
+        self.captured = captured
 
 
 class ExportError(TrapclsError):

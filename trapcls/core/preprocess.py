@@ -91,28 +91,33 @@ def load_frame(path: str | Path, *, min_size: tuple[int, int] | None = None) -> 
     Frames above Pillow's MAX_IMAGE_PIXELS are refused before any pixel is decoded.
     """
     path = Path(path)
+    captured = None
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise ImageReadError(f"not a regular file: {path}")
         with Image.open(path, formats=ALLOWED_FORMATS) as img:
             _check_pixels(img, path)
             exif = img.getexif()
+            captured = capture_time(exif)
             if min_size and img.format == "JPEG":
                 img.draft(None, _upright_request(min_size, exif.get(_ORIENTATION)))
             img.load()  # JPEG truncation only surfaces here; verify() is a no-op for JPEG
             ImageOps.exif_transpose(img, in_place=True)
-            return Frame(image=_to_rgb(img), captured=capture_time(exif))
+            return Frame(image=_to_rgb(img), captured=captured)
+    except ImageReadError as exc:
+        exc.captured = exc.captured or captured
+        raise
     except UnidentifiedImageError as exc:
         size = path.stat().st_size if path.exists() else None
         reason = "empty file (0 bytes)" if size == 0 else "not a JPEG or PNG image"
         raise ImageReadError(f"{reason}: {path}") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning when run with -W error
-        raise ImageReadError(f"image too large (decompression bomb guard): {path}: {exc}") from exc
+        raise ImageReadError(f"image too large (decompression bomb guard): {path}: {exc}", captured=captured) from exc
     except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as exc:
         raise ImageReadError(f"cannot read file: {path}: {exc.strerror or exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow raises OSError("image file is truncated ...") and friends for broken data.
-        raise ImageReadError(f"truncated or corrupt image: {path}: {exc}") from exc
+        raise ImageReadError(f"truncated or corrupt image: {path}: {exc}", captured=captured) from exc
 
 
 def load_image(path: str | Path, *, min_size: tuple[int, int] | None = None) -> Image.Image:

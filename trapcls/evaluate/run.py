@@ -23,7 +23,7 @@ from trapcls.core.labels import Sample, load_samples
 from trapcls.core.metrics import compare, evaluate_probs
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.evaluate.report import galleries, write_report
-from trapcls.predict.output import read_table
+from trapcls.predict.output import parse_header, read_table
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,8 @@ def read_predictions(path: Path) -> Predictions:
     header, rows = read_table(path)
     if not header:
         raise DataError(f"{path} is empty; expected a CSV written by `trapcls predict`.")
-    if header[0] == "id":
-        fmt, classes, first = "submission", header[1:], 1
-    elif header[:4] == ["path", "captured", "label", "probability"] and header[-2:] == ["status", "error"]:
-        fmt = "field"
-        first = 5 if header[4] == "is_blank" else 4
-        classes = header[first:-2]
-    else:
-        raise DataError(f"{path}: not a trapcls predictions CSV (header starts {', '.join(header[:4])}); expected "
-                        "the field format (path,captured,label,probability,...) or the submission format (id,...).")
-    if len(classes) < 2:
-        raise DataError(f"{path}: found {len(classes)} class columns; a classifier has at least 2.")
+    columns = parse_header(header, path)
+    fmt, classes, first = columns.fmt, columns.classes, columns.first
     keys, values, failed, seen, repeated = [], [], [], set(), []
     for row in rows:
         key = row[0]
@@ -82,7 +73,7 @@ def read_predictions(path: Path) -> Predictions:
             repeated.append(key)
             continue
         seen.add(key)
-        if fmt == "field" and row[-2] != "ok":
+        if fmt == "field" and row[columns.status] != "ok":
             failed.append(key)
             continue
         try:

@@ -45,6 +45,12 @@ class ExportReport:
     fp16_parity: ParityReport | None = None  # the stored FP16 graph against the FP32 graph, with --fp16
 
 
+def _bundle_name(out: Path) -> str:
+    """The model's name in CSVs and exports: the bundle folder's, or the run's for a run's RUN/bundle."""
+    out = out.resolve()
+    return out.parent.name if out.name == "bundle" and out.parent.name else out.name
+
+
 def export_onnx(source: Path, out: Path, *, verify_images: list[Path] | None = None,
                 fp16: bool = False) -> ExportReport:
     """Write a bundle for the checkpoint at `source` (a run folder or .pt) into `out`; FP16 weights with `fp16`.
@@ -75,7 +81,7 @@ def export_onnx(source: Path, out: Path, *, verify_images: list[Path] | None = N
         metrics = {k: v for k, v in ckpt["metrics"].items() if k.startswith("val_")}
         training = {"checkpoint": ckpt["path"], "epoch": ckpt["epoch"], "config": ckpt["config"]}
         manifest_args = dict(arch=ckpt["arch"], classes=ckpt["classes"], preprocess=spec, metrics=metrics,
-                             training=training, calibration=ckpt.get("calibration"))
+                             training=training, calibration=ckpt.get("calibration"), name=_bundle_name(out))
         bundle = write_manifest(staging, **manifest_args)
         images = verify_images or sample_images()
         parity = check_parity(model, bundle, images)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from trapcls.core.exceptions import DataError
 from trapcls.core.fsutil import write_csv
-from trapcls.predict.output import read_table, short
+from trapcls.predict.output import check_one_model, read_table, short
 
 _EXAMPLES = 5
 
@@ -40,6 +40,12 @@ def merge_csvs(sources: list[Path], out: Path) -> MergeSummary:
                 "Merge only CSVs written by the same model with the same --format."
             )
     tagged = [(row, path) for path, _, rows in tables for row in rows]
+    if header[-1:] == ["model"]:  # a field CSV: one model's results only
+        models = {path: check_one_model(path, len(header) - 1, rows) for path, _, rows in tables if rows}
+        if len(set(models.values())) > 1:
+            listed = "; ".join(f"{path}: {model}" for path, model in models.items())
+            raise DataError(f"These CSVs were written by different models ({listed}). Merge only one model's "
+                            "results; re-run the odd shard with the same --bundle.")
     _check_unique(tagged)
     tagged.sort(key=lambda item: item[0][0])
     write_csv(out, header, (row for row, _ in tagged))

@@ -55,16 +55,18 @@ def check_format(fmt: str) -> None:
 
 @dataclass(frozen=True)
 class Layout:
-    """The shape of one prediction CSV: format, classes, and the blank flag's threshold.
+    """The shape of one prediction CSV: format, classes, the blank flag's threshold and the model.
 
-    field: path, captured, label, probability, [is_blank,] <classes>, status, error
-    (is_blank only when the bundle has a blank class: P(blank) >= blank_threshold).
+    field: path, captured, label, probability, [is_blank,] <classes>, status, error, model
+    (is_blank only when the bundle has a blank class: P(blank) >= blank_threshold; model is the
+    bundle's `model_id`, the same on every row, so results of two models never mix silently).
     submission: id, <classes>; unreadable files get the uniform distribution.
     """
 
     fmt: str
     classes: tuple[str, ...]
     blank_threshold: float = DEFAULT_BLANK_THRESHOLD
+    model: str = ""
 
     def __post_init__(self) -> None:
         check_format(self.fmt)
@@ -80,7 +82,7 @@ class Layout:
         if self.fmt == "submission":
             return ["id", *classes]
         flag = ["is_blank"] if self.blank is not None else []
-        return ["path", "captured", "label", "probability", *flag, *classes, "status", "error"]
+        return ["path", "captured", "label", "probability", *flag, *classes, "status", "error", "model"]
 
     def key(self, file: ImageFile) -> str:
         """The row's first cell, exactly as written."""
@@ -92,12 +94,63 @@ class Layout:
             probs = result.probs if result.ok else np.full(n, 1.0 / n)
             return [self.key(result.file), *map(_fmt, probs)]
         flag = 1 if self.blank is not None else 0
+        model = neutralise(self.model)
         if not result.ok:
-            return [self.key(result.file), "", "", "", *([""] * (flag + n)), "error", neutralise(result.error or "")]
+            return [self.key(result.file), result.captured or "", "", "", *([""] * (flag + n)), "error",
+                    neutralise(result.error or ""), model]
         top = int(np.argmax(result.probs))
         is_blank = ["true" if result.probs[self.blank] >= self.blank_threshold else "false"] if flag else []
         return [self.key(result.file), result.captured or "", neutralise(self.classes[top]), _fmt(result.probs[top]),
-                *is_blank, *map(_fmt, result.probs), "ok", ""]
+                *is_blank, *map(_fmt, result.probs), "ok", "", model]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where things are in a prediction CSV's header (the reading side of `Layout`)."""
+
+    fmt: str
+    classes: tuple[str, ...]
+    first: int  # index of the first class column
+    is_blank: int | None  # index of the is_blank column (field CSVs of a model with a blank class)
+    model: int | None  # index of the model column (field CSVs written before it existed have none)
+
+    @property
+    def status(self) -> int | None:
+        return self.first + len(self.classes) if self.fmt == "field" else None
+
+
+FIELD_LEAD = ["path", "captured", "label", "probability"]
+
+
+def parse_header(header: list[str], path: Path) -> Columns:
+    """The columns of a `predict`/`watch` CSV; DataError naming the file when it is neither format."""
+    if header and header[0] == "id":
+        return Columns("submission", tuple(header[1:]), 1, None, None)
+    tail = next((n for n in (3, 2) if header[-n:] == ["status", "error", "model"][:n]), None)
+    if header[:4] != FIELD_LEAD or tail is None:
+        raise DataError(f"{path}: not a trapcls predictions CSV (header starts {short(header[:4])}); expected the "
+                        "field format (path,captured,label,probability,...) or the submission format (id,...).")
+    flag = 4 if len(header) > 4 and header[4] == "is_blank" else None
+    first = 5 if flag else 4
+    classes = tuple(header[first:len(header) - tail])
+    if len(classes) < 2:
+        raise DataError(f"{path}: found {len(classes)} class columns; a classifier has at least 2.")
+    return Columns("field", classes, first, flag, len(header) - 1 if tail == 3 else None)
+
+
+def check_one_model(path: Path, column: int | None, rows: list[list[str]], model: str | None = None) -> str | None:
+    """The one model that wrote `rows` (its cells in `column`; None for a CSV without the column); DataError if
+    rows of two models are mixed, or if `model` is given and the rows are another model's."""
+    if column is None:
+        return None
+    found = sorted({row[column] for row in rows})
+    if len(found) > 1:
+        raise DataError(f"{path} mixes results of {len(found)} models ({'; '.join(found[:3])}). Keep one model's "
+                        "results per file: re-run predict with --overwrite, or split the rows by the model column.")
+    if model is not None and found and found[0] != neutralise(model):
+        raise DataError(f"{path} holds results of the model {found[0]!r}; this run uses {model!r}. Pass --overwrite "
+                        "to replace them, or choose another --out.")
+    return found[0] if found else model
 
 
 def check_submission_ids(files: list[ImageFile]) -> None:
@@ -143,6 +196,8 @@ class CsvAppender:
                     f"{short(layout.header())}). It is from another model or format: pass --overwrite to replace "
                     "it, or choose another --out."
                 )
+            if layout.fmt == "field":
+                check_one_model(path, parse_header(header, path).model, rows, layout.model)
             self.done = {row[0] for row in rows}
             self._fh = open(path, "a", newline="", encoding="utf-8")
         self._writer = csv.writer(self._fh, lineterminator="\n")

@@ -104,7 +104,8 @@ def run_predict(
 
 def _layout(config: PredictConfig, bundle: Bundle) -> Layout:
     layout = Layout(config.fmt, bundle.classes,
-                    DEFAULT_BLANK_THRESHOLD if config.blank_threshold is None else config.blank_threshold)
+                    DEFAULT_BLANK_THRESHOLD if config.blank_threshold is None else config.blank_threshold,
+                    model=bundle.model_id)
     if config.blank_threshold is not None and layout.blank is None:
         why = ("the submission format has no is_blank column" if config.fmt == "submission"
                else f"the bundle has no blank class (classes: {', '.join(bundle.classes)})")
@@ -159,19 +160,27 @@ def classify_batches(
         infer_pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _decode(path: Path, spec: PreprocessSpec) -> tuple[np.ndarray, str | None] | str:
+@dataclass(frozen=True)
+class _Failure:
+    """A frame that could not be decoded: why, and its capture time when the EXIF header was readable."""
+
+    error: str
+    captured: str | None = None
+
+
+def _decode(path: Path, spec: PreprocessSpec) -> tuple[np.ndarray, str | None] | _Failure:
     try:
         return preprocess_frame(path, spec)
     except ImageReadError as exc:
-        return str(exc)
+        return _Failure(str(exc), exc.captured)
     except Exception as exc:  # a decoder bug on one odd file must not stop a 50,000-file run
         log.exception("unexpected error decoding %s", path)
-        return f"unexpected error while decoding: {path}: {type(exc).__name__}: {exc}"
+        return _Failure(f"unexpected error while decoding: {path}: {type(exc).__name__}: {exc}")
 
 
 def _infer(batch: list[ImageFile], decoded: list[Future], bundle: Bundle, backend: Backend, tta: bool) -> list[Result]:
     items = [future.result() for future in decoded]
-    good = [i for i, item in enumerate(items) if not isinstance(item, str)]
+    good = [i for i, item in enumerate(items) if not isinstance(item, _Failure)]
     probs = {}
     if good:
         x = np.stack([items[i][0] for i in good])
@@ -182,9 +191,11 @@ def _infer(batch: list[ImageFile], decoded: list[Future], bundle: Bundle, backen
         probs = dict(zip(good, p, strict=True))
     out = []
     for i, file in enumerate(batch):
-        if i in probs:
-            out.append(Result(file=file, probs=probs[i], captured=items[i][1]))
+        item = items[i]
+        if isinstance(item, _Failure):
+            # The caller reports failures (predict in full, watch rate-limited).
+            log.debug("%s: %s", file.rel, item.error)
+            out.append(Result(file=file, probs=None, error=item.error, captured=item.captured))
         else:
-            log.debug("%s: %s", file.rel, items[i])  # the caller reports failures (predict in full, watch rate-limited)
-            out.append(Result(file=file, probs=None, error=items[i]))
+            out.append(Result(file=file, probs=probs[i], captured=item[1]))
     return out

@@ -83,15 +83,23 @@ class Journal:
 
     # --- identity -------------------------------------------------------------------------------
 
-    def bind_model(self, classes: tuple[str, ...]) -> None:
-        """Tie the journal to a class list; a journal made with other classes is refused."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'classes'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('classes', ?)", (json.dumps(list(classes)),))
-        elif json.loads(row[0]) != list(classes):
-            raise DataError(f"The journal {self.path} was written with another model (classes "
-                            f"{', '.join(json.loads(row[0]))}). Use a new --out folder for this model, or move the "
-                            "old one away to reclassify everything.")
+    def bind_model(self, classes: tuple[str, ...], model: str) -> None:
+        """Tie the journal to one model (its class list and `Bundle.model_id`); another model is refused, so
+        the CSVs rebuilt from the journal never attribute one model's results to another."""
+        advice = "Use a new --out folder for this model, or move the old one away to reclassify everything."
+        with self._transaction():
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'classes'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('classes', ?)", (json.dumps(list(classes)),))
+            elif json.loads(row[0]) != list(classes):
+                raise DataError(f"The journal {self.path} was written with another model (classes "
+                                f"{', '.join(json.loads(row[0]))}). {advice}")
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
+            if row is None:  # a new journal, or one from before models were recorded: this model from now on
+                self._db.execute("INSERT INTO meta VALUES ('model', ?)", (model,))
+            elif row[0] != model:
+                raise DataError(f"The journal {self.path} was written by the model {row[0]!r}; this is {model!r}. "
+                                f"{advice}")
 
     def classes(self) -> list[str]:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'classes'").fetchone()
@@ -142,10 +150,12 @@ class Journal:
 
     # --- results --------------------------------------------------------------------------------
 
-    def record(self, done: list[tuple[Entry, list[float], str | None]], failed: list[tuple[Entry, str]], *,
+    def record(self, done: list[tuple[Entry, list[float], str | None]],
+               failed: list[tuple[Entry, str, str | None]], *,
                max_attempts: int, backoff: float) -> list[Entry]:
         """Store results and failures in one transaction and mark their folders' CSVs stale.
 
+        `done` holds (entry, probabilities, capture time), `failed` (entry, error, capture time if readable).
         A result counts only if the file still has the size and mtime it was classified with.
         A failure is retried after `backoff * 2**attempts` seconds until `max_attempts`, then
         becomes an error row. Returns the entries that became final errors.
@@ -160,13 +170,13 @@ class Journal:
                      entry.mtime_ns))
                 if cur.rowcount:
                     self._dirty(entry.folder)
-            for entry, error in failed:
+            for entry, error, captured in failed:
                 attempts = entry.attempts + 1
                 status = ERROR if attempts >= max_attempts else PENDING
                 cur = self._db.execute(
-                    "UPDATE files SET status = ?, attempts = ?, last_error = ?, retry_after = ?, updated = ?"
-                    " WHERE path = ? AND size = ? AND mtime_ns = ? AND status = 'pending'",
-                    (status, attempts, error, now + backoff * 2 ** attempts, now, entry.path, entry.size,
+                    "UPDATE files SET status = ?, attempts = ?, last_error = ?, captured = ?, retry_after = ?,"
+                    " updated = ? WHERE path = ? AND size = ? AND mtime_ns = ? AND status = 'pending'",
+                    (status, attempts, error, captured, now + backoff * 2 ** attempts, now, entry.path, entry.size,
                      entry.mtime_ns))
                 if cur.rowcount and status == ERROR:
                     self._dirty(entry.folder)
