@@ -23,7 +23,8 @@ ALLOWED = {
     "predict": {"core", "training"},
     "export": {"core", "training", "predict"},
     "evaluate": {"core", "predict"},
-    "watch": {"core", "predict"},
+    "results": {"core", "predict"},
+    "watch": {"core", "predict", "results"},
 }
 TOP = {"cli", "doctor", "workflow", "__main__"}
 MAX_FUNCTION_LINES = 80

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from trapcls.watch.daemon import CSV_NAME, journal_path
+from trapcls.watch.daemon import CSV_NAME, EVENTS_NAME, journal_path
 from trapcls.watch.journal import Entry, Journal
 
 KILLS = 22
@@ -30,7 +30,7 @@ KILLS = 22
 def _daemon(inbox: Path, bundle: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "trapcls", "watch", str(inbox), "--bundle", str(bundle),
                              "--settle", "0.3", "--rescan-interval", "1", "--flush-interval", "0.3",
-                             "--batch-size", "8", "--workers", "1", "--threads", "1", *extra],
+                             "--batch-size", "8", "--workers", "1", "--threads", "1", "--events", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -40,6 +40,13 @@ def _rows(csv_path: Path) -> list[dict]:
     for row in rows:  # a torn or mangled row would miss cells or break the status column
         assert row["status"] in ("ok", "error") and None not in row.values(), row
     return rows
+
+
+def _events(events_path: Path) -> list[dict]:
+    with open(events_path, newline="", encoding="utf-8") as fh:
+        events = list(csv.DictReader(fh))
+    assert all(None not in e.values() and int(e["frames"]) >= 1 for e in events)
+    return events
 
 
 def _real_frames(shared_data: Path) -> list[Path]:
@@ -85,6 +92,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tiny_run
             kills += 1
             for csv_path in inbox.glob(f"*/{CSV_NAME}"):
                 _rows(csv_path)  # every CSV parses after every kill: the writes are atomic
+            for events_path in inbox.glob(f"*/{EVENTS_NAME}"):
+                _events(events_path)
         feeder.join(timeout=120)
         assert not feeder.is_alive()
         before_final = sum(len(_rows(p)) for p in inbox.glob(f"*/{CSV_NAME}"))
@@ -105,6 +114,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tiny_run
         missing += len(names - set(counts))
         assert set(counts) <= names, set(counts) - names  # no temp names, nothing invented
         assert all(r["status"] == "ok" for r in rows)
+        # events.csv is rebuilt with its CSV: after the last restart it covers every frame, once.
+        assert sum(int(e["frames"]) for e in _events(inbox / camera / EVENTS_NAME)) == len(rows)
     journal = sqlite3.connect(journal_path(inbox))
     integrity = journal.execute("PRAGMA integrity_check").fetchone()[0]
     pending = journal.execute("SELECT COUNT(*) FROM files WHERE status = 'pending'").fetchone()[0]
@@ -158,13 +169,14 @@ def test_journal_redoes_changed_files_gives_up_after_max_attempts_and_is_bound_t
     from trapcls.core.exceptions import DataError
 
     journal = Journal(tmp_path / "j.sqlite")
-    journal.bind_model(("a", "b"))
+    journal.bind_model(("a", "b"), "m1 sha256:000000000000")
     assert journal.observe([("cam/1.jpg", "cam", 10, 1), ("cam/2.jpg", "cam", 20, 2)]) == 2
     assert journal.observe([("cam/1.jpg", "cam", 10, 1)]) == 0  # unchanged: nothing to do
     one, two = _entry(journal, "cam/1.jpg"), _entry(journal, "cam/2.jpg")
-    journal.record([(one, [0.25, 0.75], None)], [(two, "truncated JPEG")], max_attempts=2, backoff=0.0)
+    journal.record([(one, [0.25, 0.75], None)], [(two, "truncated JPEG", None)], max_attempts=2, backoff=0.0)
     assert [e.path for e in journal.finished("cam")] == ["cam/1.jpg"] and journal.dirty_folders() == ["cam"]
-    final = journal.record([], [(_entry(journal, "cam/2.jpg"), "truncated JPEG")], max_attempts=2, backoff=0.0)
+    final = journal.record([], [(_entry(journal, "cam/2.jpg"), "truncated JPEG", None)], max_attempts=2,
+                           backoff=0.0)
     assert [e.path for e in final] == ["cam/2.jpg"]
     assert {e.path: e.status for e in journal.finished("cam")} == {"cam/1.jpg": "done", "cam/2.jpg": "error"}
     stats = journal.stats()
@@ -180,7 +192,10 @@ def test_journal_redoes_changed_files_gives_up_after_max_attempts_and_is_bound_t
     journal.written("cam", as_of=time.time())
     assert journal.dirty_folders() == []
     with pytest.raises(DataError, match="another model"):
-        journal.bind_model(("a", "b", "c"))
+        journal.bind_model(("a", "b", "c"), "m1 sha256:000000000000")
+    with pytest.raises(DataError, match="written by the model 'm1 sha256:000000000000'; this is 'm2"):
+        journal.bind_model(("a", "b"), "m2 sha256:111111111111")  # same classes, another model
+    journal.bind_model(("a", "b"), "m1 sha256:000000000000")  # the same model again: fine
     assert journal.integrity_check() == "ok"
     journal.close()
     reader = Journal(tmp_path / "j.sqlite", readonly=True)

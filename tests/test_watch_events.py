@@ -239,7 +239,7 @@ def test_temp_then_rename_gets_one_row_under_the_final_name(watch, tmp_path):
 def test_rescan_finds_files_whose_events_were_lost(watch, tmp_path):
     inbox = tmp_path / "inbox"
     copy_frame("baboon-3.jpg", inbox / "cam1" / "first.jpg")
-    daemon = watch(inbox, "--no-events", rescan_interval=1, idle_exit=3)
+    daemon = watch(inbox, "--no-file-events", rescan_interval=1, idle_exit=3)
     wait_until(lambda: csv_paths(inbox / "cam1" / "predictions.csv") == {"first.jpg"}, 20, "the first scan", daemon)
     # No observer runs, so nothing reports these files: only the periodic rescan can find them.
     copy_frame("buffalo-3.jpg", inbox / "cam1" / "later.jpg")
@@ -499,3 +499,34 @@ def test_inotify_watcher_survives_the_inbox_being_deleted_and_made_again(watch, 
     wait_until(lambda: csv_paths(out / "cam2" / "predictions.csv") == {"after.jpg"}, 30, "the new file", daemon)
     assert any("file watcher restarted" in line for line in daemon.lines)
     assert daemon.terminate() == 0, daemon.log
+
+
+# --- 10. --events ------------------------------------------------------------------------------------------------
+
+
+def test_events_csv_next_to_each_camera_csv_matches_trapcls_events(watch, tmp_path):
+    """The RECONYX burst (real EXIF) lands in cam1 while the daemon runs: one event of 10 frames in cam1/events.csv,
+    the same rows `trapcls events` makes from cam1/predictions.csv (deployment named after the camera folder)."""
+    inbox = tmp_path / "inbox"
+    copy_frame("baboon-3.jpg", inbox / "cam2" / "a.jpg")
+    daemon = watch(inbox, "--events")
+    burst = sorted((Path(__file__).parent / "data" / "reconyx_burst").glob("*.JPG"))
+    (inbox / "cam1").mkdir()
+    for frame in burst:
+        shutil.copyfile(frame, inbox / "cam1" / frame.name)
+    assert daemon.finish() == 0, daemon.log
+    with open(inbox / "cam1" / "events.csv", newline="", encoding="utf-8") as f:
+        cam1 = list(csv.DictReader(f))
+    assert len(cam1) == 1 and cam1[0]["frames"] == "10" and cam1[0]["deployment"] == "cam1"
+    assert cam1[0]["event_id"] == "cam1/20210411T204309"
+    with open(inbox / "cam2" / "events.csv", newline="", encoding="utf-8") as f:
+        cam2 = list(csv.DictReader(f))
+    assert len(cam2) == 1 and cam2[0]["untimed"] == "true"  # the demo frame has no EXIF time
+    made = subprocess.run([sys.executable, "-m", "trapcls", "events", str(inbox / "cam1" / "predictions.csv"),
+                           "--out", str(tmp_path / "events.csv")], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    with open(tmp_path / "events.csv", newline="", encoding="utf-8") as f:
+        again = list(csv.DictReader(f))
+    ignore = ("event_id", "deployment")
+    assert [{k: v for k, v in r.items() if k not in ignore} for r in again] == \
+        [{k: v for k, v in r.items() if k not in ignore} for r in cam1]

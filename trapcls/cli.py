@@ -26,6 +26,7 @@ from trapcls.core.profile import Profile
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.export import parse_targets
 from trapcls.predict.config import BACKEND_NAMES, FORMATS, PredictConfig
+from trapcls.results.config import TARGETS, ConvertConfig, EventsConfig
 from trapcls.training.config import AUGMENTS, BALANCES, DEFAULT_LR, GROUP_BY, OPTIMIZERS, TrainConfig
 from trapcls.watch.config import WatchConfig
 
@@ -51,9 +52,11 @@ Optimizer = _choices("Optimizer", OPTIMIZERS)
 Augment = _choices("Augment", AUGMENTS)
 Balance = _choices("Balance", BALANCES)
 GroupBy = _choices("GroupBy", GROUP_BY)
+ConvertTarget = _choices("ConvertTarget", TARGETS)
 
 # The defaults, read from the configs (a field's default is its class attribute).
 T, P, W, E, PROFILE = TrainConfig, PredictConfig, WatchConfig, EvaluateConfig, Profile
+EV, CV = EventsConfig, ConvertConfig
 
 
 def _version(value: bool) -> None:
@@ -393,8 +396,14 @@ def watch(
     polling: Annotated[bool, typer.Option(
         help="Poll instead of inotify: for network shares (NFS/CIFS), FUSE and exFAT mounts.")] = W.polling,
     poll_interval: Annotated[float, typer.Option(help="Seconds between polls with --polling.")] = W.poll_interval,
-    events: Annotated[bool, typer.Option(help="Use file events; --no-events relies on the rescans alone.")]
-    = W.events,
+    file_events: Annotated[bool, typer.Option(
+        help="Use file events (inotify, or polling with --polling); --no-file-events relies on the rescans alone.")]
+    = W.file_events,
+    events: Annotated[bool, typer.Option(
+        "--events", help="Also keep an events.csv next to each predictions.csv: the frames grouped into events "
+                         "(see `trapcls events`), the camera folder being the deployment.")] = W.events,
+    gap: Annotated[float, typer.Option(
+        help="With --events: seconds between two frames that start a new event.")] = W.gap,
     backend: Annotated[BackendName, typer.Option(
         help="Inference engine, as for predict; auto picks the fastest available.")] = BackendName(W.backend),
     batch_size: Annotated[Optional[int], typer.Option(
@@ -482,6 +491,79 @@ def evaluate(
 
     result = run_evaluate(_config(ctx, EvaluateConfig, command=_command_line()))
     typer.echo(json.dumps(result.to_json(), indent=2) if json_out else render_text(result))
+
+
+FIELD_CSV_HELP = ("A field-format CSV that `trapcls predict` or `trapcls watch` wrote (paths, capture times, "
+                  "probabilities).")
+GAP_HELP = "Seconds between two frames of a deployment that start a new event (equal times are one event)."
+DEPTH_HELP = ("Folders of a frame's path that name its deployment (camera); 1: the top folder. Frames directly "
+              "under the root form the deployment '.'.")
+
+
+@app.command()
+def events(
+    ctx: typer.Context,
+    predictions: Annotated[Path, typer.Argument(help=FIELD_CSV_HELP, metavar="PRED.csv")],
+    out: Annotated[Path, typer.Option(help="The events CSV to write (one row per event).")],
+    gap: Annotated[float, typer.Option(help=GAP_HELP)] = EV.gap,
+    deployment_depth: Annotated[int, typer.Option(help=DEPTH_HELP)] = EV.deployment_depth,
+    blank_threshold: Annotated[Optional[float], typer.Option(
+        help=f"An event is blank when its P(blank) >= this. Default {DEFAULT_BLANK_THRESHOLD}.")]
+    = EV.blank_threshold,
+) -> None:
+    """Group frames into camera-trap events (the burst one visit produced) with one probability vector each.
+
+    Per deployment, frames are sorted by EXIF capture time and a new event starts after a gap of
+    more than --gap seconds; a frame without a capture time is an event of its own (untimed). The
+    event is as little blank as its most animal-looking frame; the rest of its probability is
+    shared among the classes by the frames' summed evidence (README, "Results for the field").
+    """
+    from trapcls.results import run_events
+
+    summary = run_events(_config(ctx, EventsConfig))
+    blank = "" if summary.blank_events is None else f", {summary.blank_events} blank"
+    typer.echo(f"{summary.frames} frames -> {summary.events} events{blank} in {summary.deployments} deployments "
+               f"-> {summary.out}")
+    if summary.untimed:
+        typer.echo(f"note: {summary.untimed} frames have no capture time; each is an event of its own "
+                   "(untimed = true).", err=True)
+    if summary.unreadable:
+        typer.echo(f"note: {summary.unreadable} frames were unreadable; they are counted in their events "
+                   "(unreadable) but add no evidence.", err=True)
+
+
+@app.command()
+def convert(
+    ctx: typer.Context,
+    predictions: Annotated[Path, typer.Argument(help=FIELD_CSV_HELP, metavar="PRED.csv")],
+    to: Annotated[ConvertTarget, typer.Option(
+        help="megadetector: MegaDetector batch output 1.6 JSON for Timelapse; camtrap-dp: a Camtrap DP 1.0.2 "
+             "package (folder) for GBIF, Agouti, camtrapR.")],
+    out: Annotated[Path, typer.Option(help="The JSON file (megadetector) or package folder (camtrap-dp) to write.")],
+    taxa: Annotated[Optional[Path], typer.Option(
+        help="CSV class,scientificName[,observationType,vernacularName,taxonRank]: what each class means. Blank, "
+             "human and vehicle classes have defaults; with a file, every animal class must be in it.")] = CV.taxa,
+    deployments: Annotated[Optional[Path], typer.Option(
+        help="camtrap-dp: CSV deploymentID,latitude,longitude[,deploymentStart,deploymentEnd,...] per deployment; "
+             "without it, coordinates are placeholders (0, 0) and dates come from the frames.")] = CV.deployments,
+    timezone: Annotated[Optional[str], typer.Option(
+        help="camtrap-dp: the cameras' clock zone, an IANA name (Africa/Maputo) or an offset (+02:00); EXIF "
+             "times carry none.")] = CV.timezone,
+    gap: Annotated[float, typer.Option(help=GAP_HELP + " (camtrap-dp event observations)")] = CV.gap,
+    deployment_depth: Annotated[int, typer.Option(help=DEPTH_HELP)] = CV.deployment_depth,
+    blank_threshold: Annotated[Optional[float], typer.Option(
+        help=f"A frame or event is blank when P(blank) >= this. Default {DEFAULT_BLANK_THRESHOLD}.")]
+    = CV.blank_threshold,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = CV.overwrite,
+) -> None:
+    """Convert a field CSV for the tools field work continues in: Timelapse (MegaDetector JSON) or Camtrap DP."""
+    from trapcls.results import run_convert
+
+    summary = run_convert(_config(ctx, ConvertConfig))
+    events = f", {summary.events} events" if summary.events else ""
+    typer.echo(f"{summary.frames} frames{events} -> {summary.out} ({summary.to})")
+    for note in summary.notes:
+        typer.echo(f"note: {note}", err=True)
 
 
 def _plain(value: Any) -> Any:

@@ -7,8 +7,11 @@ import hashlib
 import io
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+from trapcls.core.exceptions import DataError
 
 
 def sha256_file(path: str | Path) -> str:
@@ -73,3 +76,14 @@ def fsync_dir(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def writing(path: str | Path, flag: str = "--out") -> Iterator[None]:
+    """Turn an OSError while writing `path` (read-only, no permission, not a folder, disk full) into a
+    DataError naming the file and the option that chose it."""
+    try:
+        yield
+    except OSError as exc:
+        raise DataError(f"Cannot write {path}: {exc.strerror or exc}. Choose a writable {flag} "
+                        "(and check the disk has space).") from exc

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from trapcls.results.config import DEFAULT_GAP
+
 
 @dataclass(frozen=True)
 class WatchConfig:
@@ -18,7 +20,9 @@ class WatchConfig:
     rescan_interval: float = 60.0
     polling: bool = False
     poll_interval: float = 2.0
-    events: bool = True
+    file_events: bool = True  # inotify/polling events; False relies on the rescans alone
+    events: bool = False  # also keep an events.csv next to each predictions.csv
+    gap: float = DEFAULT_GAP  # seconds between frames that start a new event
     backend: str = "auto"
     batch_size: int | None = None
     threads: int | None = None

@@ -35,6 +35,8 @@ from trapcls.predict.backends import choose_backend, create_backend
 from trapcls.predict.config import DEFAULT_BATCH
 from trapcls.predict.output import CsvAppender, Layout, Result
 from trapcls.predict.runner import classify_batches
+from trapcls.results.events import group_events, write_events
+from trapcls.results.table import FieldTable, Frame
 from trapcls.watch.config import WatchConfig
 from trapcls.watch.journal import Entry, Journal
 from trapcls.watch.notify import Notifier
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 STATE_DIR = ".trapcls"
 JOURNAL_FILE = "journal.sqlite"
 CSV_NAME = "predictions.csv"
+EVENTS_NAME = "events.csv"
 ERRORS_PER_MINUTE = 10
 
 
@@ -73,7 +76,7 @@ class Watcher:
         if config.folder_depth < 0:
             raise DataError(f"--folder-depth must be 0 (one CSV for the whole inbox) or more, "
                             f"got {config.folder_depth}.")
-        for name in ("settle", "rescan_interval", "poll_interval", "flush_interval"):
+        for name in ("settle", "rescan_interval", "poll_interval", "flush_interval", "gap"):
             if getattr(config, name) < 0:
                 raise DataError(f"--{name.replace('_', '-')} must not be negative.")
         if config.max_attempts < 1:
@@ -128,9 +131,9 @@ class Watcher:
         self._bundle, self._backend = bundle, backend
         self._batch = config.batch_size or DEFAULT_BATCH.get(backend.device, 8)
         threshold = DEFAULT_BLANK_THRESHOLD if config.blank_threshold is None else config.blank_threshold
-        self._layout = Layout("field", bundle.classes, blank_threshold=threshold)
+        self._layout = Layout("field", bundle.classes, blank_threshold=threshold, model=bundle.model_id)
         self.journal = Journal(journal_path(self.out))
-        self.journal.bind_model(bundle.classes)
+        self.journal.bind_model(bundle.classes, bundle.model_id)
         self._known = {e.path: (e.size, e.mtime_ns) for e in self.journal.finished()}
         self._all = CsvAppender(config.all_csv, self._layout) if config.all_csv else None
         return choice
@@ -230,7 +233,7 @@ class Watcher:
     # --- watchdog ----------------------------------------------------------------------------
 
     def _start_observer(self) -> None:
-        if not self.config.events or not self.inbox.is_dir():
+        if not self.config.file_events or not self.inbox.is_dir():
             return
         from watchdog.observers import Observer
         from watchdog.observers.polling import PollingObserver
@@ -249,7 +252,7 @@ class Watcher:
 
     def _keep_observer_alive(self) -> bool:
         """An observer dies when its mount vanishes: start a new one once the inbox is back; True if restarted."""
-        if not self.config.events:
+        if not self.config.file_events:
             return False
         observer = self._observer
         alive = observer is not None and observer.is_alive() and all(e.is_alive() for e in observer.emitters)
@@ -333,10 +336,10 @@ class Watcher:
         try:
             for results in batches:
                 done = [(entries[r.file.rel], [float(p) for p in r.probs], r.captured) for r in results if r.ok]
-                failed = [(entries[r.file.rel], r.error or "unknown error") for r in results if not r.ok]
+                failed = [(entries[r.file.rel], r.error or "unknown error", r.captured) for r in results if not r.ok]
                 final = self.journal.record(done, failed, max_attempts=self.config.max_attempts,
                                             backoff=max(self.config.settle, 1.0))
-                for entry, error in failed:
+                for entry, error, _ in failed:
                     self._errors.note(entry.path, error)
                 self.summary.classified += len(done)
                 self.summary.errors += len(final)
@@ -350,17 +353,32 @@ class Watcher:
             batches.close()
 
     def _flush(self) -> None:
-        """Rewrite the CSV of every folder with new results, atomically and durably."""
+        """Rewrite the CSV (and events.csv) of every folder with new results, atomically and durably.
+
+        The folder stays marked stale until both files are written, so a crash between them is
+        mended by the next start's flush.
+        """
         for folder in self.journal.dirty_folders():
             as_of = time.time()
             rows = self.journal.finished(folder)
             target = self.out / folder / CSV_NAME
             prefix = "" if folder == "." else folder + "/"
-            write_csv(target, self._layout.header(),
-                      (self._layout.row(_result(entry, entry.path[len(prefix):])) for entry in rows))
+            results = [_result(entry, entry.path[len(prefix):]) for entry in rows]
+            write_csv(target, self._layout.header(), (self._layout.row(r) for r in results))
+            if self.config.events:
+                self._write_events(folder, results)
             self.journal.written(folder, as_of=as_of)
             self.summary.csv_writes += 1
             log.debug("wrote %s (%d rows)", target, len(rows))
+
+    def _write_events(self, folder: str, results: list[Result]) -> None:
+        """events.csv for one camera folder (its deployment), from the same rows as its predictions.csv."""
+        frames = [Frame(path=r.file.rel, captured=r.captured or "", probs=r.probs, error=r.error or "")
+                  for r in results]
+        table = FieldTable(source=self.out / folder / CSV_NAME, classes=self._bundle.classes,
+                           model=self._bundle.model_id, frames=frames)
+        grouped = group_events(table, gap=self.config.gap, deployment=lambda _: folder)
+        write_events(grouped, table, self.out / folder / EVENTS_NAME, threshold=self._layout.blank_threshold)
 
     def _catch_up_all_csv(self) -> None:
         """After a crash, append to --all-csv the results the journal has but the CSV does not."""
@@ -419,4 +437,4 @@ def _result(entry: Entry, rel: str) -> Result:
     file = ImageFile(path=Path(entry.path), rel=rel)
     if entry.status == "done":
         return Result(file=file, probs=np.asarray(entry.probs), captured=entry.captured)
-    return Result(file=file, probs=None, error=entry.last_error or "error")
+    return Result(file=file, probs=None, error=entry.last_error or "error", captured=entry.captured)

@@ -1,0 +1,449 @@
+"""`trapcls convert --to camtrap-dp`: a field CSV as a Camtrap DP 1.0.2 data package (GBIF, Agouti, camtrapR).
+
+--out becomes a folder of datapackage.json, deployments.csv, media.csv and observations.csv. Every
+file is written atomically and datapackage.json last (an overwritten package loses its old one
+first), so a folder with a datapackage.json holds a whole package. Standard library and numpy only.
+
+Conventions (Camtrap DP's own vocabulary in `code`):
+- Deployments are camera folders: the first --deployment-depth folders of a frame's path, as
+  `trapcls events` groups them; the folder path is the `deploymentID` ("camA", "site1/camA", "."
+  for frames directly under the folder `predict` read). --deployments FILE is a CSV with at least
+  `deploymentID,latitude,longitude` and any other column of the deployments table
+  (`locationName`, `cameraModel`, `deploymentStart`, ...). Without it, the coordinates are
+  placeholders (0, 0) that `deploymentComments` and the summary's notes say are placeholders.
+  `deploymentStart`/`deploymentEnd` not given are the deployment's first and last capture time.
+- Media: one row per frame with a capture time (Camtrap DP requires a `timestamp`; frames without
+  one are left out, and a note says which). `timestamp` is the EXIF capture time with the UTC
+  offset EXIF recorded, else in --timezone (an IANA name such as Europe/Brussels, daylight saving
+  applied per frame, or a fixed offset such as +02:00). `mediaID` is 16 hex digits of a hash of
+  the path, so the same frame keeps its ID in every export. `filePath` is the path as in the
+  field CSV, relative to the folder `predict` read: tools open the images when the package sits in
+  that folder. `filePublic` is false, `captureMethod` empty (EXIF does not say whether motion or a
+  timer triggered the camera).
+- Observations (`classificationMethod` machine, `classifiedBy` the model id): one `media`-level
+  observation per media file, and one `event`-level observation per event (frames of one
+  deployment no more than --gap seconds apart, the events of `trapcls events`; `eventID` is its
+  `event_id`, and the event's probabilities follow `events.event_probs`). `observationType` is
+  blank when P(blank) >= the blank threshold, else the type of the most probable non-blank class
+  (from --taxa or the class name: animal with its `scientificName`, human, vehicle, unknown);
+  `classificationProbability` is the probability of the class reported, and `observationTags`
+  names it (`modelClass:<class>`). An unreadable frame, or an event with no readable frame, is
+  `unclassified`, with no classification fields. `count` is empty: a classifier does not count.
+- datapackage.json: `contributors` (trapcls), the `project` (title, `samplingDesign`
+  opportunistic, `captureMethod` activityDetection) and the missing `licenses` are placeholders
+  to edit before publishing; `spatial` is the deployments' bounding box, `temporal` their dates,
+  `taxonomic` the scientific names observed (a --taxa `vernacularName` is taken as English);
+  `description` and `sources` name the model and the trapcls version.
+- Frames whose path breaks `filePath`'s pattern (a leading '.', '/' or '~', or '..') are left out
+  with a note, like untimed ones.
+- Cells are written as they are (no spreadsheet formula guard: it would change IDs and paths).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import mimetypes
+import re
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone, tzinfo
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from trapcls import __version__
+from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.exceptions import DataError
+from trapcls.core.fsutil import atomic_write_text, write_csv, writing
+from trapcls.core.labels import listing
+from trapcls.results.config import ConvertConfig, ConvertSummary
+from trapcls.results.events import Event, deployment_of, group_events
+from trapcls.results.table import FieldTable, Frame
+from trapcls.results.taxa import Taxon, taxa_for
+
+VERSION = "1.0.2"
+PROFILE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}/camtrap-dp-profile.json"
+TABLES = ("deployments", "media", "observations")
+# The columns of the three Table Schemas, in their order (a validator checks the header against them).
+DEPLOYMENT_FIELDS = (
+    "deploymentID", "locationID", "locationName", "latitude", "longitude", "coordinateUncertainty",
+    "deploymentStart", "deploymentEnd", "setupBy", "cameraID", "cameraModel", "cameraDelay", "cameraHeight",
+    "cameraDepth", "cameraTilt", "cameraHeading", "detectionDistance", "timestampIssues", "baitUse", "featureType",
+    "habitat", "deploymentGroups", "deploymentTags", "deploymentComments")
+MEDIA_FIELDS = (
+    "mediaID", "deploymentID", "captureMethod", "timestamp", "filePath", "filePublic", "fileName", "fileMediatype",
+    "exifData", "favorite", "mediaComments")
+OBSERVATION_FIELDS = (
+    "observationID", "deploymentID", "mediaID", "eventID", "eventStart", "eventEnd", "observationLevel",
+    "observationType", "cameraSetupType", "scientificName", "count", "lifeStage", "sex", "behavior", "individualID",
+    "individualPositionRadius", "individualPositionAngle", "individualSpeed", "bboxX", "bboxY", "bboxWidth",
+    "bboxHeight", "classificationMethod", "classifiedBy", "classificationTimestamp", "classificationProbability",
+    "observationTags", "observationComments")
+TAXON_RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species", "subspecies")
+PLACEHOLDER_LOCATION = "placeholder location: pass --deployments"
+_MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+_OFFSET = re.compile(r"^(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?$")
+_NAME = re.compile(r"[^a-z0-9._-]+")
+_UNREADABLE = "not classified: trapcls could not read the image(s)"
+
+
+def write_camtrap_dp(table: FieldTable, config: ConvertConfig) -> ConvertSummary:
+    """Write `table` as a Camtrap DP package into the folder `config.out` (see the module docstring)."""
+    _check_out(config.out, config.overwrite)
+    zone = parse_timezone(config.timezone)
+    taxa = taxa_for(table.classes, config.taxa)
+    _check_ranks(taxa, config.taxa)
+    notes: list[str] = []
+    moments = capture_moments(table.frames, zone, notes)
+    if not moments:
+        raise DataError(f"{table.source}: no frame has a capture time, and Camtrap DP needs one for every image. "
+                        "Were the EXIF times stripped (some copy and resize tools do)?")
+    events = group_events(table, gap=config.gap, deployment=lambda path: deployment_of(path, config.deployment_depth))
+    threshold = DEFAULT_BLANK_THRESHOLD if config.blank_threshold is None else config.blank_threshold
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    verdict = _verdicts(table, taxa, threshold, now.astimezone().isoformat())
+    media = _media_rows(events, moments)
+    observations = _observation_rows(events, moments, verdict)
+    deployments = _deployment_rows(media, config.deployments, notes)
+    _note_observations(observations, notes)
+    package = _descriptor(table, deployments, observations, taxa, now)
+    _write(config.out, config.overwrite, {"deployments": (DEPLOYMENT_FIELDS, deployments),
+                                          "media": (MEDIA_FIELDS, media),
+                                          "observations": (OBSERVATION_FIELDS, observations)}, package)
+    return ConvertSummary(out=config.out, to="camtrap-dp", frames=len(media),
+                          events=sum(o["observationLevel"] == "event" for o in observations), notes=notes)
+
+
+def parse_timezone(text: str | None) -> tzinfo | None:
+    """--timezone as a tzinfo: a fixed offset (+02:00, -0530, UTC+2, Z) or an IANA name (Europe/Brussels)."""
+    if text is None or not text.strip():
+        return None
+    text = text.strip()
+    if text.upper() == "Z":
+        return timezone.utc
+    match = _OFFSET.match(text)
+    if match:
+        sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)
+        delta = timedelta(hours=hours, minutes=minutes)
+        if minutes >= 60 or delta > timedelta(hours=14):
+            raise DataError(f"--timezone {text}: a UTC offset is between -14:00 and +14:00, e.g. +02:00.")
+        return timezone(-delta if sign == "-" else delta)
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise DataError(f"--timezone {text!r} is neither a UTC offset such as +02:00 nor a known IANA time zone "
+                        "name such as Europe/Brussels or Africa/Nairobi (names are case-sensitive; on Windows, "
+                        "`pip install tzdata` provides them).") from None
+
+
+def capture_moments(frames: list[Frame], zone: tzinfo | None, notes: list[str]) -> dict[str, datetime]:
+    """Each timed frame's capture time with its UTC offset: EXIF's when it had one, else `zone`'s."""
+    moments: dict[str, datetime] = {}
+    untimed, unzoned, unsafe = [], [], []
+    for frame in frames:
+        if not frame.captured:
+            untimed.append(frame.path)
+            continue
+        if not _safe_path(frame.path):
+            unsafe.append(frame.path)
+            continue
+        moment = datetime.fromisoformat(frame.captured).replace(microsecond=0)
+        if moment.tzinfo is None:
+            if zone is None:
+                unzoned.append(frame.path)
+                continue
+            moment = moment.replace(tzinfo=zone)
+        moments[frame.path] = moment
+    if unzoned:
+        raise DataError(f"{len(unzoned)} frames have a capture time without a UTC offset (EXIF rarely records "
+                        f"one), e.g. {listing(unzoned)}, and Camtrap DP timestamps need one: pass --timezone with "
+                        "the cameras' time zone (Europe/Brussels) or offset (+02:00).")
+    if untimed:
+        notes.append(f"{len(untimed)} frames have no capture time and are left out (Camtrap DP requires a "
+                     f"timestamp for each image): {listing(untimed)}.")
+    if unsafe:
+        notes.append(f"{len(unsafe)} frames are left out because Camtrap DP's filePath may not start with '.', "
+                     f"'/' or '~' nor contain '..': {listing(unsafe)}. Rename them and predict again.")
+    return moments
+
+
+def _safe_path(path: str) -> bool:
+    """Camtrap DP's filePath pattern: no leading '.', '/' or '~' and no '..' anywhere."""
+    return not path.startswith((".", "/", "~")) and ".." not in path
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def _id(kind: str, key: str) -> str:
+    """A stable identifier: the same frame or event gets the same one in every export."""
+    return hashlib.sha256(f"{kind}:{key}".encode()).hexdigest()[:16]
+
+
+def _media_rows(events: list[Event], moments: dict[str, datetime]) -> list[dict[str, str]]:
+    """One media.csv row per timed frame, by deployment, time and path."""
+    rows = []
+    for event in events:
+        for frame in event.frames:
+            if frame.path not in moments:
+                continue
+            suffix = PurePosixPath(frame.path).suffix.lower()
+            rows.append({
+                "mediaID": _id("media", frame.path), "deploymentID": event.deployment,
+                "timestamp": _stamp(moments[frame.path]), "filePath": frame.path, "filePublic": "false",
+                "fileName": PurePosixPath(frame.path).name,
+                "fileMediatype": _MEDIATYPES.get(suffix) or mimetypes.guess_type(frame.path)[0] or "image/jpeg",
+            })
+    return rows
+
+
+def _verdicts(table: FieldTable, taxa: dict[str, Taxon], threshold: float,
+              classified_at: str) -> Callable[[np.ndarray | None], dict[str, str]]:
+    """A function from one probability row (None: unreadable) to an observation's classification cells."""
+    blank = table.blank
+
+    def verdict(probs: np.ndarray | None) -> dict[str, str]:
+        if probs is None:
+            return {"observationType": "unclassified", "observationComments": _UNREADABLE}
+        if blank is not None and probs[blank] >= threshold:
+            top = blank
+        else:
+            candidates = probs.copy()
+            if blank is not None:
+                candidates[blank] = -1.0
+            top = int(np.argmax(candidates))
+        taxon = taxa[table.classes[top]]
+        return {"observationType": "blank" if top == blank else taxon.observation_type,
+                "scientificName": "" if top == blank else taxon.scientific_name or "",
+                "classificationMethod": "machine", "classifiedBy": table.model or f"trapcls {__version__}",
+                "classificationTimestamp": classified_at, "classificationProbability": _probability(probs[top]),
+                "observationTags": f"modelClass:{taxon.name}",
+                "class": taxon.name}  # not a column: for the notes
+
+    return verdict
+
+
+def _probability(p: float) -> str:
+    return f"{min(max(float(p), 0.0), 1.0):.6f}".rstrip("0").rstrip(".")
+
+
+def _observation_rows(events: list[Event], moments: dict[str, datetime],
+                      verdict: Callable[[np.ndarray | None], dict[str, str]]) -> list[dict[str, str]]:
+    """Per event with media: its event-level observation, then one media-level observation per media file."""
+    rows = []
+    for event in events:
+        frames = [f for f in event.frames if f.path in moments]
+        if not frames:  # an untimed frame: no timestamp, so no event either
+            continue
+        times = [moments[f.path] for f in frames]
+        rows.append({"observationID": _id("event-observation", event.id), "deploymentID": event.deployment,
+                     "eventID": event.id, "eventStart": _stamp(min(times)), "eventEnd": _stamp(max(times)),
+                     "observationLevel": "event", **verdict(event.probs)})
+        for frame in frames:
+            stamp = _stamp(moments[frame.path])
+            rows.append({"observationID": _id("media-observation", frame.path), "deploymentID": event.deployment,
+                         "mediaID": _id("media", frame.path), "eventID": event.id, "eventStart": stamp,
+                         "eventEnd": stamp, "observationLevel": "media", **verdict(frame.probs)})
+    return rows
+
+
+def _note_observations(observations: list[dict[str, str]], notes: list[str]) -> None:
+    """Notes on unreadable frames and on animals without a scientific name."""
+    unreadable = [o["mediaID"] for o in observations if o["observationLevel"] == "media"
+                  and o["observationType"] == "unclassified"]
+    if unreadable:
+        notes.append(f"{len(unreadable)} frames could not be read; their observations are unclassified.")
+    unnamed = sorted({o["class"] for o in observations if o["observationType"] == "animal" and not o["scientificName"]})
+    if unnamed:
+        notes.append(f"Animal observations of the classes {listing(unnamed)} have no scientificName (GBIF needs "
+                     "one): pass --taxa FILE with the columns class,scientificName.")
+
+
+def _deployment_rows(media: list[dict[str, str]], given_file: Path | None, notes: list[str]) -> list[dict[str, str]]:
+    """One deployments.csv row per deployment with media: from --deployments, else placeholders."""
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for row in media:
+        moment = datetime.fromisoformat(row["timestamp"])
+        first, last = spans.get(row["deploymentID"], (moment, moment))
+        spans[row["deploymentID"]] = (min(first, moment), max(last, moment))
+    given = read_deployments(given_file, notes) if given_file else None
+    if given is not None:
+        missing = [name for name in spans if name not in given]
+        if missing:
+            raise DataError(f"--deployments {given_file} has no row for the deployments {listing(missing)} (camera "
+                            "folders of the predictions); add a row deploymentID,latitude,longitude for each, or "
+                            "change --deployment-depth.")
+        unused = sorted(set(given) - set(spans))
+        if unused:
+            notes.append(f"--deployments rows with no timed frames are left out: {listing(unused)}.")
+    else:
+        notes.append(f"deployments.csv has placeholder coordinates (0, 0) for {listing(list(spans))}: pass "
+                     "--deployments FILE with the columns deploymentID,latitude,longitude.")
+    rows = []
+    for name, (start, end) in spans.items():
+        row = dict(given[name]) if given is not None else {
+            "deploymentID": name, "latitude": "0", "longitude": "0", "deploymentComments": PLACEHOLDER_LOCATION}
+        row["deploymentStart"] = row.get("deploymentStart") or _stamp(start)
+        row["deploymentEnd"] = row.get("deploymentEnd") or _stamp(end)
+        rows.append(row)
+    return rows
+
+
+def read_deployments(path: Path, notes: list[str]) -> dict[str, dict[str, str]]:
+    """Read a --deployments CSV: deploymentID, latitude, longitude and optional deployments-table columns."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            rows, fields = list(reader), [f.strip() for f in reader.fieldnames or []]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"Cannot read --deployments {path}: {exc}.") from exc
+    missing = [f for f in ("deploymentID", "latitude", "longitude") if f not in fields]
+    if missing or not rows:
+        raise DataError(f"--deployments {path} must be a CSV with the columns deploymentID,latitude,longitude "
+                        "(decimal degrees, WGS84) and one row per camera folder; it has no "
+                        f"{', '.join(missing) or 'rows'}.")
+    ignored = [f for f in fields if f not in DEPLOYMENT_FIELDS]
+    if ignored:
+        notes.append(f"--deployments columns that are not Camtrap DP deployment fields are ignored: "
+                     f"{listing(ignored)}.")
+    given: dict[str, dict[str, str]] = {}
+    for line, raw in enumerate(rows, start=2):
+        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k and k.strip() in DEPLOYMENT_FIELDS}
+        name = row["deploymentID"]
+        where = f"--deployments {path}: row {line} ({name or 'no deploymentID'})"
+        if not name or name in given:
+            raise DataError(f"{where}: every row needs a deploymentID of its own.")
+        for field, limit in (("latitude", 90), ("longitude", 180)):
+            row[field] = _coordinate(row[field], limit, f"{where}: {field}")
+        for field in ("deploymentStart", "deploymentEnd"):
+            if row.get(field):
+                row[field] = _aware(row[field], f"{where}: {field}")
+        given[name] = row
+    return given
+
+
+def _coordinate(text: str, limit: float, where: str) -> str:
+    if not text:
+        raise DataError(f"{where} is empty; Camtrap DP requires decimal degrees (WGS84) for every deployment.")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not -limit <= value <= limit:
+        raise DataError(f"{where} {text!r} is not a number of decimal degrees between -{limit} and {limit}.")
+    return text
+
+
+def _aware(text: str, where: str) -> str:
+    try:
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)  # Python 3.10: no Z
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise DataError(f"{where} {text!r} is not an ISO 8601 date and time with a UTC offset, e.g. "
+                        "2021-04-01T12:00:00+02:00.")
+    return _stamp(moment.replace(microsecond=0))
+
+
+def _check_ranks(taxa: dict[str, Taxon], taxa_file: Path | None) -> None:
+    bad = [f"{t.name} ({t.rank})" for t in taxa.values() if t.rank and t.rank not in TAXON_RANKS]
+    if bad:
+        raise DataError(f"--taxa {taxa_file}: taxonRank must be one of {', '.join(TAXON_RANKS)} (or empty); "
+                        f"got {listing(bad)}.")
+
+
+def _descriptor(table: FieldTable, deployments: list[dict[str, str]], observations: list[dict[str, str]],
+                taxa: dict[str, Taxon], now: datetime) -> dict:
+    """datapackage.json: the Camtrap DP metadata, with placeholders where trapcls cannot know."""
+    model = table.model or "an unnamed model"
+    slug = _NAME.sub("-", table.source.stem.lower()).strip("-.") or "predictions"
+    return {
+        "resources": [{"name": name, "path": f"{name}.csv", "profile": "tabular-data-resource", "format": "csv",
+                       "mediatype": "text/csv", "encoding": "utf-8",
+                       "schema": f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}/{name}-table-schema.json"}
+                      for name in TABLES],
+        "profile": PROFILE,
+        "name": f"trapcls-{slug}",
+        "id": str(uuid.uuid4()),
+        "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "title": f"Camera trap images classified by trapcls: {table.source.name}",
+        "contributors": [{"title": "trapcls (placeholder: replace with the people and organisations behind the data)",
+                          "role": "contributor"}],
+        "description": (f"Machine classifications of camera-trap images by the model {model} with trapcls "
+                        f"{__version__}, converted from {table.source.name}. Each image has a media-level "
+                        "observation and each event (a burst of one camera) an event-level observation. "
+                        "Contributors, project and licenses are placeholders to complete before publishing."),
+        "sources": [{"title": "trapcls", "version": __version__}, {"title": f"classifier: {model}"}],
+        "project": {"title": f"Placeholder: the project behind {table.source.name}",
+                    "samplingDesign": "opportunistic", "captureMethod": ["activityDetection"],
+                    "individualAnimals": False, "observationLevel": ["media", "event"]},
+        "spatial": _spatial(deployments),
+        "temporal": _temporal(deployments),
+        "taxonomic": _taxonomic(taxa, {o["scientificName"] for o in observations if o.get("scientificName")}),
+    }
+
+
+def _spatial(deployments: list[dict[str, str]]) -> dict:
+    """GeoJSON of the deployments: a Point for one location, else their bounding box."""
+    lons = [float(d["longitude"]) for d in deployments]
+    lats = [float(d["latitude"]) for d in deployments]
+    west, east, south, north = min(lons), max(lons), min(lats), max(lats)
+    if (west, south) == (east, north):
+        return {"type": "Point", "coordinates": [west, south]}
+    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def _temporal(deployments: list[dict[str, str]]) -> dict[str, str]:
+    """The first deployment's start date and the last one's end date, each in its own time zone."""
+    start = min((datetime.fromisoformat(d["deploymentStart"]) for d in deployments))
+    end = max((datetime.fromisoformat(d["deploymentEnd"]) for d in deployments))
+    return {"start": start.date().isoformat(), "end": end.date().isoformat()}
+
+
+def _taxonomic(taxa: dict[str, Taxon], observed: set[str]) -> list[dict]:
+    """One entry per scientific name observed, with its rank and vernacular name from --taxa."""
+    entries: dict[str, dict] = {}
+    for taxon in taxa.values():
+        name = taxon.scientific_name
+        if not name or name not in observed or name in entries:
+            continue
+        entry: dict = {"scientificName": name}
+        if taxon.rank:
+            entry["taxonRank"] = taxon.rank
+        if taxon.vernacular_name:
+            entry["vernacularNames"] = {"eng": taxon.vernacular_name}
+        entries[name] = entry
+    return [entries[name] for name in sorted(entries)]
+
+
+PACKAGE_FILES = ("datapackage.json", "deployments.csv", "media.csv", "observations.csv")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    with writing(out):
+        if out.exists() and not out.is_dir():
+            raise DataError(f"--out {out} is a file; a Camtrap DP package is a folder: give a new or empty folder.")
+        # Any folder without a package in it will do: the folder that was classified, for one, so that
+        # the media's relative filePaths resolve from the package.
+        present = [name for name in PACKAGE_FILES if (out / name).exists()]
+        if present and not overwrite:
+            raise DataError(f"--out {out} already holds a package ({', '.join(present)}); pass --overwrite to "
+                            "replace it, or choose another folder.")
+
+
+def _write(out: Path, overwrite: bool, tables: dict[str, tuple[tuple[str, ...], list[dict[str, str]]]],
+           package: dict) -> None:
+    """The CSVs, then datapackage.json: a package folder is complete once its descriptor exists."""
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            (out / "datapackage.json").unlink(missing_ok=True)
+        for name, (fields, rows) in tables.items():
+            write_csv(out / f"{name}.csv", fields, ([row.get(f, "") for f in fields] for row in rows))
+        atomic_write_text(out / "datapackage.json", json.dumps(package, indent=2, ensure_ascii=False) + "\n")

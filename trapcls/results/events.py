@@ -1,0 +1,210 @@
+"""Camera-trap events: the frames one visit produced, grouped by camera and capture time.
+
+Grouping: a deployment is a camera folder (the first N folders of a frame's path; frames directly
+under the root form the deployment "."). Within it, frames are sorted by capture time and a new
+event starts when a frame comes more than `gap` seconds after the previous one; equal times are
+one event. File names and row order never matter. A frame without a capture time is an event of
+its own, flagged `untimed`. An unreadable frame counts in its event (`unreadable`) but adds no
+evidence; an event with no readable frame has no label.
+
+The event's probabilities (`event_probs`), one rule written once:
+- P(blank) of the event is the *smallest* P(blank) of its frames: an event is as little blank
+  as its most animal-looking frame, so one frame that clearly shows an animal makes the event an
+  animal, and a burst of blank frames stays blank (a mean would let nine empty frames outvote
+  the one frame where the heron stands; a product would turn ten 0.9-blank frames into 0.35).
+- The rest, 1 - P(blank), is shared among the other classes in proportion to the frames' summed
+  probabilities of each: frames vote with the weight of what they show, so the frame with the
+  animal in it decides which animal, and a frame that sees nothing barely counts.
+- Without a blank class, the event's probabilities are the mean of its frames'.
+The result is a probability vector that sums to 1, like a frame's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.exceptions import DataError
+from trapcls.core.fsutil import write_csv
+from trapcls.predict.output import neutralise
+from trapcls.results.table import FieldTable, Frame
+
+
+@dataclass(frozen=True)
+class Event:
+    """The frames of one visit, in time order, and their combined probabilities (None if none was readable)."""
+
+    id: str
+    deployment: str
+    frames: tuple[Frame, ...]
+    probs: np.ndarray | None
+
+    @property
+    def timed(self) -> bool:
+        return bool(self.frames[0].captured)
+
+    @property
+    def start(self) -> str:
+        return self.frames[0].captured
+
+    @property
+    def end(self) -> str:
+        return self.frames[-1].captured
+
+    @property
+    def unreadable(self) -> int:
+        return sum(not f.ok for f in self.frames)
+
+
+def deployment_of(path: str, depth: int) -> str:
+    """The camera folder of a frame: its first `depth` folders ("." for a frame directly under the root)."""
+    folders = path.split("/")[:-1][:depth]
+    return "/".join(folders) if folders else "."
+
+
+def event_probs(probs: np.ndarray, blank: int | None) -> np.ndarray:
+    """Combine the probability rows of one event's readable frames (see the module docstring)."""
+    if blank is None:
+        return probs.mean(axis=0)
+    p_blank = float(probs[:, blank].min())
+    evidence = probs.sum(axis=0)
+    evidence[blank] = 0.0
+    total = evidence.sum()
+    if total <= 0:  # every frame is certain it is blank
+        out = np.zeros(probs.shape[1])
+    else:
+        out = evidence / total * (1.0 - p_blank)
+    out[blank] = p_blank
+    return out / out.sum()
+
+
+def group_events(table: FieldTable, *, gap: float, deployment: Callable[[str], str]) -> list[Event]:
+    """The events of a field table; `deployment` maps a frame's path to its camera folder."""
+    if gap < 0:
+        raise DataError(f"--gap must be 0 or more seconds, got {gap:g}.")
+    by_deployment: dict[str, list[Frame]] = {}
+    for frame in table.frames:
+        by_deployment.setdefault(deployment(frame.path), []).append(frame)
+    events = []
+    for name in sorted(by_deployment):
+        for frames in _split(by_deployment[name], gap):
+            events.append(_event(name, frames, table.blank))
+    return events
+
+
+def _split(frames: list[Frame], gap: float) -> Iterable[list[Frame]]:
+    """Timed frames in runs with no step over `gap`, then each untimed frame alone (by path, for a stable order)."""
+    timed = sorted((f for f in frames if f.captured), key=lambda f: (f.time, f.path))
+    current: list[Frame] = []
+    for frame in timed:
+        if current and (frame.time - current[-1].time).total_seconds() > gap:
+            yield current
+            current = []
+        current.append(frame)
+    if current:
+        yield current
+    for frame in sorted((f for f in frames if not f.captured), key=lambda f: f.path):
+        yield [frame]
+
+
+def _event(deployment: str, frames: list[Frame], blank: int | None) -> Event:
+    first = frames[0]
+    # Stable: the same frames give the same id whatever the file order. Starts within a deployment
+    # are strictly increasing (events are split by time), so the start names a timed event.
+    inside = first.path if deployment == "." else first.path[len(deployment) + 1:]
+    suffix = first.time.strftime("%Y%m%dT%H%M%S") if first.captured else "untimed:" + inside
+    readable = [f.probs for f in frames if f.ok]
+    probs = event_probs(np.stack(readable), blank) if readable else None
+    return Event(id=f"{deployment}/{suffix}", deployment=deployment, frames=tuple(frames), probs=probs)
+
+
+def events_header(classes: tuple[str, ...], blank: int | None) -> list[str]:
+    """events.csv's columns."""
+    flag = ["is_blank"] if blank is not None else []
+    return ["event_id", "deployment", "start", "end", "frames", "unreadable", "untimed", "label", "probability",
+            *flag, *map(neutralise, classes), "first_file", "model"]
+
+
+def event_row(event: Event, classes: tuple[str, ...], blank: int | None, *, threshold: float,
+              model: str | None) -> list[str]:
+    """One events.csv row; label, probability and class cells are empty for an event with no readable frame."""
+    flag = 1 if blank is not None else 0
+    if event.probs is None:
+        verdict = ["", "", *([""] * flag), *([""] * len(classes))]
+    else:
+        top = int(np.argmax(event.probs))
+        is_blank = ["true" if event.probs[blank] >= threshold else "false"] if flag else []
+        verdict = [neutralise(classes[top]), _fmt(event.probs[top]), *is_blank, *map(_fmt, event.probs)]
+    return [neutralise(event.id), neutralise(event.deployment), event.start, event.end, str(len(event.frames)),
+            str(event.unreadable), "false" if event.timed else "true", *verdict, neutralise(event.frames[0].path),
+            neutralise(model or "")]
+
+
+def write_events(events: list[Event], table: FieldTable, out: Path, *,
+                 threshold: float | None = None) -> None:
+    """Write events.csv atomically (temp file, fsync, rename)."""
+    threshold = DEFAULT_BLANK_THRESHOLD if threshold is None else threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise DataError(f"--blank-threshold must be between 0 and 1, got {threshold}.")
+    write_csv(out, events_header(table.classes, table.blank),
+              (event_row(e, table.classes, table.blank, threshold=threshold, model=table.model) for e in events))
+
+
+def _fmt(p: float) -> str:
+    return f"{float(p):.8g}"
+
+
+@dataclass(frozen=True)
+class EventsSummary:
+    """What `trapcls events` did."""
+
+    out: Path
+    frames: int
+    events: int
+    deployments: int
+    untimed: int  # frames without a capture time (each its own event)
+    unreadable: int
+    blank_events: int | None  # None when the model has no blank class
+
+
+def run_events(config) -> EventsSummary:
+    """Group a field CSV's frames into events and write one row per event (`config`: an EventsConfig)."""
+    from trapcls.core.fsutil import writing
+    from trapcls.results.table import read_field
+
+    table = read_field(config.predictions)
+    check_depth(config.deployment_depth)
+    check_threshold(config.blank_threshold, table)
+    events = group_events(table, gap=config.gap,
+                          deployment=lambda path: deployment_of(path, config.deployment_depth))
+    if config.out.is_dir():
+        raise DataError(f"--out {config.out} is a folder; give a CSV file path, e.g. {config.out / 'events.csv'}.")
+    with writing(config.out):
+        write_events(events, table, config.out, threshold=config.blank_threshold)
+    threshold = DEFAULT_BLANK_THRESHOLD if config.blank_threshold is None else config.blank_threshold
+    blank = table.blank
+    return EventsSummary(
+        out=config.out, frames=len(table.frames), events=len(events),
+        deployments=len({e.deployment for e in events}),
+        untimed=sum(not f.captured for f in table.frames), unreadable=sum(not f.ok for f in table.frames),
+        blank_events=None if blank is None else sum(e.probs is not None and e.probs[blank] >= threshold
+                                                    for e in events))
+
+
+def check_depth(depth: int) -> None:
+    if depth < 0:
+        raise DataError(f"--deployment-depth must be 0 (one deployment) or more folders, got {depth}.")
+
+
+def check_threshold(threshold: float | None, table: FieldTable) -> None:
+    if threshold is None:
+        return
+    if not 0.0 <= threshold <= 1.0:
+        raise DataError(f"--blank-threshold must be between 0 and 1, got {threshold}.")
+    if table.blank is None:
+        raise DataError(f"--blank-threshold does not apply: the model has no blank class "
+                        f"(classes: {', '.join(table.classes)}).")

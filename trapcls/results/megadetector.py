@@ -1,0 +1,155 @@
+"""`trapcls convert --to megadetector`: a field CSV as MegaDetector batch output (format 1.6), which Timelapse imports.
+
+The format (https://lila.science/megadetector-output-format, checked by MegaDetector's
+`validate_batch_results`) describes boxes a detector found and, per box, what a classifier said.
+trapcls has no detector: it classifies whole frames. The file says so (`info.detector`) and
+writes each frame this way:
+
+- a readable frame that is not blank (P(blank) < the blank threshold, or a model without a blank
+  class) gets ONE detection covering the whole frame, `bbox` [0, 0, 1, 1] (x, y, width, height,
+  relative). Its `conf` is 1 - P(blank) (1.0 without a blank class), so Timelapse's detection
+  threshold plays the part of trapcls's blank threshold. Its `category` is the observation type
+  of the most probable non-blank class: animal -> "1" animal, human -> "2" person, vehicle -> "3"
+  vehicle (MegaDetector's categories); unknown and unclassified -> "1".
+- its `classifications` are [class id, probability] for every non-blank class, most probable
+  first, renormalised over the non-blank classes: P(class | not blank) = p / (sum of non-blank p).
+  That is what a MegaDetector classification means (what the box shows, given it shows
+  something); the detection's conf already says how sure the frame is not blank, and conf times
+  a classification gives back the CSV's probability (up to rounding). So a classification
+  threshold in Timelapse means the same on a near-certain frame and on a doubtful one.
+- a blank frame (P(blank) >= threshold) gets `detections: []`: that is how the format says
+  "nothing here", and Timelapse counts it as Empty.
+- an unreadable frame gets `failure` (predict's error text) and `detections: null`, as the
+  format asks; Timelapse skips it.
+- `datetime`: the capture time as EXIF writes it ("2021:04:11 20:43:09", camera wall clock), as
+  MegaDetector's run_detector_batch writes it with --include_image_timestamp; absent when the
+  frame has none.
+
+Categories: `classification_categories` maps the class's position in the model's class list
+(the CSV's column order) to its name, for every class except blank: blank is never a
+classification (a blank frame has no detection to carry one), and the format's way to say
+blank is an empty detection list. Ids are therefore stable for a model but skip the blank's
+position. `classification_category_descriptions` gives each id the scientific name from --taxa
+when known, else the class name. `info` names the classifier exactly (the CSV's model column),
+the blank threshold as detector_metadata's thresholds, and trapcls's version.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from trapcls import __version__
+from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.exceptions import DataError
+from trapcls.core.fsutil import atomic_write_text, writing
+from trapcls.results.config import ConvertConfig, ConvertSummary
+from trapcls.results.table import FieldTable, Frame
+from trapcls.results.taxa import Taxon, taxa_for
+
+FORMAT_VERSION = "1.6"
+DETECTION_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
+# Camtrap DP observation type -> MegaDetector detection category; any other type is an animal.
+CATEGORY_OF_TYPE = {"animal": "1", "human": "2", "vehicle": "3"}
+WHOLE_FRAME = (0.0, 0.0, 1.0, 1.0)
+UNKNOWN_MODEL = "unknown model (CSV without a model column)"
+DETECTOR = f"trapcls {__version__} whole-frame (no detector: one box covering the frame per non-blank frame)"
+COMPLETION_TIME = "%Y-%m-%d %H:%M:%S"  # the format's completion times
+EXIF_TIME = "%Y:%m:%d %H:%M:%S"  # per-image datetime, as run_detector_batch writes it
+DIGITS = 6
+
+
+def write_megadetector(table: FieldTable, config: ConvertConfig) -> ConvertSummary:
+    """Write `table` as MegaDetector format 1.6 JSON to `config.out`, atomically."""
+    check_out(config.out, config.predictions, overwrite=config.overwrite)
+    threshold = DEFAULT_BLANK_THRESHOLD if config.blank_threshold is None else config.blank_threshold
+    results = megadetector_results(table, taxa_for(table.classes, config.taxa), threshold=threshold)
+    with writing(config.out):
+        atomic_write_text(config.out, json.dumps(results, indent=1, allow_nan=False) + "\n")
+    return ConvertSummary(out=config.out, to="megadetector", frames=len(table.frames), notes=_notes(table, config.out))
+
+
+def check_out(out: Path, predictions: Path, *, overwrite: bool) -> None:
+    """DataError for an --out that is a folder, the predictions CSV itself, or an existing file without overwrite."""
+    if out.is_dir():
+        raise DataError(f"--out {out} is a folder; give a JSON file path, e.g. {out / 'results.json'}.")
+    if out.exists() and out.resolve() == predictions.resolve():
+        raise DataError(f"--out {out} is the predictions CSV itself; choose another --out, e.g. "
+                        f"{out.with_suffix('.json')}.")
+    if out.exists() and not overwrite:
+        raise DataError(f"--out {out} already exists; pass --overwrite to replace it, or choose another --out.")
+
+
+def megadetector_results(table: FieldTable, taxa: dict[str, Taxon], *, threshold: float) -> dict:
+    """The whole JSON document for `table` (see the module docstring for the convention)."""
+    ids = {i: str(i) for i in range(len(table.classes)) if i != table.blank}
+    kinds = [CATEGORY_OF_TYPE.get(taxa[name].observation_type, "1") for name in table.classes]
+    return {
+        "info": _info(table, threshold),
+        "detection_categories": dict(DETECTION_CATEGORIES),
+        "classification_categories": {ids[i]: table.classes[i] for i in ids},
+        "classification_category_descriptions": {
+            ids[i]: taxa[table.classes[i]].scientific_name or table.classes[i] for i in ids},
+        "images": [image_entry(frame, blank=table.blank, kinds=kinds, threshold=threshold) for frame in table.frames],
+    }
+
+
+def _info(table: FieldTable, threshold: float) -> dict:
+    # Every detection has conf = 1 - P(blank) > 1 - threshold: at that threshold Timelapse shows
+    # exactly the frames trapcls calls non-blank.
+    floor = _round(1.0 - threshold)
+    return {
+        "format_version": FORMAT_VERSION,
+        "detector": DETECTOR,
+        "detector_metadata": {"megadetector_version": "none", "typical_detection_threshold": floor,
+                              "conservative_detection_threshold": floor},
+        "classifier": table.model or UNKNOWN_MODEL,
+        "classification_completion_time": datetime.now().strftime(COMPLETION_TIME),
+        "custom_metadata": {"trapcls_version": __version__, "predictions": table.source.name,
+                            "blank_threshold": threshold, "boxes": "whole frame"},
+    }
+
+
+def image_entry(frame: Frame, *, blank: int | None, kinds: list[str], threshold: float) -> dict:
+    """One `images[]` entry: a whole-frame detection, none (blank), or a failure (unreadable)."""
+    entry: dict = {"file": frame.path}
+    if frame.captured:
+        entry["datetime"] = frame.time.strftime(EXIF_TIME)
+    if not frame.ok:
+        return {**entry, "failure": frame.error or "unreadable (the CSV gives no reason)", "detections": None}
+    detection = whole_frame_detection(frame.probs, blank=blank, kinds=kinds, threshold=threshold)
+    return {**entry, "detections": [] if detection is None else [detection]}
+
+
+def whole_frame_detection(probs: np.ndarray, *, blank: int | None, kinds: list[str], threshold: float) -> dict | None:
+    """The detection of a non-blank frame, or None when P(blank) >= threshold (or nothing else has probability)."""
+    others = [i for i in range(len(probs)) if i != blank]
+    mass = float(probs[others].sum())
+    if mass <= 0 or (blank is not None and probs[blank] >= threshold):
+        return None
+    order = sorted(others, key=lambda i: (-probs[i], i))
+    conf = 1.0 if blank is None else 1.0 - float(probs[blank])
+    return {"category": kinds[order[0]], "conf": _round(conf), "bbox": list(WHOLE_FRAME),
+            "classifications": [[str(i), _round(probs[i] / mass)] for i in order]}
+
+
+def _notes(table: FieldTable, out: Path) -> list[str]:
+    notes = []
+    unreadable = sum(not f.ok for f in table.frames)
+    if unreadable:
+        notes.append(f"{unreadable} frames were unreadable: they are in the JSON with their error as `failure` and "
+                     "no detections (Timelapse skips them).")
+    if table.blank is None:
+        notes.append("the model has no blank class: every readable frame gets a whole-frame detection (conf 1.0).")
+    if table.model is None:
+        notes.append(f"{table.source} has no model column: info.classifier says {UNKNOWN_MODEL!r}.")
+    if out.suffix.lower() != ".json":
+        notes.append(f"Timelapse's import dialog lists .json files only; consider naming --out {out.stem}.json.")
+    return notes
+
+
+def _round(value: float) -> float:
+    return round(float(value), DIGITS)
