@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trapcls import __version__
+from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
 from trapcls.core.exceptions import BundleError
 from trapcls.core.fsutil import atomic_write_text, sha256_file
 from trapcls.core.preprocess import PreprocessSpec
@@ -54,6 +55,29 @@ class Bundle:
         version = self.manifest.get("version")
         sha = str(self.manifest["files"][ONNX_FILE]["sha256"])[:SHORT_SHA]
         return " ".join([name, *([f"v{version}"] if version not in (None, "") else []), f"sha256:{sha}"])
+
+    @property
+    def blank_policy(self) -> dict[str, Any] | None:
+        """The certified blank threshold `trapcls evaluate --blank-miss --write-bundle` stored, if any."""
+        return self.manifest.get("blank_policy")
+
+    def blank_threshold(self, override: float | None = None) -> tuple[float, str]:
+        """The is_blank threshold to use and why: --blank-threshold, else the certified policy, else the default."""
+        if override is not None:
+            return override, f"--blank-threshold {override:g}"
+        policy = self.blank_policy
+        if policy:
+            return float(policy["threshold"]), (
+                f"the bundle's certified blank policy: at most {policy.get('target_miss', float('nan')):.1%} of "
+                f"animal frames set aside, {policy.get('confidence', float('nan')):.0%} confidence, from "
+                f"{policy.get('animal_frames', '?')} labelled non-blank frames")
+        return DEFAULT_BLANK_THRESHOLD, f"the default {DEFAULT_BLANK_THRESHOLD:g} (no certified policy in the bundle)"
+
+    @property
+    def class_counts(self) -> dict[str, int] | None:
+        """How many frames of each class the model was trained on (recorded since trapcls 0.1 runs with it)."""
+        counts = self.manifest.get("training", {}).get("config", {}).get("train_class_counts")
+        return counts if isinstance(counts, dict) and set(counts) == set(self.classes) else None
 
     @property
     def weights_path(self) -> Path | None:
@@ -176,6 +200,7 @@ def load_bundle(path: str | Path) -> Bundle:
                 f"{file_path}: sha256 mismatch (bundle.json records {info.get('sha256')}, the file has {actual}). "
                 "The file changed after export; re-run `trapcls export onnx` to rebuild the bundle."
             )
+    _check_blank_policy(manifest.get("blank_policy"), manifest_path)
     outputs = _onnx_output_width(root / ONNX_FILE)
     if outputs is not None and outputs != len(classes):
         raise BundleError(
@@ -191,6 +216,25 @@ def load_bundle(path: str | Path) -> Bundle:
         metrics=manifest.get("metrics", {}),
         manifest=manifest,
     )
+
+
+def store_blank_policy(root: Path, policy: dict[str, Any]) -> Bundle:
+    """Add (or replace) the bundle's blank policy in bundle.json. The model files and their hashes are
+    untouched, so the bundle stays valid; the manifest is replaced atomically."""
+    bundle = load_bundle(root)
+    _check_blank_policy(policy, bundle.root / MANIFEST)
+    manifest = {**bundle.manifest, "blank_policy": policy}
+    atomic_write_text(bundle.root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return load_bundle(bundle.root)
+
+
+def _check_blank_policy(policy: Any, where: Path) -> None:
+    if policy is None:
+        return
+    threshold = policy.get("threshold") if isinstance(policy, dict) else None
+    if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise BundleError(f"{where}: blank_policy.threshold must be a number between 0 and 1, got {threshold!r}. "
+                          "Certify it again with `trapcls evaluate --blank-miss ... --write-bundle`.")
 
 
 def _check_classes(classes: Any, where: Path) -> None:

@@ -20,3 +20,6 @@ class EvaluateConfig:
     bundle: Path | None = None
     command: str = ""
     title: str | None = None
+    blank_miss: float | None = None  # certify a blank threshold: at most this share of animal frames set aside
+    confidence: float = 0.95  # ... with this confidence
+    write_bundle: Path | None = None  # ... and store that policy in this bundle

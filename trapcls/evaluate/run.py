@@ -13,17 +13,20 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.bundle import load_bundle
+from trapcls.core.blank import blank_index
+from trapcls.core.bundle import MANIFEST, load_bundle, store_blank_policy
+from trapcls.core.certify import certify_blank_threshold
 from trapcls.core.exceptions import DataError
 from trapcls.core.labels import Sample, load_samples
 from trapcls.core.metrics import compare, evaluate_probs
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.evaluate.report import galleries, write_report
-from trapcls.predict.output import parse_header, read_table
+from trapcls.predict.output import check_one_model, parse_header, read_table
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ class Predictions:
     keys: list[str]
     probs: np.ndarray  # (N, C); only the rows with probabilities
     failed: list[str]  # keys of error rows (unreadable images)
+    model: str | None = None  # the model column of a field CSV (None: submission, or written before it existed)
 
 
 @dataclass
@@ -84,7 +88,9 @@ def read_predictions(path: Path) -> Predictions:
     if repeated:
         raise DataError(f"{path}: {len(repeated)} keys appear more than once, e.g. {', '.join(repeated[:EXAMPLES])}.")
     probs = np.asarray(values, dtype=np.float64).reshape(len(values), len(classes))
-    return Predictions(source=path, fmt=fmt, classes=list(classes), keys=keys, probs=probs, failed=failed)
+    model = check_one_model(path, columns.model, rows)
+    return Predictions(source=path, fmt=fmt, classes=list(classes), keys=keys, probs=probs, failed=failed,
+                       model=model)
 
 
 def read_labels(path: Path, *, label_regex: str | None = None) -> list[Sample]:
@@ -204,16 +210,20 @@ class Evaluation:
     notes: list[str]
     counts: list[dict[str, int]]
     report: Path | None = None
+    certificate: dict | None = None  # --blank-miss: the certified blank threshold
+    stored_in: Path | None = None  # --write-bundle: the bundle.json that now holds it
 
     def to_json(self) -> dict:
         return {"predictions": self.names, "metrics": self.metrics, "comparison": self.comparison,
-                "notes": self.notes, "counts": self.counts, "report": str(self.report) if self.report else None}
+                "notes": self.notes, "counts": self.counts, "report": str(self.report) if self.report else None,
+                "blank_certificate": self.certificate, "stored_in": str(self.stored_in) if self.stored_in else None}
 
 
 def evaluate(config: EvaluateConfig) -> Evaluation:
     """Score one predictions file (or two side by side) against labels; write the HTML report if asked."""
     if not 1 <= len(config.predictions) <= 2:
         raise DataError("Give one predictions CSV, or two to compare.")
+    check_certify_options(config)
     if not 0 <= config.blank_threshold <= 1:
         raise DataError(f"--blank-threshold must be between 0 and 1, got {config.blank_threshold}.")
     samples = read_labels(config.labels, label_regex=config.label_regex)
@@ -235,6 +245,8 @@ def evaluate(config: EvaluateConfig) -> Evaluation:
                      f"e.g. {', '.join(str(p) for p in absent[:EXAMPLES])}.")
     result = Evaluation(names=[p.source.name for p in loaded], metrics=metrics, comparison=comparison, notes=notes,
                         counts=[m.counts for m in matched])
+    if config.blank_miss is not None:
+        result.certificate, result.stored_in = certify(config, loaded[0], matched[0])
     if config.report:
         first = matched[0]
         write_report(config.report, title=config.title or f"trapcls evaluate: {loaded[0].source.name}",
@@ -244,6 +256,42 @@ def evaluate(config: EvaluateConfig) -> Evaluation:
                      notes=notes)
         result.report = config.report
     return result
+
+
+def check_certify_options(config: EvaluateConfig) -> None:
+    """--blank-miss needs one predictions file; --write-bundle needs --blank-miss (before any work is done)."""
+    if config.write_bundle is not None and config.blank_miss is None:
+        raise DataError("--write-bundle stores a certified blank policy: give --blank-miss too (e.g. 0.02).")
+    if config.blank_miss is not None and len(config.predictions) != 1:
+        raise DataError("--blank-miss certifies one model's predictions: give one predictions CSV.")
+    if config.write_bundle is not None:
+        load_bundle(config.write_bundle)  # a bad bundle is refused now, not after the scoring
+
+
+def certify(config: EvaluateConfig, predictions: Predictions, matched: Matched) -> tuple[dict, Path | None]:
+    """The certified blank threshold on the labelled frames; stored in --write-bundle when given."""
+    blank = blank_index(matched.classes)
+    if blank is None:
+        raise DataError(f"--blank-miss needs a model with a blank class; {predictions.source} has the classes "
+                        f"{', '.join(matched.classes)}.")
+    p_blank = matched.probs[:, blank]
+    is_blank = matched.labels == blank
+    certificate = certify_blank_threshold(p_blank[~is_blank], p_blank[is_blank], target=config.blank_miss,
+                                          confidence=config.confidence).to_json()
+    if config.write_bundle is None:
+        return certificate, None
+    bundle = load_bundle(config.write_bundle)
+    if predictions.model is not None and predictions.model != bundle.model_id:
+        raise DataError(f"{predictions.source} was written by the model {predictions.model!r}, not by "
+                        f"{bundle.model_id!r} ({config.write_bundle}). Certify a bundle on its own predictions.")
+    if predictions.model is None:
+        raise DataError(f"{predictions.source} has no model column, so nothing shows it comes from "
+                        f"{config.write_bundle}. Predict again with this trapcls and certify that CSV.")
+    policy = {**certificate, "model": bundle.model_id, "labels": str(config.labels.resolve()),
+              "predictions": str(predictions.source.resolve()),
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    stored = store_blank_policy(bundle.root, policy)
+    return certificate, stored.root / MANIFEST
 
 
 def _common_rows(matched: list[Matched], names: list[str], notes: list[str]) -> list[Matched]:
@@ -319,12 +367,31 @@ def render_text(result: Evaluation) -> str:
         for row in result.comparison["per_class"][:10]:
             lines.append(f"  {row['class'][:22]:<22}{row['f1_a']:>8.3f} -> {row['f1_b']:.3f} "
                          f"({row['f1_diff']:+.3f})")
+    if result.certificate:
+        lines += ["", *render_certificate(result.certificate, result.stored_in)]
     if result.notes:
         lines.append("")
         lines.extend(f"note: {n}" for n in result.notes)
     if result.report:
         lines.append(f"report: {result.report}")
     return "\n".join(lines)
+
+
+def render_certificate(c: dict, stored_in: Path | None) -> list[str]:
+    """What the certified blank threshold means, in a field team's words."""
+    lines = [
+        f"certified blank threshold: set a frame aside as blank when P(blank) >= {c['threshold']:.3f}",
+        f"  guarantee: with {c['confidence']:.0%} confidence at most {c['target_miss']:.1%} of animal frames are set "
+        f"aside (certified bound {c['certified_miss_bound']:.2%}; observed here {c['misses']} of "
+        f"{c['animal_frames']} = {c['observed_miss_rate']:.2%})",
+        f"  review saved on these frames: {c['set_aside_share']:.1%} of all frames set aside, "
+        f"{c['blanks_caught']:.1%} of the {c['blank_frames']} blank frames caught",
+        f"  method: {c['method']}; holds for frames like these labelled ones (same cameras, season, model)",
+    ]
+    if stored_in:
+        lines.append(f"  stored in {stored_in}: predict and watch now use it for is_blank (--blank-threshold "
+                     "overrides)")
+    return lines
 
 
 def _num(value, fmt: str) -> str:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
 from trapcls.core.bundle import Bundle, load_bundle
 from trapcls.core.discover import ImageFile, discover_images
 from trapcls.core.exceptions import DataError, ImageReadError
@@ -51,6 +50,7 @@ class PredictSummary:
     seconds: float = 0.0
     repaired: bool = False
     failures: list[Result] = field(default_factory=list)
+    blank_rule: str = ""  # the is_blank threshold and where it came from (field format, a blank class)
 
 
 def run_predict(
@@ -69,6 +69,8 @@ def run_predict(
         raise DataError(f"--batch-size must be at least 1, got {config.batch_size}.")
     bundle = load_bundle(config.bundle)
     layout = _layout(config, bundle)
+    why = bundle.blank_threshold(config.blank_threshold)[1]
+    summary_blank = f"is_blank: P(blank) >= {layout.blank_threshold:g} ({why})" if layout.blank is not None else ""
     files = discover_images(config.inputs, file_list=config.file_list)
     if config.fmt == "submission":
         check_submission_ids(files)  # over the whole job, so clashes between shards are caught too
@@ -77,7 +79,7 @@ def run_predict(
     choice = choose_backend(config.backend, bundle)
     backend = create_backend(choice.name, bundle, threads=config.threads)
     summary = PredictSummary(out=config.out, backend=backend.name, device=backend.device, reason=choice.reason,
-                             images=len(files))
+                             images=len(files), blank_rule=summary_blank)
     appender = CsvAppender(config.out, layout, overwrite=config.overwrite)
     summary.repaired = appender.repaired
     todo = [f for f in files if layout.key(f) not in appender.done]
@@ -103,9 +105,8 @@ def run_predict(
 
 
 def _layout(config: PredictConfig, bundle: Bundle) -> Layout:
-    layout = Layout(config.fmt, bundle.classes,
-                    DEFAULT_BLANK_THRESHOLD if config.blank_threshold is None else config.blank_threshold,
-                    model=bundle.model_id)
+    threshold, _ = bundle.blank_threshold(config.blank_threshold)
+    layout = Layout(config.fmt, bundle.classes, threshold, model=bundle.model_id)
     if config.blank_threshold is not None and layout.blank is None:
         why = ("the submission format has no is_blank column" if config.fmt == "submission"
                else f"the bundle has no blank class (classes: {', '.join(bundle.classes)})")

@@ -28,7 +28,7 @@ DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-2}
 RUN_ONLY = frozenset({"out", "resume", "overwrite", "command"})
 # What a run adds to its config.json besides the options (resolved facts); a config file may hold them.
 RESOLVED = frozenset({"split", "device", "precision", "classes", "preprocess", "train_images", "val_images",
-                      "processes"})
+                      "processes", "train_class_counts"})
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_log_loss",
                  "val_macro_f1", "images_per_s", "seconds")
 # Options that may change between an interrupted run and its resumption without changing the result.
-RESUMABLE_DIFFERENCES = frozenset({"resume", "overwrite", "workers", "export", "calibrate", "command"})
+RESUMABLE_DIFFERENCES = frozenset({"resume", "overwrite", "workers", "export", "calibrate", "command",
+                                   "train_class_counts"})  # counts follow from the split, which is checked
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,9 @@ class Trainer:
             **self.config.to_json(), "arch": self.arch, "lr": self.config.peak_lr, "split": self.grouping,
             "device": self.device, "precision": str(self.amp_dtype) if self.amp_dtype else "fp32",
             "classes": self.classes, "preprocess": self.spec.to_dict(), "train_images": len(self.train_set),
-            "val_images": len(self.val_set), "processes": self.dist.world}
+            "val_images": len(self.val_set), "processes": self.dist.world,
+            # The class frequencies the model learnt: `trapcls adapt` starts from them.
+            "train_class_counts": {c: sum(s.label == c for s in self.train_set) for c in self.classes}}
         if self.state:
             check_same_run(self.state["config"], self.resolved, self.run_dir)
         if self.dist.main:

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
 from trapcls.core.bundle import load_bundle
 from trapcls.core.discover import ImageFile, discover_images, is_candidate
 from trapcls.core.exceptions import DataError
@@ -130,8 +129,10 @@ class Watcher:
         log.info("backend %s on %s (%s)", choice.name, backend.device, choice.reason)
         self._bundle, self._backend = bundle, backend
         self._batch = config.batch_size or DEFAULT_BATCH.get(backend.device, 8)
-        threshold = DEFAULT_BLANK_THRESHOLD if config.blank_threshold is None else config.blank_threshold
+        threshold, why = bundle.blank_threshold(config.blank_threshold)
         self._layout = Layout("field", bundle.classes, blank_threshold=threshold, model=bundle.model_id)
+        if self._layout.blank is not None:
+            log.info("is_blank: P(blank) >= %g (%s)", threshold, why)
         self.journal = Journal(journal_path(self.out))
         self.journal.bind_model(bundle.classes, bundle.model_id)
         self._known = {e.path: (e.size, e.mtime_ns) for e in self.journal.finished()}
