@@ -21,8 +21,7 @@ import pytest
 
 from conftest import DEMO
 from trapcls.core.bundle import load_bundle
-from trapcls.core.certify import (GRID, binomial_cdf, certify_blank_threshold, clopper_pearson_upper,
-                                  frames_needed)
+from trapcls.core.certify import GRID, binomial_cdf, certify_blank_threshold, clopper_pearson_upper, frames_needed
 from trapcls.core.exceptions import DataError
 
 

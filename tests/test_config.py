@@ -15,7 +15,7 @@ from conftest import DEMO
 from trapcls.core.exceptions import DataError
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.predict.config import PredictConfig
-from trapcls.results.config import ConvertConfig, EventsConfig
+from trapcls.results.config import AdaptConfig, ConvertConfig, EventsConfig
 from trapcls.training.config import RUN_ONLY, TrainConfig, read_config_file, train_config
 from trapcls.watch.config import WatchConfig
 
@@ -31,7 +31,8 @@ def _command_defaults(name: str) -> dict:
 
 @pytest.mark.parametrize("command, config", [("train", TrainConfig), ("predict", PredictConfig),
                                              ("watch", WatchConfig), ("evaluate", EvaluateConfig),
-                                             ("events", EventsConfig), ("convert", ConvertConfig)])
+                                             ("events", EventsConfig), ("convert", ConvertConfig),
+                                             ("adapt", AdaptConfig)])
 def test_every_cli_default_is_the_config_default(command, config):
     cli = _command_defaults(command)
     fields = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}

@@ -26,7 +26,7 @@ from trapcls.core.profile import Profile
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.export import parse_targets
 from trapcls.predict.config import BACKEND_NAMES, FORMATS, PredictConfig
-from trapcls.results.config import TARGETS, ConvertConfig, EventsConfig
+from trapcls.results.config import TARGETS, AdaptConfig, ConvertConfig, EventsConfig
 from trapcls.training.config import AUGMENTS, BALANCES, DEFAULT_LR, GROUP_BY, OPTIMIZERS, TrainConfig
 from trapcls.watch.config import WatchConfig
 
@@ -56,7 +56,7 @@ ConvertTarget = _choices("ConvertTarget", TARGETS)
 
 # The defaults, read from the configs (a field's default is its class attribute).
 T, P, W, E, PROFILE = TrainConfig, PredictConfig, WatchConfig, EvaluateConfig, Profile
-EV, CV = EventsConfig, ConvertConfig
+EV, CV, AD = EventsConfig, ConvertConfig, AdaptConfig
 
 
 def _version(value: bool) -> None:
@@ -254,8 +254,9 @@ def predict(
     tta: Annotated[bool, typer.Option(help="Average with a horizontally flipped copy (twice the model work).")]
     = P.tta,
     blank_threshold: Annotated[Optional[float], typer.Option(
-        help=f"is_blank is true when P(blank) >= this (field format, bundles with a blank class). "
-             f"Default {DEFAULT_BLANK_THRESHOLD}.")] = P.blank_threshold,
+        help=f"is_blank is true when P(blank) >= this (field format, bundles with a blank class). Default: the "
+             f"bundle's certified blank policy if it has one (see evaluate --blank-miss), else "
+             f"{DEFAULT_BLANK_THRESHOLD}.")] = P.blank_threshold,
     overwrite: Annotated[bool, typer.Option(help="Start --out afresh instead of resuming it.")] = P.overwrite,
     strict: Annotated[bool, typer.Option(help="Exit 1 when any image classified in this run could not be read.")]
     = False,
@@ -278,6 +279,8 @@ def predict(
     summary = _predict_with_progress(config)
     rate = summary.classified / summary.seconds if summary.seconds > 0 else 0.0
     typer.echo(f"backend: {summary.backend} on {summary.device} ({summary.reason})", err=True)
+    if summary.blank_rule:
+        typer.echo(summary.blank_rule, err=True)
     if summary.skipped:
         typer.echo(f"resumed: {summary.skipped} files were already in {summary.out}", err=True)
     if summary.repaired:
@@ -419,7 +422,8 @@ def watch(
         help="Also append every result to this one CSV, a log (paths relative to INBOX; a file classified "
              "again after it changed gets a second row, while its camera CSV keeps one).")] = W.all_csv,
     blank_threshold: Annotated[Optional[float], typer.Option(
-        help=f"is_blank is true when P(blank) >= this. Default {DEFAULT_BLANK_THRESHOLD}.")] = W.blank_threshold,
+        help=f"is_blank is true when P(blank) >= this. Default: the bundle's certified blank policy if it has "
+             f"one, else {DEFAULT_BLANK_THRESHOLD}.")] = W.blank_threshold,
     idle_exit: Annotated[Optional[float], typer.Option(
         help="Exit after this many seconds with nothing to do (for one-off runs); default: run until stopped.")]
     = W.idle_exit,
@@ -481,9 +485,20 @@ def evaluate(
     bundle: Annotated[Optional[Path], typer.Option(help="The model's bundle, summarised in the report.")] = E.bundle,
     blank_threshold: Annotated[float, typer.Option(
         help="Blank-vs-animal scores count a frame as blank when P(blank) >= this.")] = E.blank_threshold,
+    blank_miss: Annotated[Optional[float], typer.Option(
+        help="Certify a blank threshold: the lowest P(blank) cut-off at which at most this share of animal frames "
+             "(e.g. 0.02) would be set aside as blank, with --confidence; exact binomial bound, valid for the "
+             "threshold it picks. Needs labelled blank and animal frames.")] = E.blank_miss,
+    confidence: Annotated[float, typer.Option(help="Confidence of the --blank-miss guarantee.")] = E.confidence,
+    write_bundle: Annotated[Optional[Path], typer.Option(
+        help="Store the certified policy in this bundle's bundle.json (the model files are untouched): predict "
+             "and watch then use it for is_blank. The predictions must come from this bundle.")] = E.write_bundle,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of tables.")] = False,
 ) -> None:
-    """Score predictions against labels: log loss, accuracy, balanced accuracy, macro-F1, per class and per site."""
+    """Score predictions against labels: log loss, accuracy, balanced accuracy, macro-F1, per class and per site.
+
+    With --blank-miss it also certifies a blank threshold (README: "Setting blanks aside safely").
+    """
     import json
 
     from trapcls.evaluate import evaluate as run_evaluate
@@ -562,6 +577,44 @@ def convert(
     summary = run_convert(_config(ctx, ConvertConfig))
     events = f", {summary.events} events" if summary.events else ""
     typer.echo(f"{summary.frames} frames{events} -> {summary.out} ({summary.to})")
+    for note in summary.notes:
+        typer.echo(f"note: {note}", err=True)
+
+
+@app.command()
+def adapt(
+    ctx: typer.Context,
+    predictions: Annotated[Path, typer.Argument(help=FIELD_CSV_HELP, metavar="PRED.csv")],
+    out: Annotated[Path, typer.Option(help="The adapted field CSV to write (same columns, corrected probabilities).")],
+    bundle: Annotated[Optional[Path], typer.Option(
+        help="The bundle that wrote the predictions (its training class frequencies are the starting priors); "
+             "default: $TRAPCLS_BUNDLE, else the shipped model.")] = None,
+    deployment_depth: Annotated[int, typer.Option(help=DEPTH_HELP)] = AD.deployment_depth,
+    min_frames: Annotated[int, typer.Option(
+        help="Deployments with fewer readable frames are left as they are.")] = AD.min_frames,
+    prior_strength: Annotated[float, typer.Option(
+        help="Pseudo-frames pulling each estimate towards the training priors (0: plain EM).")] = AD.prior_strength,
+    blank_threshold: Annotated[Optional[float], typer.Option(
+        help="is_blank in the adapted CSV; default: the bundle's policy, else "
+             f"{DEFAULT_BLANK_THRESHOLD}.")] = AD.blank_threshold,
+    report: Annotated[Optional[Path], typer.Option(
+        help="JSON of the estimated priors per deployment; default: OUT with .priors.json.")] = AD.report,
+) -> None:
+    """Re-estimate each deployment's class priors from its own frames (EM, Saerens et al. 2002) and correct them.
+
+    Every camera sees its own species mix; the model's probabilities carry its training mix. The
+    estimate is damped by --prior-strength and skipped below --min-frames (README, "Per-camera priors").
+    """
+    from trapcls.results import run_adapt
+
+    summary = run_adapt(_config(ctx, AdaptConfig, bundle=_bundle(bundle)))
+    names = summary.classes
+    typer.echo(f"{'deployment':<24}{'frames':>8}  estimated priors (training prior), top 3")
+    for e in summary.estimates:
+        top = sorted(range(len(names)), key=lambda i: -e.prior[i])[:3]
+        mix = ", ".join(f"{names[i]} {e.prior[i]:.2f} ({summary.training_prior[i]:.2f})" for i in top)
+        typer.echo(f"{e.deployment[:23]:<24}{e.frames:>8}  {mix if e.adapted else 'not adapted: ' + e.reason}")
+    typer.echo(f"-> {summary.out}; priors in {summary.report}")
     for note in summary.notes:
         typer.echo(f"note: {note}", err=True)
 

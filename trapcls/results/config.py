@@ -54,3 +54,24 @@ class ConvertSummary:
     frames: int = 0
     events: int = 0
     notes: list[str] = field(default_factory=list)  # what the user should know (placeholders, frames left out)
+
+
+# trapcls adapt: a deployment needs this many readable frames before its priors are re-estimated,
+# and the estimate is pulled towards the training priors by this many pseudo-frames (a Dirichlet
+# prior): with 30 frames and strength 10, the training mix still weighs a quarter.
+DEFAULT_MIN_FRAMES = 30
+DEFAULT_PRIOR_STRENGTH = 10.0
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Everything `trapcls adapt` needs; the CLI only fills this in."""
+
+    predictions: Path
+    bundle: Path
+    out: Path
+    deployment_depth: int = DEFAULT_DEPLOYMENT_DEPTH
+    min_frames: int = DEFAULT_MIN_FRAMES
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH
+    blank_threshold: float | None = None
+    report: Path | None = None  # JSON of the estimated priors; default: next to --out

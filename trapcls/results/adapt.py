@@ -1,0 +1,178 @@
+"""`trapcls adapt`: re-estimate each deployment's class priors from its own frames and correct the probabilities.
+
+Every camera sees its own mix of species, but a classifier's probabilities carry the mix of its
+training set. Saerens, Latinne & Decaestecker (2002, "Adjusting the outputs of a classifier to
+new a priori probabilities: a simple procedure", Neural Computation 14:21-41) estimate a new
+mix from unlabelled predictions alone with EM, assuming only the priors changed (p(x|y) did not):
+
+    E-step: q_i(y) ∝ p_i(y) * pi(y) / pi_train(y)      (each frame's posterior under the new priors)
+    M-step: pi(y)  = (sum_i q_i(y) + s * pi_train(y)) / (n + s)
+
+starting from pi = pi_train. The M-step here is the MAP estimate under a Dirichlet prior centred
+on the training priors with strength s pseudo-frames (--prior-strength): it damps the estimate
+when a deployment has few frames and keeps a class the camera has not shown yet from being
+driven to zero. Deployments with fewer than --min-frames readable frames are left unchanged.
+
+pi_train comes from the bundle (`training.config.train_class_counts`, written by `trapcls
+train`); a bundle without them is assumed to have been trained on a uniform mix, and the
+report says so. The certified blank policy of a bundle was certified on unadapted probabilities:
+the adapted CSV still uses its threshold, but its guarantee does not carry over (the command
+says so).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trapcls.core.bundle import load_bundle
+from trapcls.core.discover import ImageFile
+from trapcls.core.exceptions import DataError
+from trapcls.core.fsutil import atomic_write_text, write_csv, writing
+from trapcls.predict.output import Layout, Result
+from trapcls.results.config import AdaptConfig
+from trapcls.results.events import check_depth, deployment_of
+from trapcls.results.table import FieldTable, read_field
+
+MAX_ITERATIONS = 1000
+TOLERANCE = 1e-7
+ADAPTED = " +prior-adapted"  # appended to the model column: these are no longer the model's own probabilities
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One deployment's outcome."""
+
+    deployment: str
+    frames: int  # readable frames
+    adapted: bool
+    reason: str  # why not, or how it converged
+    prior: np.ndarray  # the estimated priors (the training priors when not adapted)
+    iterations: int = 0
+
+
+@dataclass
+class AdaptSummary:
+    """What `trapcls adapt` did."""
+
+    out: Path
+    report: Path
+    classes: tuple[str, ...]
+    training_prior: np.ndarray
+    assumed_uniform: bool
+    estimates: list[Estimate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def em_priors(probs: np.ndarray, train_prior: np.ndarray, *, strength: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Saerens et al.'s EM with a Dirichlet(strength * train_prior) prior: (priors, adapted probs, iterations)."""
+    prior, iterations = train_prior.copy(), 0
+    while iterations < MAX_ITERATIONS:
+        iterations += 1
+        new = (_posteriors(probs, prior, train_prior).sum(axis=0) + strength * train_prior) / (len(probs) + strength)
+        converged = np.abs(new - prior).max() < TOLERANCE
+        prior = new
+        if converged:
+            break
+    return prior, _posteriors(probs, prior, train_prior), iterations
+
+
+def _posteriors(probs: np.ndarray, prior: np.ndarray, train_prior: np.ndarray) -> np.ndarray:
+    """Each frame's probabilities under new priors: p(y|x) * prior(y) / train_prior(y), renormalised."""
+    tiny = np.finfo(np.float64).tiny
+    weighted = probs * (prior / np.maximum(train_prior, tiny))
+    return weighted / np.maximum(weighted.sum(axis=1, keepdims=True), tiny)
+
+
+def training_prior(bundle) -> tuple[np.ndarray, bool]:
+    """The bundle's training class frequencies (smoothed by one frame each), or uniform; True when assumed."""
+    counts = bundle.class_counts
+    if counts is None:
+        return np.full(len(bundle.classes), 1.0 / len(bundle.classes)), True
+    values = np.array([counts[c] for c in bundle.classes], dtype=np.float64) + 1.0
+    return values / values.sum(), False
+
+
+def run_adapt(config: AdaptConfig) -> AdaptSummary:
+    """Adapt each deployment's probabilities to its own priors; write the adapted CSV and a JSON report."""
+    check_depth(config.deployment_depth)
+    if config.min_frames < 1 or config.prior_strength < 0:
+        raise DataError("--min-frames must be at least 1 and --prior-strength 0 or more.")
+    bundle = load_bundle(config.bundle)
+    table = read_field(config.predictions)
+    _check_same_model(table, bundle, config)
+    train, assumed = training_prior(bundle)
+    summary = AdaptSummary(out=config.out, report=config.report or config.out.with_suffix(".priors.json"),
+                           classes=table.classes, training_prior=train, assumed_uniform=assumed)
+    if assumed:
+        summary.notes.append(f"{config.bundle} records no training class frequencies (bundles exported before "
+                             "trapcls recorded them): the training mix is assumed uniform.")
+    adapted: dict[str, np.ndarray] = {}
+    groups: dict[str, list[int]] = {}
+    for i, frame in enumerate(table.frames):
+        if frame.ok:
+            groups.setdefault(deployment_of(frame.path, config.deployment_depth), []).append(i)
+    for name in sorted(groups):
+        rows = groups[name]
+        estimate, probs = _adapt_one(name, np.stack([table.frames[i].probs for i in rows]), train, config)
+        summary.estimates.append(estimate)
+        adapted.update({table.frames[i].path: p for i, p in zip(rows, probs)})
+    threshold, why = bundle.blank_threshold(config.blank_threshold)
+    if bundle.blank_policy and config.blank_threshold is None and table.blank is not None:
+        summary.notes.append(f"is_blank uses the bundle's certified threshold {threshold:g}, but it was certified on "
+                             "unadapted probabilities: its guarantee does not carry over to adapted ones.")
+    _write(config, table, adapted, Layout("field", table.classes, threshold, model=(table.model or "") + ADAPTED))
+    _write_report(summary, table, config)
+    return summary
+
+
+def _adapt_one(name: str, probs: np.ndarray, train: np.ndarray, config: AdaptConfig) -> tuple[Estimate, np.ndarray]:
+    if len(probs) < config.min_frames:
+        return Estimate(name, len(probs), False, f"fewer than --min-frames {config.min_frames} readable frames",
+                        train), probs
+    prior, adapted, iterations = em_priors(probs, train, strength=config.prior_strength)
+    return Estimate(name, len(probs), True, f"EM converged in {iterations} iterations", prior, iterations), adapted
+
+
+def _check_same_model(table: FieldTable, bundle, config: AdaptConfig) -> None:
+    if tuple(table.classes) != tuple(bundle.classes):
+        raise DataError(f"{config.predictions} has the classes {', '.join(table.classes)}, but {config.bundle} "
+                        f"has {', '.join(bundle.classes)}: pass the bundle that wrote the predictions.")
+    if table.model is not None and table.model != bundle.model_id:
+        raise DataError(f"{config.predictions} was written by {table.model!r}, not by {bundle.model_id!r}: pass "
+                        "the bundle that wrote it (its training priors are what gets corrected).")
+
+
+def _write(config: AdaptConfig, table: FieldTable, adapted: dict[str, np.ndarray], layout: Layout) -> None:
+    if config.out.is_dir():
+        raise DataError(f"--out {config.out} is a folder; give a CSV file path.")
+    if config.out.exists() and config.out.resolve() == config.predictions.resolve():
+        raise DataError(f"--out {config.out} is the predictions CSV itself; write the adapted one elsewhere.")
+    rows = []
+    for frame in table.frames:
+        file = ImageFile(path=Path(frame.path), rel=frame.path)
+        result = (Result(file, adapted[frame.path], captured=frame.captured or None) if frame.ok
+                  else Result(file, None, error=frame.error or "error", captured=frame.captured or None))
+        rows.append(layout.row(result))
+    with writing(config.out):
+        write_csv(config.out, layout.header(), sorted(rows, key=lambda r: r[0]))
+
+
+def _write_report(summary: AdaptSummary, table: FieldTable, config: AdaptConfig) -> None:
+    def mix(values: np.ndarray) -> dict[str, float]:
+        return {c: round(float(v), 6) for c, v in zip(table.classes, values)}
+
+    report = {
+        "predictions": str(config.predictions), "bundle": str(config.bundle), "model": table.model,
+        "method": "EM of Saerens, Latinne & Decaestecker (2002), MAP with a Dirichlet prior on the priors",
+        "prior_strength": config.prior_strength, "min_frames": config.min_frames,
+        "training_prior": mix(summary.training_prior), "training_prior_assumed_uniform": summary.assumed_uniform,
+        "deployments": [{"deployment": e.deployment, "frames": e.frames, "adapted": e.adapted, "reason": e.reason,
+                         "prior": mix(e.prior)} for e in summary.estimates],
+        "notes": summary.notes,
+    }
+    with writing(summary.report, "--report"):
+        atomic_write_text(summary.report, json.dumps(report, indent=2) + "\n")
