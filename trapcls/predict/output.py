@@ -47,6 +47,11 @@ def neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_LEADS) else cell
 
 
+def unneutralise(cell: str) -> str:
+    """The text `neutralise` was given: its quote before a formula-leading cell taken off again."""
+    return cell[1:] if cell.startswith("'") and neutralise(cell[1:]) == cell else cell
+
+
 def check_format(fmt: str) -> None:
     """Raise DataError unless `fmt` is one of FORMATS."""
     if fmt not in FORMATS:

@@ -14,7 +14,7 @@ import numpy as np
 
 from trapcls.core.blank import blank_index
 from trapcls.core.exceptions import DataError
-from trapcls.predict.output import Columns, check_one_model, parse_header, read_table
+from trapcls.predict.output import Columns, check_one_model, parse_header, read_table, unneutralise
 
 _EXAMPLES = 5
 
@@ -88,12 +88,12 @@ def read_field(path: Path) -> FieldTable:
     if dupes:
         raise DataError(f"{path}: {len(dupes)} paths occur more than once ({', '.join(dupes[:_EXAMPLES])}). Each "
                         "file must have one row: was the CSV concatenated by hand? Use `trapcls merge` instead.")
-    return FieldTable(source=path, classes=tuple(map(_plain, columns.classes)), model=model and _plain(model),
-                      frames=frames)
+    return FieldTable(source=path, classes=tuple(map(unneutralise, columns.classes)),
+                      model=model and unneutralise(model), frames=frames)
 
 
 def _frame(path: Path, columns: Columns, line: int, row: list[str]) -> Frame:
-    name, captured, status = _plain(row[0]), row[1], row[columns.status]
+    name, captured, status = unneutralise(row[0]), row[1], row[columns.status]
     where = f"{path}: row {line} ({name})"
     if captured:
         try:
@@ -101,7 +101,7 @@ def _frame(path: Path, columns: Columns, line: int, row: list[str]) -> Frame:
         except ValueError:
             raise DataError(f"{where}: capture time {captured!r} is not an ISO 8601 date and time.") from None
     if status != "ok":
-        return Frame(path=name, captured=captured, probs=None, error=_plain(row[columns.status + 1]))
+        return Frame(path=name, captured=captured, probs=None, error=unneutralise(row[columns.status + 1]))
     cells = row[columns.first:columns.first + len(columns.classes)]
     try:
         probs = np.asarray([float(c) for c in cells], dtype=np.float64)
@@ -110,8 +110,3 @@ def _frame(path: Path, columns: Columns, line: int, row: list[str]) -> Frame:
     if not np.all(np.isfinite(probs)) or np.any(probs < 0) or abs(probs.sum() - 1.0) > 1e-3:
         raise DataError(f"{where}: the probabilities are not a distribution (they sum to {probs.sum():.4g}).")
     return Frame(path=name, captured=captured, probs=probs)
-
-
-def _plain(cell: str) -> str:
-    """Undo the CSV writers' formula guard (a quote before a leading =, +, -, @)."""
-    return cell[1:] if cell[:1] == "'" and cell[1:2] in ("=", "+", "-", "@", "\t", "\r") else cell
