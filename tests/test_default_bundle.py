@@ -18,15 +18,21 @@ from trapcls.core.exceptions import BundleError
 def test_the_shipped_bundle_loads_and_says_what_it_is():
     bundle = load_bundle(default_bundle())
     manifest = bundle.manifest
-    assert bundle.arch == "tf_efficientnet_lite0" and "blank" in bundle.classes and len(bundle.classes) == 12
+    assert bundle.arch == "tf_efficientnet_lite2" and "blank" in bundle.classes and len(bundle.classes) == 12
+    assert bundle.model_id.startswith("trapcls-default v2 sha256:")
     assert "not a field-grade classifier" in manifest["about"] and "label_map.csv" in manifest["about"]
     assert manifest["export"]["precision"] == "fp16" and bundle.weights_path is None  # ONNX only, kept small
     held = manifest["held_out"]
     assert held["computed_by"].startswith("trapcls evaluate")
-    shipped, random_init, majority = held["shipped"], held["random_init_same_recipe"], held["majority_class"]
-    for better, worse in ((shipped, random_init), (shipped, majority)):  # the model beats both baselines
+    shipped, previous, majority = held["shipped"], held["previous_default_v1"], held["majority_class"]
+    for better, worse in ((shipped, previous), (shipped, majority)):  # it beats v1 and the baseline
         assert better["log_loss"] < worse["log_loss"] and better["balanced_accuracy"] > worse["balanced_accuracy"]
-    assert (default_bundle() / "model.onnx").stat().st_size < 8 * 2**20
+    # Its training class counts (for `trapcls adapt`) and its certified blank policy (README).
+    assert bundle.class_counts is not None and sum(bundle.class_counts.values()) == 243
+    policy = bundle.blank_policy
+    assert policy["model"] == bundle.model_id and policy["certified_miss_bound"] <= policy["target_miss"] == 0.05
+    assert bundle.blank_threshold()[0] == policy["threshold"]
+    assert (default_bundle() / "model.onnx").stat().st_size < 12 * 2**20
 
 
 def test_bundle_choice_precedence(tmp_path, monkeypatch, tiny_run):

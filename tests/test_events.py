@@ -117,7 +117,7 @@ def test_the_full_size_shared_burst_is_one_event_too(tmp_path):
 
 def test_predict_names_the_model_on_every_field_row_and_not_in_the_submission(burst_csv, tmp_path):
     model = load_bundle(REPO / "trapcls" / "default_bundle").model_id
-    assert model.startswith("trapcls-default v1 sha256:") and len(model.rsplit(":", 1)[1]) == 12
+    assert model.startswith("trapcls-default v2 sha256:") and len(model.rsplit(":", 1)[1]) == 12
     rows = list(csv.DictReader(open(burst_csv, encoding="utf-8")))
     assert {r["model"] for r in rows} == {model}
     trapcls("predict", BURST, "--format", "submission", "--out", tmp_path / "sub.csv")
