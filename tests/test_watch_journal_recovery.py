@@ -23,6 +23,9 @@ from conftest import DEMO
 from trapcls.watch.daemon import CSV_NAME, journal_path
 from trapcls.watch.journal import SCHEMA_VERSION
 
+# real daemons, journals damaged and rebuilt: about 35 s: slow (full suite and CI).
+pytestmark = pytest.mark.slow
+
 FRAMES = DEMO / "frames"
 CAMERAS = ("cam1", "cam2")
 ASIDE = re.compile(r"journal\.sqlite\.corrupt-\d{8}T\d{6}")

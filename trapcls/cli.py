@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -290,6 +292,7 @@ def predict(
                    f"in {summary.seconds:.1f}s, {rate:.1f} images/s")
     else:
         typer.echo(f"nothing to do: all {summary.images} images are already in {summary.out}")
+    _echo_unclassified(summary.unclassified)
     if summary.failed:
         for result in summary.failures[:5]:
             typer.echo(f"  {result.error}", err=True)
@@ -297,6 +300,25 @@ def predict(
             typer.echo("warning: unreadable images got the uniform distribution in the submission", err=True)
         if strict:
             raise typer.Exit(1)
+
+
+def _echo_unclassified(per_folder: dict, limit: int = 10) -> None:
+    """Videos and other non-image files the walk met: the totals, then a line per folder (never silent)."""
+    from trapcls.core.discover import Unclassified
+
+    total = Unclassified()
+    for folder in per_folder.values():
+        total.merge(folder)
+    if total.videos:
+        typer.echo(f"{total.videos} video{'s' if total.videos > 1 else ''} not classified: trapcls classifies "
+                   "still images (JPEG, PNG)", err=True)
+    if total.others:
+        typer.echo(f"{total.others} other file{'s' if total.others > 1 else ''} not classified: not JPEG or PNG",
+                   err=True)
+    for name in sorted(per_folder)[:limit]:
+        typer.echo(f"  {name}: {per_folder[name].describe()} ({per_folder[name].example()})", err=True)
+    if len(per_folder) > limit:
+        typer.echo(f"  ... and {len(per_folder) - limit} more folders", err=True)
 
 
 def _predict_with_progress(config: PredictConfig):
@@ -427,6 +449,9 @@ def watch(
     idle_exit: Annotated[Optional[float], typer.Option(
         help="Exit after this many seconds with nothing to do (for one-off runs); default: run until stopped.")]
     = W.idle_exit,
+    min_free: Annotated[float, typer.Option(
+        help="MiB that must stay free on --out's disk (and --all-csv's) to take work, so the journal can always "
+             "commit; below it the daemon pauses until there is room (0: no reserve).")] = W.min_free,
 ) -> None:
     """Classify every image that lands in INBOX exactly once and keep each camera folder's predictions.csv current.
 
@@ -444,29 +469,38 @@ def status(
     folder: Annotated[Path, typer.Argument(help="The watch's --out folder (default there: the inbox).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Backlog, done, errors, last activity, throughput and failing files of a watch (safe while it runs)."""
+    """Whether the watch runs or is paused (a full or lost disk), backlog, done, errors, last activity, throughput
+    and failing files (safe while it runs)."""
     import json
     from datetime import datetime
 
-    from trapcls.watch.daemon import journal_path
+    from trapcls.core.discover import Unclassified
+    from trapcls.watch.daemon import journal_path, state_path
     from trapcls.watch.journal import Journal
+    from trapcls.watch.state import daemon_state, describe
 
     journal = Journal(journal_path(folder), readonly=True)
     try:
         stats = journal.stats()
+        unclassified = journal.unclassified()  # videos and other files per camera folder, as the rescans found
     finally:
         journal.close()
+    daemon = daemon_state(folder, state_path(folder))
     if json_out:
-        typer.echo(json.dumps(stats, indent=2))
+        typer.echo(json.dumps({"daemon": daemon, **stats, "unclassified": unclassified}, indent=2))
         return
     stamp = stats["last_activity"]
     last = datetime.fromtimestamp(stamp).isoformat(timespec="seconds") if stamp else "never"
+    typer.echo(f"daemon: {describe(daemon)}")
     typer.echo(f"backlog: {stats['backlog']}\ndone: {stats['done']}\nerrors: {stats['errors']}\n"
                f"last activity: {last}\nthroughput (last {stats['recent_window_s'] / 60:.0f} min): "
                f"{stats['files_per_s_recent']:.2f} files/s")
     for f in stats["failing"]:
         state = "gave up" if f["status"] == "error" else f"will retry ({f['attempts']} tries so far)"
         typer.echo(f"failing: {f['path']}: {f['error']} [{state}]")
+    for name, counts in unclassified.items():
+        u = Unclassified(**counts)
+        typer.echo(f"not classified: {name}: {u.describe()} ({u.example()}); trapcls classifies still images")
 
 
 @app.command()
@@ -665,10 +699,30 @@ def _command_line() -> str:
     return "trapcls " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+# What is kept when a command stops on a full or unwritable disk, for `main`'s one-line message.
+_KEPT_ON_DISK_ERROR = {
+    "predict": "the rows written so far are kept, and the command resumes after them",
+    "train": "add --resume to carry on after the last saved epoch (or --overwrite to start over if none was)",
+    "watch": "its journal keeps every finished result",
+}
+
+
 def main() -> None:
-    """Console-script entry point: typer handles usage errors (exit 2); TrapclsError exits 1."""
+    """Console-script entry point: typer handles usage errors (exit 2); TrapclsError exits 1, and so does a
+    write that failed because the disk is full, read-only or gone (one line naming the file, no traceback)."""
     try:
         app()
     except TrapclsError as exc:
+        # --verbose (debug logging) shows what led to it, for bug reports; the message stays one line.
+        logging.getLogger(__name__).debug("the traceback behind the error below:", exc_info=True)
         typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except (OSError, sqlite3.Error) as exc:  # only those of the storage itself; anything else is a bug
+        from trapcls.core.fsutil import KEPT, storage_fault, write_error
+
+        if storage_fault(exc) is None or getattr(exc, "errno", None) in (errno.ENOENT, errno.ENOTDIR):
+            raise  # a missing file is more likely a bug than a vanished disk here
+        logging.getLogger(__name__).debug("the traceback behind the error below:", exc_info=True)
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        typer.echo(f"error: {write_error(exc, kept=_KEPT_ON_DISK_ERROR.get(command, KEPT))}", err=True)
         sys.exit(1)

@@ -183,23 +183,8 @@ def load_bundle(path: str | Path) -> Bundle:
         spec = PreprocessSpec.from_dict(manifest["preprocess"])
     except BundleError as exc:
         raise BundleError(f"{manifest_path}: {exc}") from exc
-    temperature = manifest.get("calibration", {}).get("temperature", 1.0)
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
-        raise BundleError(f"{manifest_path}: calibration temperature must be a positive number, got {temperature!r}.")
-
-    files = manifest["files"]
-    if not isinstance(files, dict) or ONNX_FILE not in files:
-        raise BundleError(f"{manifest_path}: 'files' must list {ONNX_FILE} with its sha256.")
-    for name, info in files.items():
-        file_path = root / name
-        if not file_path.is_file():
-            raise BundleError(f"{file_path} is missing: the bundle lists it in {MANIFEST}. Re-export the bundle.")
-        actual = sha256_file(file_path)
-        if actual != info.get("sha256"):
-            raise BundleError(
-                f"{file_path}: sha256 mismatch (bundle.json records {info.get('sha256')}, the file has {actual}). "
-                "The file changed after export; re-run `trapcls export onnx` to rebuild the bundle."
-            )
+    temperature = _temperature(manifest.get("calibration", {}), manifest_path)
+    _check_files(root, manifest["files"], manifest_path)
     _check_blank_policy(manifest.get("blank_policy"), manifest_path)
     outputs = _onnx_output_width(root / ONNX_FILE)
     if outputs is not None and outputs != len(classes):
@@ -216,6 +201,35 @@ def load_bundle(path: str | Path) -> Bundle:
         metrics=manifest.get("metrics", {}),
         manifest=manifest,
     )
+
+
+def _temperature(calibration: Any, manifest_path: Path) -> float:
+    if not isinstance(calibration, dict):
+        raise BundleError(f"{manifest_path}: 'calibration' must be an object, got {calibration!r}. "
+                          "Re-export the bundle.")
+    temperature = calibration.get("temperature", 1.0)
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+        raise BundleError(f"{manifest_path}: calibration temperature must be a positive number, got {temperature!r}.")
+    return float(temperature)
+
+
+def _check_files(root: Path, files: Any, manifest_path: Path) -> None:
+    """Every file bundle.json lists exists and has the recorded sha256."""
+    if not isinstance(files, dict) or ONNX_FILE not in files:
+        raise BundleError(f"{manifest_path}: 'files' must list {ONNX_FILE} with its sha256.")
+    for name, info in files.items():
+        if not isinstance(info, dict):
+            raise BundleError(f"{manifest_path}: files.{name} must be an object with its sha256, got {info!r}. "
+                              "Re-export the bundle.")
+        file_path = root / name
+        if not file_path.is_file():
+            raise BundleError(f"{file_path} is missing: the bundle lists it in {MANIFEST}. Re-export the bundle.")
+        actual = sha256_file(file_path)
+        if actual != info.get("sha256"):
+            raise BundleError(
+                f"{file_path}: sha256 mismatch (bundle.json records {info.get('sha256')}, the file has {actual}). "
+                "The file changed after export; re-run `trapcls export onnx` to rebuild the bundle."
+            )
 
 
 def store_blank_policy(root: Path, policy: dict[str, Any]) -> Bundle:

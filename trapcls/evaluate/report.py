@@ -15,7 +15,7 @@ import numpy as np
 
 from trapcls import __version__
 from trapcls.core.exceptions import MissingDependencyError
-from trapcls.core.fsutil import atomic_write_text
+from trapcls.core.fsutil import atomic_write_text, writing
 from trapcls.evaluate import pictures
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,8 @@ def write_report(
         f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         + "\n".join(body) + "\n</body>\n</html>\n"
     )
-    atomic_write_text(path, page)
+    with writing(path, "--report"):  # a folder, a read-only or full disk: one line naming the file
+        atomic_write_text(path, page)
     stats["bytes"] = len(page.encode("utf-8"))
     log.info("report %s: %d pictures, %d thumbnails, %d images not found", path, stats["pictures"],
              stats["thumbnails"], stats["thumbnails_missing"])

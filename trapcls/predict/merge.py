@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import write_csv
+from trapcls.core.fsutil import write_csv, writing
 from trapcls.predict.output import check_one_model, read_table, short
 
 _EXAMPLES = 5
@@ -48,7 +48,8 @@ def merge_csvs(sources: list[Path], out: Path) -> MergeSummary:
                             "results; re-run the odd shard with the same --bundle.")
     _check_unique(tagged)
     tagged.sort(key=lambda item: item[0][0])
-    write_csv(out, header, (row for row, _ in tagged))
+    with writing(out, kept="the CSVs it reads are left as they were"):
+        write_csv(out, header, (row for row, _ in tagged))  # atomic: a full disk leaves the old `out`, or none
     return MergeSummary(rows=len(tagged), sources=len(sources), out=out)
 
 

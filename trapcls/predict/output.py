@@ -20,7 +20,7 @@ import numpy as np
 from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD, blank_index
 from trapcls.core.discover import ImageFile
 from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import fsync_dir
+from trapcls.core.fsutil import check_writable, fsync_dir, writing
 from trapcls.predict.config import FORMATS
 
 log = logging.getLogger(__name__)
@@ -171,28 +171,42 @@ def check_submission_ids(files: list[ImageFile]) -> None:
         )
 
 
+ROWS_KEPT = "the rows written so far are kept, and the command resumes after them"
+
+
 class CsvAppender:
     """An append-only prediction CSV that doubles as the resume file.
 
-    Each `append` writes whole rows, flushes and fsyncs, so a killed run leaves every finished
-    batch on disk and at worst one torn last line, which the next open cuts off. `done` holds
-    the keys already written, which a re-run skips.
+    Each `append` writes whole rows, flushes and fsyncs, so a killed run (or a full disk) leaves
+    every finished batch on disk and at worst one torn last line, which the next open cuts off.
+    `done` holds the keys already written, which a re-run skips. A failed write raises DataError
+    naming the file (caused by the OSError, so `fsutil.storage_fault` can tell a full disk).
     """
 
-    def __init__(self, path: Path, layout: Layout, *, overwrite: bool = False) -> None:
-        self.path, self.layout = path, layout
+    def __init__(self, path: Path, layout: Layout, *, overwrite: bool = False, flag: str = "--out") -> None:
+        self.path, self.layout, self._flag = path, layout, flag
         self.done: set[str] = set()
         self.repaired = False
         if path.is_dir():
-            raise DataError(f"--out {path} is a folder; give a CSV file path.")
-        path.parent.mkdir(parents=True, exist_ok=True)
+            raise DataError(f"{flag} {path} is a folder; give a CSV file path.")
+        check_writable(path.parent, flag)  # an unwritable folder fails now, not after the work
+        with writing(path, flag, ROWS_KEPT):
+            self._open(overwrite)
+        self._writer = csv.writer(self._fh, lineterminator="\n")
+
+    def _open(self, overwrite: bool) -> None:
+        path, layout = self.path, self.layout
         if not overwrite and path.exists():
             self.repaired = _cut_torn_line(path)
         if overwrite or not path.exists() or path.stat().st_size == 0:
             self._fh = open(path, "w", newline="", encoding="utf-8")
-            csv.writer(self._fh, lineterminator="\n").writerow(layout.header())
-            self._sync()
-            fsync_dir(path.parent)
+            try:
+                csv.writer(self._fh, lineterminator="\n").writerow(layout.header())
+                self._sync()
+                fsync_dir(path.parent)
+            except OSError:
+                self.close_quietly()  # a torn header is cut by the next open
+                raise
         else:
             header, rows = read_table(path)
             if header != layout.header():
@@ -205,18 +219,31 @@ class CsvAppender:
                 check_one_model(path, parse_header(header, path).model, rows, layout.model)
             self.done = {row[0] for row in rows}
             self._fh = open(path, "a", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._fh, lineterminator="\n")
 
     def append(self, results: list[Result]) -> None:
         """Write one row per result and make them durable."""
-        self._writer.writerows(self.layout.row(r) for r in results)
-        self._sync()
+        with writing(self.path, self._flag, ROWS_KEPT):
+            self._writer.writerows(self.layout.row(r) for r in results)
+            self._sync()
         self.done.update(self.layout.key(r.file) for r in results)
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self._sync()
+        """Flush, fsync and close; the file is closed even when the last write fails (then DataError)."""
+        if self._fh.closed:
+            return
+        with writing(self.path, self._flag, ROWS_KEPT):
+            try:
+                self._sync()
+            finally:
+                self._fh.close()
+
+    def close_quietly(self) -> None:
+        """Close after a failed write without raising again (what could not be written is dropped: the
+        next open cuts a torn last line, and the caller still has the rows to redo)."""
+        try:
             self._fh.close()
+        except OSError:
+            pass  # the file is closed all the same
 
     def _sync(self) -> None:
         self._fh.flush()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from trapcls.core.bundle import Bundle, load_bundle
-from trapcls.core.discover import ImageFile, discover_images
+from trapcls.core.discover import ImageFile, Unclassified, discover
 from trapcls.core.exceptions import DataError, ImageReadError
 from trapcls.core.hardware import cores
 from trapcls.core.preprocess import PreprocessSpec, preprocess_frame
@@ -51,6 +51,8 @@ class PredictSummary:
     repaired: bool = False
     failures: list[Result] = field(default_factory=list)
     blank_rule: str = ""  # the is_blank threshold and where it came from (field format, a blank class)
+    # Videos and other non-image files in the folders walked, per folder (relative to the inputs' common parent).
+    unclassified: dict[str, Unclassified] = field(default_factory=dict)
 
 
 def run_predict(
@@ -65,13 +67,16 @@ def run_predict(
     `overwrite`), and a finished CSV is put in canonical (sorted) order.
     """
     check_format(config.fmt)  # before any work, not after the whole folder is classified
-    if config.batch_size is not None and config.batch_size < 1:
-        raise DataError(f"--batch-size must be at least 1, got {config.batch_size}.")
+    for flag, value in (("--batch-size", config.batch_size), ("--threads", config.threads),
+                        ("--workers", config.workers)):
+        if value is not None and value < 1:
+            raise DataError(f"{flag} must be at least 1, got {value} (leave it out for the default).")
     bundle = load_bundle(config.bundle)
     layout = _layout(config, bundle)
     why = bundle.blank_threshold(config.blank_threshold)[1]
     summary_blank = f"is_blank: P(blank) >= {layout.blank_threshold:g} ({why})" if layout.blank is not None else ""
-    files = discover_images(config.inputs, file_list=config.file_list)
+    found = discover(config.inputs, file_list=config.file_list, ignore=config.out)
+    files = found.files
     if config.fmt == "submission":
         check_submission_ids(files)  # over the whole job, so clashes between shards are caught too
     if config.shard:
@@ -79,7 +84,7 @@ def run_predict(
     choice = choose_backend(config.backend, bundle)
     backend = create_backend(choice.name, bundle, threads=config.threads)
     summary = PredictSummary(out=config.out, backend=backend.name, device=backend.device, reason=choice.reason,
-                             images=len(files), blank_rule=summary_blank)
+                             images=len(files), blank_rule=summary_blank, unclassified=found.unclassified)
     appender = CsvAppender(config.out, layout, overwrite=config.overwrite)
     summary.repaired = appender.repaired
     todo = [f for f in files if layout.key(f) not in appender.done]
@@ -134,6 +139,9 @@ def classify_batches(
     tta: bool = False,
 ) -> Iterator[list[Result]]:
     """Results for `files`, one list per batch, in order; decoding runs ahead of inference."""
+    for flag, value in (("--workers", workers), ("--threads", backend.slots)):
+        if value is not None and value < 1:  # run_predict says so before any work; the watch only here
+            raise DataError(f"{flag} must be at least 1, got {value} (leave it out for the default).")
     batches = iter([files[i:i + batch_size] for i in range(0, len(files), batch_size)])
     decode_pool = ThreadPoolExecutor(max_workers=workers or cores(), thread_name_prefix="decode")
     infer_pool = ThreadPoolExecutor(max_workers=backend.slots, thread_name_prefix="infer")

@@ -23,9 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from trapcls.core.deps import require
-from trapcls.core.exceptions import BundleError, MissingDependencyError
+from trapcls.core.exceptions import BundleError, MissingDependencyError, TrapclsError
 
 log = logging.getLogger(__name__)
+
+GPU_ADVICE = ("Check the GPU with `nvidia-smi` (memory held by other processes?) and `trapcls doctor`, or classify "
+              "with --backend onnxruntime meanwhile.")
+
+
+def cuda_failure(what: str, detail: object) -> TrapclsError:
+    """The one-line error for a CUDA call that failed while running an engine: what failed, and what to do."""
+    return TrapclsError(f"The GPU failed while {what} ({detail}). {GPU_ADVICE}")
 
 
 class _CudaPythonMemory:
@@ -39,13 +47,13 @@ class _CudaPythonMemory:
         except ImportError:
             from cuda import cudart
         self._rt = cudart
-        self.stream = self._call(cudart.cudaStreamCreate())
+        self.stream = self._call(cudart.cudaStreamCreate(), "creating a CUDA stream")
         self._device, self._host = [], []
 
-    def _call(self, result):
+    def _call(self, result, what: str = "running the TensorRT engine"):
         err, *rest = result
         if int(err) != 0:
-            raise RuntimeError(f"CUDA error {err}")
+            raise cuda_failure(what, f"CUDA error {getattr(err, 'name', err)}")
         return rest[0] if len(rest) == 1 else rest
 
     @property
@@ -53,13 +61,13 @@ class _CudaPythonMemory:
         return int(self.stream)
 
     def device(self, nbytes: int) -> int:
-        ptr = self._call(self._rt.cudaMalloc(nbytes))
+        ptr = self._call(self._rt.cudaMalloc(nbytes), f"allocating {nbytes / 2**20:.0f} MiB of GPU memory")
         self._device.append(ptr)
         return int(ptr)
 
     def host(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        ptr = self._call(self._rt.cudaMallocHost(nbytes))
+        ptr = self._call(self._rt.cudaMallocHost(nbytes), f"allocating {nbytes / 2**20:.0f} MiB of pinned memory")
         self._host.append(ptr)
         raw = (ctypes.c_byte * nbytes).from_address(int(ptr))
         return np.frombuffer(raw, dtype=dtype).reshape(shape)
@@ -163,17 +171,23 @@ class TensorRTRunner:
         low, _, high = self.engine.get_tensor_profile_shape(self.input_name, 0)
         self.min_batch, self.max_batch = int(low[0]), int(high[0])
         self.image_shape = tuple(int(d) for d in high[1:])
+        self.engine_path = Path(engine_path)
         self.context = self.engine.create_execution_context()
+        if self.context is None:  # TensorRT returns None rather than raising, mostly for lack of GPU memory
+            raise cuda_failure(f"preparing {self.engine_path.name}", "no execution context: out of GPU memory?")
         # Inputs and outputs stay FP32 in both FP16 modes; the dtype is read from the engine, not assumed.
         self._in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
         self._out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
         self.context.set_input_shape(self.input_name, (self.max_batch, *self.image_shape))
         out_shape = tuple(int(d) for d in self.context.get_tensor_shape(self.output_name))
-        self.memory = cuda_memory()
-        self._host_in = self.memory.host((self.max_batch, *self.image_shape), self._in_dtype)
-        self._host_out = self.memory.host(out_shape, self._out_dtype)
-        self._dev_in = self.memory.device(self._host_in.nbytes)
-        self._dev_out = self.memory.device(self._host_out.nbytes)
+        try:
+            self.memory = cuda_memory()
+            self._host_in = self.memory.host((self.max_batch, *self.image_shape), self._in_dtype)
+            self._host_out = self.memory.host(out_shape, self._out_dtype)
+            self._dev_in = self.memory.device(self._host_in.nbytes)
+            self._dev_out = self.memory.device(self._host_out.nbytes)
+        except RuntimeError as exc:  # torch's CUDA errors (out of memory, a GPU in a bad state)
+            raise cuda_failure(f"allocating the buffers of {self.engine_path.name}", exc) from exc
         self.context.set_tensor_address(self.input_name, self._dev_in)
         self.context.set_tensor_address(self.output_name, self._dev_out)
         log.info("tensorrt %s: %s, batch %d-%d, buffers from %s", trt.__version__, Path(engine_path).name,
@@ -192,12 +206,20 @@ class TensorRTRunner:
             self._host_in[n:size] = 0
         if not self.context.set_input_shape(self.input_name, (size, *self.image_shape)):
             raise BundleError(f"The engine refused batch shape {(size, *self.image_shape)}.")
-        self.memory.to_device(self._dev_in, self._host_in[:size])
-        if not self.context.execute_async_v3(self.memory.stream_handle):
-            raise RuntimeError("TensorRT execute_async_v3 failed; see the TensorRT log above.")
         out = self._host_out[:size]
-        self.memory.to_host(out, self._dev_out)
-        self.memory.synchronize()
+        try:
+            self.memory.to_device(self._dev_in, self._host_in[:size])
+            ran = self.context.execute_async_v3(self.memory.stream_handle)
+            if ran:
+                self.memory.to_host(out, self._dev_out)
+            self.memory.synchronize()
+        except RuntimeError as exc:  # torch's CUDA errors; cuda-python's arrive as TrapclsError already
+            raise cuda_failure(f"running {self.engine_path.name}", exc) from exc
+        if not ran:
+            raise TrapclsError(
+                f"TensorRT could not run the engine {self.engine_path} (execute_async_v3 failed; the TensorRT log "
+                f"above says why). Rebuild it on this machine with `trapcls export tensorrt "
+                f"{self.engine_path.parent.parent}`, or classify with --backend onnxruntime meanwhile.")
         return np.array(out[:n], dtype=np.float32)
 
     def close(self) -> None:

@@ -41,6 +41,7 @@ Conventions (Camtrap DP's own vocabulary in `code`):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -439,11 +440,26 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 def _write(out: Path, overwrite: bool, tables: dict[str, tuple[tuple[str, ...], list[dict[str, str]]]],
            package: dict) -> None:
-    """The CSVs, then datapackage.json: a package folder is complete once its descriptor exists."""
-    with writing(out):
-        out.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            (out / "datapackage.json").unlink(missing_ok=True)
-        for name, (fields, rows) in tables.items():
-            write_csv(out / f"{name}.csv", fields, ([row.get(f, "") for f in fields] for row in rows))
-        atomic_write_text(out / "datapackage.json", json.dumps(package, indent=2, ensure_ascii=False) + "\n")
+    """The CSVs, then datapackage.json: a package folder is complete once its descriptor exists.
+
+    A failed write (a full disk) takes back the files this call wrote, and the folder if it made it,
+    so no partial package is left behind.
+    """
+    made, written = not out.exists(), []
+    with writing(out, kept="no partial package is left"):
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            if overwrite:
+                (out / "datapackage.json").unlink(missing_ok=True)
+            for name, (fields, rows) in tables.items():
+                written.append(out / f"{name}.csv")
+                write_csv(written[-1], fields, ([row.get(f, "") for f in fields] for row in rows))
+            atomic_write_text(out / "datapackage.json", json.dumps(package, indent=2, ensure_ascii=False) + "\n")
+        except OSError:
+            for path in written:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            if made:
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+            raise

@@ -11,6 +11,7 @@ import logging
 import math
 
 from trapcls.core.deps import require
+from trapcls.core.exceptions import TrapclsError
 from trapcls.core.metrics import accuracy, log_loss, macro_f1
 from trapcls.core.progress import bar
 from trapcls.training.distributed import Dist
@@ -139,6 +140,7 @@ def check_ranks_agree(model, dist: Dist) -> None:
         return
     total = float(sum(p.detach().double().sum() for p in model.parameters()))
     if not math.isclose(dist.sum([total])[0], total * dist.world, rel_tol=1e-12, abs_tol=1e-9):
-        raise RuntimeError("The torchrun processes ended with different weights: gradients were not synchronised. "
-                           "Please report this with the command you ran.")
+        raise TrapclsError(f"The {dist.world} torchrun processes ended with different weights (gradients were not "
+                           "synchronised), so no bundle is made from this run. Train with one process (`trapcls train` "
+                           "without torchrun, same options) and report this with the command you ran.")
     log.info("all %d processes hold identical weights", dist.world)

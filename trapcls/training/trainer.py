@@ -355,6 +355,8 @@ def prepare_run_dir(out: Path, overwrite: bool, *, resume: bool) -> Path:
         if not (out / LAST).is_file():
             raise DataError(f"Nothing to resume: {out / LAST} does not exist. Start the run without --resume.")
         return out
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; a run needs a folder. Choose a new --out.")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DataError(f"Run folder {out} is not empty. Choose a new --out, pass --resume to continue an "
                         "interrupted run, or --overwrite to start again.")

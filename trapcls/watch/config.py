@@ -32,6 +32,7 @@ class WatchConfig:
     all_csv: Path | None = None
     blank_threshold: float | None = None
     idle_exit: float | None = None  # stop after this long with nothing to do (batch runs, tests)
+    min_free: float = 64.0  # MiB that must stay free on OUT's disk (and --all-csv's) to take work; 0: no reserve
 
     @property
     def out_dir(self) -> Path:

@@ -12,16 +12,23 @@ How nothing is lost and nothing is done twice:
   network mounts); --polling watches by polling for mounts without inotify, and the observer
   is restarted when a vanished mount comes back;
 - SIGTERM/SIGINT finish the current batch, write the CSVs and exit 0;
+- a full, read-only or vanished output disk (or less than --min-free left) pauses the daemon instead of
+  stopping it: no new work, the watchdog fed, the pause logged once a minute and recorded for systemd
+  and `trapcls status`; it resumes by itself when it can write again (`Watcher._held`). A write that
+  failed is simply done again: a failed journal transaction rolls back, so its batch is still pending;
 - a damaged journal is kept aside and rebuilt from the CSVs, which hold every finished row
   (`Watcher._rebuild_journal`), so no file with a row is classified again.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
 import signal
+import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,9 +36,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from trapcls.core.bundle import load_bundle
-from trapcls.core.discover import ImageFile, discover_images, is_candidate
+from trapcls.core.discover import ImageFile, TreeScanner, Unclassified, discover_images, is_candidate
 from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import fsync_dir, write_csv
+from trapcls.core.fsutil import check_writable, free_mib, fsync_dir, storage_fault, write_csv
 from trapcls.predict.backends import choose_backend, create_backend
 from trapcls.predict.config import DEFAULT_BATCH
 from trapcls.predict.output import (
@@ -49,8 +56,19 @@ from trapcls.predict.runner import classify_batches
 from trapcls.results.events import group_events, write_events
 from trapcls.results.table import FieldTable, Frame
 from trapcls.watch.config import WatchConfig
-from trapcls.watch.journal import DONE, ERROR, UNKNOWN, CorruptJournal, Entry, Journal, aside_name, replace_damaged
+from trapcls.watch.journal import (
+    DONE,
+    ERROR,
+    UNKNOWN,
+    CorruptJournal,
+    Entry,
+    Journal,
+    aside_name,
+    disk_full,
+    replace_damaged,
+)
 from trapcls.watch.notify import Notifier
+from trapcls.watch.state import PAUSED, RUNNING, STATE_FILE, clear_state, write_state
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +77,20 @@ JOURNAL_FILE = "journal.sqlite"
 CSV_NAME = "predictions.csv"
 EVENTS_NAME = "events.csv"
 ERRORS_PER_MINUTE = 10
+FULL_SCAN_EVERY = 10  # every 10th rescan lists every folder, changed or not (Watcher._scan)
+PAUSE_RECHECK = 2.0  # seconds between checks whether a paused daemon can write again
+PAUSE_LOG_EVERY = 60.0  # a pause is logged when it starts, then once a minute
+GONE = "the output folder is gone (was its disk removed?)"
 
 
 def journal_path(out: Path) -> Path:
     """Where the journal of a watch writing into `out` lives (hidden, so the scan never takes it for input)."""
     return out / STATE_DIR / JOURNAL_FILE
+
+
+def state_path(out: Path) -> Path:
+    """Where a watch writing into `out` records whether it runs or is paused (trapcls.watch.state)."""
+    return out / STATE_DIR / STATE_FILE
 
 
 @dataclass
@@ -87,7 +114,7 @@ class Watcher:
         if config.folder_depth < 0:
             raise DataError(f"--folder-depth must be 0 (one CSV for the whole inbox) or more, "
                             f"got {config.folder_depth}.")
-        for name in ("settle", "rescan_interval", "poll_interval", "flush_interval", "gap"):
+        for name in ("settle", "rescan_interval", "poll_interval", "flush_interval", "gap", "min_free"):
             if getattr(config, name) < 0:
                 raise DataError(f"--{name.replace('_', '-')} must not be negative.")
         if config.max_attempts < 1:
@@ -99,6 +126,11 @@ class Watcher:
         self._stop = False
         self._observer = None
         self._errors = _ErrorLog()
+        self._pause: _Pause | None = None  # why no work is taken now (a disk fault, or below --min-free)
+        self._resumed: _Pause | None = None  # a pause just lifted, until the next step writes without a fault
+        self._last_flush = self._last_status = 0.0
+        self.journal: Journal | None = None
+        self._all: CsvAppender | None = None  # --all-csv
         self.summary = WatchSummary()
 
     # --- the loop ----------------------------------------------------------------------------
@@ -110,30 +142,47 @@ class Watcher:
         notifier = Notifier()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
+            if not self._wait_for_outputs(notifier):
+                return self._stopped(started)  # SIGTERM while waiting for a full disk at start
             self._start_observer()
             notifier.ready(f"model loaded ({choice.name}); scanning {self.inbox}")
             log.info("watching %s -> %s (settle %.1f s, rescan every %.0f s%s)", self.inbox, self.out,
                      self.config.settle, self.config.rescan_interval, ", polling" if self.config.polling else "")
-            self._catch_up_all_csv()
-            self._flush()  # CSVs left stale by a crash
+            self._record(RUNNING)
+            self._guarded(self._flush, notifier)  # CSVs left stale by a crash
             self._loop(notifier)
             notifier.stopping()
-            self._flush()
+            if self._pause is None:
+                self._guarded(self._flush, notifier)
+            if self._pause is not None:
+                log.warning("stopping while paused (%s): the CSVs of new results are written at the next start, "
+                            "from the journal", self._pause.reason)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self._stop_observer()
             if self._all is not None:
-                self._all.close()
-            self.journal.close()
+                self._all.close_quietly()  # every append was fsynced; nothing is left to write
+            if self.journal is not None:
+                self.journal.close()
+            clear_state(state_path(self.out))  # stopped cleanly
+        return self._stopped(started)
+
+    def _stopped(self, started: float) -> WatchSummary:
         self.summary.seconds = time.monotonic() - started
         log.info("stopped: %d classified, %d errors, %d CSV writes", self.summary.classified, self.summary.errors,
                  self.summary.csv_writes)
         return self.summary
 
     def _open(self):
-        """The model and backend, the CSV layout, the journal and what it already holds; returns the backend choice."""
+        """The model and backend and the CSV layout (the journal comes next, `_wait_for_outputs`); returns the
+        backend choice."""
         config = self.config
+        try:  # before the model loads: a read-only or missing OUT fails at once
+            check_writable(self.out / STATE_DIR, "--out")
+        except DataError as exc:
+            if storage_fault(exc) != "disk full":
+                raise  # a full disk is waited out (_wait_for_outputs), so that systemd does not restart us in a loop
         bundle = load_bundle(config.bundle)
         choice = choose_backend(config.backend, bundle)
         backend = create_backend(choice.name, bundle, threads=config.threads)
@@ -145,10 +194,37 @@ class Watcher:
         self._layout = Layout("field", bundle.classes, blank_threshold=threshold, model=bundle.model_id)
         if self._layout.blank is not None:
             log.info("is_blank: P(blank) >= %g (%s)", threshold, why)
+        return choice
+
+    def _open_outputs(self) -> None:
+        """(Re)open the files the daemon writes to: the journal (and what it holds) and --all-csv."""
+        if self.journal is not None:
+            self.journal.close()
+        if self._all is not None:
+            self._all.close_quietly()
+            self._all = None
         self.journal = self._open_journal()
         self._known = {e.path: (e.size, e.mtime_ns) for e in self.journal.finished()}
-        self._all = CsvAppender(config.all_csv, self._layout) if config.all_csv else None
-        return choice
+        if self.config.all_csv:
+            self._all = CsvAppender(self.config.all_csv, self._layout, flag="--all-csv")
+            self._catch_up_all_csv()
+
+    def _wait_for_outputs(self, notifier: Notifier) -> bool:
+        """Open the outputs at start. A full or failing disk is waited out, paused (READY=1 sent, the watchdog
+        fed), rather than exiting into a restart loop; False if stopped while waiting."""
+        while not self._stop:
+            problem = self._reopened()
+            if problem is None:
+                self._pause, self._resumed = None, self._pause  # "resumed" once the first step writes
+                return True
+            self._pause_for(*problem, notifier)
+            notifier.ready(self.status_line())  # started, though paused: systemd's start timeout must not fire
+            deadline = time.monotonic() + PAUSE_RECHECK
+            while time.monotonic() < deadline and not self._stop:
+                notifier.watchdog()
+                time.sleep(0.25)
+            self._remind(self._pause)
+        return False
 
     def _open_journal(self) -> Journal:
         """The journal, bound to this model; a damaged one is rebuilt from the CSVs first."""
@@ -265,7 +341,8 @@ class Watcher:
     def _loop(self, notifier: Notifier) -> None:
         """The processing loop (in the main thread, so its watchdog pings mean work is moving)."""
         config = self.config
-        next_scan, last_flush, idle_since, last_status = 0.0, time.monotonic(), time.monotonic(), 0.0
+        next_scan, idle_since = 0.0, time.monotonic()
+        self._last_flush = time.monotonic()
         while not self._stop:
             notifier.watchdog()
             if time.monotonic() >= next_scan:
@@ -273,18 +350,16 @@ class Watcher:
                 next_scan = time.monotonic() + config.rescan_interval
             if self._keep_observer_alive():
                 next_scan = 0.0  # files may have arrived while nothing watched: rescan now
-            self._settle()
-            work = self.journal.pending(limit=self._batch * 4)
+            if self._held(notifier):  # events are still taken in (memory only); nothing is written
+                self._report(notifier)
+                self._wait_for_events(timeout=0.5)
+                continue
+            work = self._guarded(self._step, notifier, notifier)
+            if work is None:
+                continue  # paused by a write that failed: _held takes over
+            self._confirm_resume(notifier)
             if work:
-                self._classify(work, notifier)
                 idle_since = time.monotonic()
-            flush_due = not work or time.monotonic() - last_flush >= config.flush_interval
-            if self.journal.dirty_folders() and flush_due:
-                self._flush()
-                last_flush = time.monotonic()
-            if time.monotonic() - last_status >= 5:
-                notifier.status(self.status_line())
-                last_status = time.monotonic()
             self._errors.summarise()
             if not work:
                 if config.idle_exit is not None and not self._waiting and not self.journal.pending_count() \
@@ -292,28 +367,247 @@ class Watcher:
                     break
                 self._wait_for_events(timeout=min(0.5, max(config.settle / 4, 0.05)))
 
+    def _step(self, notifier: Notifier) -> bool:
+        """Settle, classify a few batches, rewrite the CSVs when due, report; True if there was work."""
+        self._settle()
+        work = self.journal.pending(limit=self._batch * 4)
+        if work:
+            self._classify(work, notifier)
+        flush_due = not work or time.monotonic() - self._last_flush >= self.config.flush_interval
+        if flush_due and self.journal.dirty_folders():
+            self._flush()
+            self._last_flush = time.monotonic()
+        self._report(notifier)
+        return bool(work)
+
+    def _report(self, notifier: Notifier) -> None:
+        """STATUS= for systemd, every 5 s."""
+        if time.monotonic() - self._last_status >= 5:
+            notifier.status(self.status_line())
+            self._last_status = time.monotonic()
+
     def _on_signal(self, signum, frame) -> None:
         log.info("%s: finishing the current batch, then exiting", signal.Signals(signum).name)
         self._stop = True
 
     def status_line(self) -> str:
+        if self._pause is not None:
+            return self._pause.line(self._free())
         stats = self.journal.stats(window=60)
         return (f"backlog {stats['backlog'] + len(self._waiting)}, done {stats['done']}, errors {stats['errors']}, "
                 f"{stats['files_per_s_recent']:.1f} files/s")
 
+    # --- a full, read-only or vanished disk ----------------------------------------------------
+
+    def _guarded(self, step, notifier: Notifier, *args):
+        """`step(*args)`, whose writes may meet a full, read-only or vanished disk: then pause (None)."""
+        try:
+            return step(*args)
+        except (OSError, sqlite3.Error, DataError) as exc:
+            fault = self._fault(exc)
+            if fault is None:
+                raise
+            self._pause_for(fault, self._fault_path(exc), notifier)
+            return None
+
+    def _fault(self, exc: BaseException) -> str | None:
+        """What storage fault `exc` is ("disk full", "read-only file system", ...), None if it is none."""
+        return "disk full" if disk_full(exc, self.out) else storage_fault(exc)
+
+    def _fault_path(self, exc: BaseException | None) -> str:
+        """The file a failed write names (the journal for SQLite), else OUT."""
+        while exc is not None:
+            if isinstance(exc, sqlite3.Error):
+                return str(journal_path(self.out))
+            if isinstance(exc, OSError) and exc.filename:
+                return os.fsdecode(exc.filename)
+            exc = exc.__cause__
+        return str(self.out)
+
+    def _held(self, notifier: Notifier) -> bool:
+        """True while no work may be taken: a disk fault not yet mended, or less than --min-free left.
+
+        A paused daemon looks again every PAUSE_RECHECK seconds: room above the reserve, the journal
+        still there (a removed disk leaves a bare mount point), a test file written and fsynced in
+        OUT/.trapcls; then it reopens the journal and --all-csv (a disk that came back needs new handles).
+        """
+        pause = self._pause
+        if pause is None:
+            low = self._low_space()
+            if low is not None:
+                self._pause_for(*low, notifier)
+            return low is not None
+        now = time.monotonic()
+        if now < pause.next_check:
+            self._remind(pause)
+            return True
+        pause.next_check = now + PAUSE_RECHECK
+        problem = self._low_space() or self._cannot_write()
+        if problem is None:
+            problem = self._reopened()
+        if problem is None:
+            self._pause, self._resumed = None, pause  # confirmed by the next step that writes without a fault
+            return False
+        if problem[0] != pause.reason:
+            self._pause_for(*problem, notifier)  # another fault now (space back, but the disk went read-only)
+        self._remind(self._pause)
+        return True
+
+    def _pause_for(self, reason: str, path: str, notifier: Notifier) -> None:
+        """Stop taking work because of `reason` at `path`; logged and recorded unless it is the same pause going on."""
+        now, same = time.monotonic(), self._pause or self._resumed
+        self._resumed = None
+        if same is not None and same.reason == reason:
+            same.next_check = now + PAUSE_RECHECK
+            self._pause = same  # a write failed again right after a resume: the same pause, no new log line
+            return
+        if self._all is not None:
+            self._all.close_quietly()  # reopened on resume; a torn last line is cut then
+        self._pause = _Pause(reason=reason, path=path, next_check=now + PAUSE_RECHECK)
+        self._remind(self._pause)
+        self._record(PAUSED)
+        notifier.status(self.status_line())
+        self._last_status = time.monotonic()
+
+    def _remind(self, pause: _Pause) -> None:
+        if time.monotonic() - pause.logged >= PAUSE_LOG_EVERY:
+            log.warning("%s", pause.line(self._free()))
+            pause.logged = time.monotonic()
+
+    def _confirm_resume(self, notifier: Notifier) -> None:
+        """After a pause, the first step that wrote without a fault: say so."""
+        pause, self._resumed = self._resumed, None
+        if pause is None:
+            return
+        free = self._free()
+        log.warning("resumed after %.0f s paused (%s at %s)%s", time.time() - pause.since, pause.reason, pause.path,
+                    "" if free is None else f"; {free:.1f} MiB free")
+        self._record(RUNNING)
+        notifier.status(self.status_line())
+        self._last_status = time.monotonic()
+
+    def _low_space(self) -> tuple[str, str] | None:
+        """(reason, path) when OUT's disk, or --all-csv's, has less than --min-free MiB left."""
+        reserve = self.config.min_free
+        if reserve <= 0:
+            return None
+        for folder in self._write_folders():
+            free = free_mib(folder)
+            if free is not None and free < reserve:
+                return f"less than {reserve:g} MiB free (--min-free)", str(folder)
+        return None
+
+    def _cannot_write(self) -> tuple[str, str] | None:
+        """(reason, path) unless the journal is there and a test file can be written in each output folder."""
+        if not journal_path(self.out).is_file():  # never start a new journal on the disk under a mount point
+            return GONE, str(self.out)
+        for folder in self._write_folders():
+            try:
+                with tempfile.TemporaryFile(dir=folder) as probe:
+                    probe.write(b"\0" * 4096)
+                    probe.flush()
+                    os.fsync(probe.fileno())
+            except OSError as exc:
+                return storage_fault(exc) or (exc.strerror or str(exc)).lower(), str(folder)
+        return None
+
+    def _reopened(self) -> tuple[str, str] | None:
+        """_open_outputs, and append what --all-csv missed; (reason, path) if the disk failed that."""
+        try:
+            self._open_outputs()
+        except (OSError, sqlite3.Error, DataError) as exc:
+            fault = self._fault(exc)
+            if fault is None:
+                raise
+            return fault, self._fault_path(exc)
+        return None
+
+    def _write_folders(self) -> list[Path]:
+        """Where the daemon writes: OUT/.trapcls (for OUT's disk) and --all-csv's folder."""
+        folders = [self.out / STATE_DIR]
+        if self.config.all_csv is not None:
+            folders.append(self.config.all_csv.resolve().parent)
+        return folders
+
+    def _free(self) -> float | None:
+        return free_mib(self.out)
+
+    def _record(self, state: str) -> None:
+        """The state `trapcls status` shows (trapcls.watch.state)."""
+        pause = self._pause
+        write_state(state_path(self.out), {
+            "state": state, "reason": pause and pause.reason, "path": pause and pause.path,
+            "since": pause and pause.since, "free_mib": self._free(), "min_free_mib": self.config.min_free})
+
     # --- finding files -----------------------------------------------------------------------
 
-    def _scan(self) -> None:
-        """The backlog / reconciliation scan: every image under the inbox not yet in the journal as it is now."""
+    _tree: TreeScanner | None = None  # the rescans' memory of the inbox's folders, made by the first _scan
+    _unclassified: tuple[dict[str, Unclassified], dict[str, tuple[int, int]]] | None = None  # last scan's, noted
+
+    def _scan(self, *, full: bool = False) -> None:
+        """The backlog / reconciliation scan: every image under the inbox not yet in the journal as it is now.
+
+        Incremental: a folder whose mtime has not changed since the last scan holds no new file and
+        is not listed again (trapcls.core.discover.TreeScanner). A file rewritten in place leaves its
+        folder's mtime alone; file events catch that, and for events that were lost every
+        FULL_SCAN_EVERY-th scan (the first too, and any with `full`) lists every folder.
+        """
         if not self.inbox.is_dir():
             log.warning("inbox %s is not reachable; will look again at the next rescan", self.inbox)
             return
+        if self._tree is None:
+            self._tree = TreeScanner(self.inbox, full_every=FULL_SCAN_EVERY, ignore=self._own_output)
         try:
-            files = discover_images([self.inbox])
-        except DataError:
-            files = []  # an empty inbox
-        for f in files:
-            self._saw(f.rel)
+            found = self._tree.scan(full=full)
+        except OSError as exc:
+            log.warning("inbox %s is not reachable (%s); will look again at the next rescan", self.inbox, exc)
+            return
+        for rel in found.images:
+            self._saw(rel)
+        log.debug("%s rescan: %d folders listed, %d unchanged, %d images in the listed ones",
+                  "full" if found.full else "incremental", found.listed, found.kept, len(found.images))
+        self._note_unclassified(found.unclassified)
+
+    def _own_output(self, rel: str) -> bool:
+        """A file this daemon writes into the inbox (its CSVs when OUT is there, --all-csv): not counted as not
+        classified."""
+        path = self.inbox / rel
+        if self.config.all_csv is not None and path == self.config.all_csv.resolve():
+            return True
+        return path.name.startswith((CSV_NAME, EVENTS_NAME)) and path.is_relative_to(self.out)
+
+    def _note_unclassified(self, per_folder: dict[str, Unclassified]) -> None:
+        """Videos and other non-image files per camera folder: logged and stored for `trapcls status` once a
+        folder's counts have stayed the same for one rescan (a card being copied is reported once, when done)."""
+        counts: dict[str, Unclassified] = {}
+        for folder in sorted(per_folder):
+            camera = self._folder(("" if folder == "." else folder + "/") + "file")
+            counts.setdefault(camera, Unclassified()).merge(per_folder[folder])
+        previous, noted = self._unclassified or ({}, None)
+        if noted is None:
+            try:
+                noted = {f: (u["videos"], u["others"]) for f, u in self.journal.unclassified().items()}
+            except (sqlite3.Error, OSError, DataError) as exc:
+                log.debug("could not read the unclassified counts: %s", exc)
+                return  # tried again at the next scan
+        now = {f: (u.videos, u.others) for f, u in counts.items()}
+        settled = {f for f in set(now) | set(noted)
+                   if now.get(f, (0, 0)) != noted.get(f, (0, 0)) and now.get(f) == _counts(previous.get(f))}
+        self._unclassified = (counts, noted)
+        if not settled:
+            return
+        try:
+            self.journal.note_unclassified({f: (*now.get(f, (0, 0)), counts[f].examples if f in counts else [])
+                                            for f in settled})
+        except (sqlite3.Error, OSError, DataError) as exc:  # a full disk pauses the daemon elsewhere; noted later
+            log.debug("could not store the unclassified counts: %s", exc)
+            return
+        for folder in sorted(settled & set(counts)):
+            where = self.inbox if folder == "." else folder
+            log.warning("%s: %s not classified: trapcls classifies still images (JPEG, PNG); %s", where,
+                        counts[folder].describe(), counts[folder].example())
+        kept = {f: c for f, c in noted.items() if f not in settled}
+        self._unclassified = (counts, {**kept, **{f: now[f] for f in settled if f in now}})
 
     def _saw(self, rel: str) -> None:
         """Note that `rel` exists now; start (or restart) its settle clock if it is new or changed."""
@@ -343,11 +637,12 @@ class Watcher:
             if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
                 self._waiting[rel] = (st.st_size, st.st_mtime_ns, now)
                 continue
-            del self._waiting[rel]
             ready.append((rel, self._folder(rel), size, mtime_ns))
-            self._known[rel] = (size, mtime_ns)
         if ready:
-            self.journal.observe(ready)
+            self.journal.observe(ready)  # on a full disk this fails and they stay waiting: nothing is lost
+        for rel, _, size, mtime_ns in ready:
+            del self._waiting[rel]
+            self._known[rel] = (size, mtime_ns)
 
     def _folder(self, rel: str) -> str:
         parts = rel.split("/")
@@ -482,6 +777,8 @@ class Watcher:
         The folder stays marked stale until both files are written, so a crash between them is
         mended by the next start's flush.
         """
+        if not (self.out / STATE_DIR).is_dir():  # OUT deleted, or its disk removed and a bare mount point left
+            raise FileNotFoundError(errno.ENOENT, GONE, str(self.out))
         for folder in self.journal.dirty_folders():
             as_of = time.time()
             rows = self.journal.finished(folder)
@@ -512,6 +809,24 @@ class Watcher:
                    not in self._all.done]
         if missing:
             self._all.append([_result(e, e.path) for e in missing])
+
+
+@dataclass
+class _Pause:
+    """Why the daemon takes no work now, where, and since when."""
+
+    reason: str  # "disk full", "read-only file system", "less than 64 MiB free (--min-free)", ...
+    path: str
+    since: float = field(default_factory=time.time)
+    logged: float = -PAUSE_LOG_EVERY  # monotonic time of the last log line
+    next_check: float = 0.0  # monotonic time of the next look at the disk
+
+    def line(self, free: float | None) -> str:
+        """The log line and STATUS=: "paused: disk full at PATH (0.0 MiB free); waiting for space"."""
+        room = "" if free is None else f" ({free:.1f} MiB free)"
+        wait = ("space" if "free" in self.reason or "full" in self.reason else
+                "it to come back" if self.reason == GONE else "it to be writable again")
+        return f"paused: {self.reason} at {self.path}{room}; waiting for {wait}"
 
 
 @dataclass
@@ -570,6 +885,10 @@ class _ErrorLog:
         if self._suppressed:
             log.warning("%d more file errors in the last minute (see `trapcls status`)", self._suppressed)
         self._window_start, self._shown, self._suppressed = time.monotonic(), 0, 0
+
+
+def _counts(unclassified: Unclassified | None) -> tuple[int, int] | None:
+    return None if unclassified is None else (unclassified.videos, unclassified.others)
 
 
 def _result(entry: Entry, rel: str) -> Result:

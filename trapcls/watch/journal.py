@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import fsync_dir
+from trapcls.core.fsutil import free_mib, fsync_dir, storage_fault
 
 SCHEMA_VERSION = 1
 PENDING, DONE, ERROR = "pending", "done", "error"
@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS folders (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Not in _SCHEMA or TABLES: made by the first Journal.note_unclassified, so older journals stay valid.
+_UNCLASSIFIED = ("CREATE TABLE IF NOT EXISTS unclassified (folder TEXT PRIMARY KEY, videos INTEGER NOT NULL, "
+                 "others INTEGER NOT NULL, examples TEXT NOT NULL, updated REAL NOT NULL)")
 
 
 class CorruptJournal(DataError):
@@ -327,6 +330,33 @@ class Journal:
     def integrity_check(self) -> str:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]
 
+    # --- files it does not classify (videos, other non-image files) ------------------------------
+    # A table of its own, made by the first write, so a journal from before it reads as having none.
+
+    def note_unclassified(self, counts: dict[str, tuple[int, int, list[str]]]) -> None:
+        """Store per camera folder the (videos, other files, a few example names) the last scan found there;
+        a folder with none is removed. Folders not named are left as they are."""
+        now = time.time()
+        with self._transaction():
+            self._db.execute(_UNCLASSIFIED)
+            for folder, (videos, others, examples) in counts.items():
+                if videos or others:
+                    self._db.execute("INSERT OR REPLACE INTO unclassified VALUES (?, ?, ?, ?, ?)",
+                                     (folder, videos, others, json.dumps(examples), now))
+                else:
+                    self._db.execute("DELETE FROM unclassified WHERE folder = ?", (folder,))
+
+    def unclassified(self) -> dict[str, dict]:
+        """What note_unclassified stored, by folder: {"videos": n, "others": n, "examples": [names]}."""
+        try:
+            if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unclassified'"
+                                ).fetchone() is None:
+                return {}
+            rows = self._db.execute("SELECT folder, videos, others, examples FROM unclassified ORDER BY folder")
+            return {f: {"videos": v, "others": o, "examples": json.loads(e)} for f, v, o, e in rows}
+        except sqlite3.DatabaseError as exc:
+            raise _open_error(self.path, exc) from exc
+
     # --- plumbing -------------------------------------------------------------------------------
 
     def _transaction(self):
@@ -334,7 +364,12 @@ class Journal:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one durable step."""
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one durable step.
+
+    A full disk (SQLITE_FULL) can fail a statement or the COMMIT itself, and SQLite may already have
+    rolled the transaction back: roll back only what is still open, so the error that matters is the
+    one raised and the connection is ready for the next transaction once there is room again.
+    """
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -343,15 +378,42 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind, value, traceback) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the original error is the one to report; SQLite rolls back on its own when it must
 
 
 def _open_error(path: Path, exc: sqlite3.Error) -> DataError:
     """CorruptJournal for a damaged file; a plain DataError (nothing is moved) for a locked or forbidden one."""
     if _damaged(exc):
         return CorruptJournal(path, str(exc))
+    if disk_full(exc, path):
+        return DataError(f"Cannot open the journal {path}: its disk is full ({free_mib(path) or 0:.1f} MiB free), "
+                         "and SQLite needs a little room even to read it. Free some space there.")
     return DataError(f"Cannot open the journal {path}: {exc}. Check that this user may read and write "
                      f"{path.parent} and that no other program holds the journal.")
+
+
+def disk_full(exc: BaseException, path: Path) -> bool:
+    """Whether `exc` comes from a full disk at `path`. SQLite reports a full disk as SQLITE_FULL, but as a plain
+    I/O error when it cannot extend its -shm file: with (almost) no room left, that is the full disk too."""
+    fault = storage_fault(exc)
+    if fault == "disk full":
+        return True
+    free = free_mib(path)
+    return fault is not None and "i/o error" in fault and free is not None and free < 1
 
 
 def _damaged(exc: sqlite3.Error) -> bool:

@@ -26,6 +26,7 @@ class Notifier:
         # Ping at half the interval systemd waits, as sd_watchdog_enabled(3) advises.
         self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and mine else None
         self._last_ping = 0.0
+        self._ready = False
 
     @property
     def enabled(self) -> bool:
@@ -42,7 +43,9 @@ class Notifier:
             pass  # systemd gone or socket unreachable: never a reason to stop classifying
 
     def ready(self, status: str) -> None:
-        self.send(f"READY=1\nSTATUS={status}")
+        """READY=1 (once: a daemon paused at start by a full disk is ready before its model loop starts)."""
+        self.send(f"STATUS={status}" if self._ready else f"READY=1\nSTATUS={status}")
+        self._ready = True
 
     def status(self, status: str) -> None:
         self.send(f"STATUS={status}")

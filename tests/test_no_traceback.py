@@ -1,0 +1,424 @@
+"""No traceback for anything a user can cause: every command, fed bad inputs, as a real process.
+
+Each case runs `python -m trapcls ...` and expects exit 1 (a failure the one-line message
+explains, "error: ...") or exit 2 (bad usage, typer's message), and no "Traceback" on stderr.
+The inputs are what users really hand over: missing paths, a file where a folder is expected and
+the other way round, empty files, a folder that is not a bundle, a damaged bundle.json, CSVs that
+are not CSVs, numbers out of range, choices that do not exist. The tiny bundle (`tiny_run`) serves
+the cases that need a working bundle or a real predictions CSV. The selected cases run once per
+module, four processes at a time; those that get as far as importing torch (train, export onnx,
+doctor) are marked slow. With --verbose the traceback behind the error is logged too (for bug
+reports), and the one-line message stays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO, write_jpeg
+
+# every command through a table of bad inputs as real processes: about 70 s: slow (full suite and CI).
+pytestmark = pytest.mark.slow
+
+ARCH = "--arch test_efficientnet"  # past the "--arch is required" check, to the data's
+TRAIN = "train {train} --out {out} " + ARCH
+# (id, arguments with {placeholders} for the paths made by `ground`, expected exit status, text stderr must hold)
+CASES: list[tuple[str, str, int, str]] = [
+    # --- train ---------------------------------------------------------------------------------------
+    ("train-no-arch", "train {train} --out {out}", 1, "--arch"),
+    ("train-missing-data", "train {missing} --out {out} " + ARCH, 1, "{missing}"),
+    ("train-empty-folder", "train {folder} --out {out} " + ARCH, 1, "{folder}"),
+    ("train-empty-csv", "train {empty_csv} --out {out} " + ARCH, 1, "{empty_csv}"),
+    ("train-garbage-csv", "train {garbage_csv} --out {out} " + ARCH, 1, "{garbage_csv}"),
+    ("train-binary-file", "train {binary} --out {out} " + ARCH, 1, "{binary}"),
+    ("train-out-is-a-file", "train {train} --out {text} " + ARCH, 1, "{text}"),
+    ("train-config-missing", "train --config {missing} --out {out}", 1, "{missing}"),
+    ("train-config-empty", "train --config {empty_csv} --out {out}", 1, "{empty_csv}"),
+    ("train-config-garbage", "train --config {binary} --out {out}", 1, "{binary}"),
+    ("train-config-folder", "train --config {folder} --out {out}", 1, "{folder}"),
+    ("train-config-unknown-key", "train --config {unknown_key_json} --out {out}", 1, "colour"),
+    ("train-no-data", "train --out {out}", 2, "DATA"),
+    ("train-epochs-0", TRAIN + " --epochs 0", 1, "--epochs"),
+    ("train-batch-size-0", TRAIN + " --batch-size 0", 1, "--batch-size"),
+    ("train-val-fraction-2", TRAIN + " --val-fraction 2", 1, "--val-fraction"),
+    ("train-crop-scale-2", TRAIN + " --crop-scale 2", 1, "--crop-scale"),
+    ("train-fold-out-of-range", TRAIN + " --folds 2 --fold 3", 1, "--fold"),
+    ("train-bad-regex", TRAIN + " --label-regex (", 1, "--label-regex"),
+    ("train-weights-missing", TRAIN + " --weights {missing}", 1, "{missing}"),
+    ("train-weights-garbage", TRAIN + " --weights {binary}", 1, "{binary}"),
+    ("train-from-non-bundle", TRAIN + " --from-bundle {folder}", 1, "{folder}"),
+    ("train-unknown-arch", "train {train} --out {out} --arch vit_tiny", 1, "--arch"),
+    ("train-unknown-optimizer", "train {train} --out {out} --optimizer adam", 2, "adam"),
+    ("train-unknown-export", "train {train} --out {out} --export onnx,trt", 2, "trt"),
+    # --- export onnx ---------------------------------------------------------------------------------
+    ("export-onnx-missing", "export onnx {missing} --out {out}", 1, "{missing}"),
+    ("export-onnx-empty-folder", "export onnx {folder} --out {out}", 1, "{folder}"),
+    ("export-onnx-text-file", "export onnx {text} --out {out}", 1, "{text}"),
+    ("export-onnx-garbage-checkpoint", "export onnx {garbage_pt} --out {out}", 1, "{garbage_pt}"),
+    ("export-onnx-no-out", "export onnx {folder}", 2, "--out"),
+    # --- export tensorrt -----------------------------------------------------------------------------
+    # Without TensorRT installed (as here) the missing package is reported first.
+    ("export-tensorrt-missing", "export tensorrt {missing}", 1, "{missing}|trapcls[tensorrt]"),
+    ("export-tensorrt-file", "export tensorrt {text}", 1, "{text}|trapcls[tensorrt]"),
+    ("export-tensorrt-non-bundle", "export tensorrt {folder}", 1, "{folder}|trapcls[tensorrt]"),
+    ("export-tensorrt-corrupt-bundle", "export tensorrt {corrupt_bundle}", 1, "bundle.json|trapcls[tensorrt]"),
+    ("export-tensorrt-batch-0", "export tensorrt {bundle} --min-batch 0", 1, "batch"),
+    ("export-tensorrt-batches-reversed", "export tensorrt {bundle} --min-batch 8 --max-batch 2", 1, "batch"),
+    ("export-tensorrt-not-a-number", "export tensorrt {bundle} --max-batch many", 2, "--max-batch"),
+    # --- predict -------------------------------------------------------------------------------------
+    ("predict-missing-input", "predict {missing} --bundle {bundle} --out {out_csv}", 1, "{missing}"),
+    ("predict-empty-folder", "predict {folder} --bundle {bundle} --out {out_csv}", 1, "{folder}"),
+    ("predict-no-input", "predict --bundle {bundle} --out {out_csv}", 1, "input"),
+    ("predict-bundle-missing", "predict {imgs} --bundle {missing} --out {out_csv}", 1, "{missing}"),
+    ("predict-bundle-is-a-file", "predict {imgs} --bundle {text} --out {out_csv}", 1, "{text}"),
+    ("predict-bundle-not-a-bundle", "predict {imgs} --bundle {imgs} --out {out_csv}", 1, "bundle.json"),
+    ("predict-bundle-corrupt-json", "predict {imgs} --bundle {corrupt_bundle} --out {out_csv}", 1, "bundle.json"),
+    ("predict-bundle-classes-not-a-list", "predict {imgs} --bundle {odd_classes} --out {out_csv}", 1, "bundle.json"),
+    ("predict-bundle-preprocess-not-a-dict", "predict {imgs} --bundle {odd_preprocess} --out {out_csv}", 1,
+     "bundle.json"),
+    ("predict-bundle-calibration-not-a-dict", "predict {imgs} --bundle {odd_calibration} --out {out_csv}", 1,
+     "bundle.json"),
+    ("predict-bundle-files-entry-not-a-dict", "predict {imgs} --bundle {odd_files} --out {out_csv}", 1,
+     "bundle.json"),
+    ("predict-out-is-a-folder", "predict {imgs} --bundle {bundle} --out {folder}", 1, "{folder}"),
+    ("predict-out-garbage-csv", "predict {imgs} --bundle {bundle} --out {garbage_csv_copy}", 1,
+     "{garbage_csv_copy}"),
+    ("predict-out-in-missing-folder", "predict {imgs} --bundle {bundle} --out {text}/x.csv", 1, "{text}"),
+    ("predict-file-list-missing", "predict --file-list {missing} --bundle {bundle} --out {out_csv}", 1, "{missing}"),
+    ("predict-file-list-folder", "predict --file-list {folder} --bundle {bundle} --out {out_csv}", 1, "{folder}"),
+    ("predict-shard-out-of-range", "predict {imgs} --bundle {bundle} --out {out_csv} --shard 3/2", 1, "--shard"),
+    ("predict-shard-garbage", "predict {imgs} --bundle {bundle} --out {out_csv} --shard half", 1, "--shard"),
+    ("predict-batch-size-0", "predict {imgs} --bundle {bundle} --out {out_csv} --batch-size 0", 1, "--batch-size"),
+    ("predict-threads-0", "predict {imgs} --bundle {bundle} --out {out_csv} --threads 0", 1, "--threads"),
+    ("predict-workers-0", "predict {imgs} --bundle {bundle} --out {out_csv} --workers 0", 1, "--workers"),
+    ("predict-blank-threshold-2", "predict {imgs} --bundle {bundle} --out {out_csv} --blank-threshold 2", 1,
+     "--blank-threshold"),
+    ("predict-unknown-format", "predict {imgs} --bundle {bundle} --out {out_csv} --format xml", 2, "xml"),
+    # --- merge ---------------------------------------------------------------------------------------
+    ("merge-missing", "merge {missing} --out {out_csv}", 1, "{missing}"),
+    ("merge-empty-csv", "merge {empty_csv} --out {out_csv}", 1, "{empty_csv}"),
+    ("merge-garbage-csv", "merge {garbage_csv} --out {out_csv}", 1, "{garbage_csv}"),
+    ("merge-folder", "merge {folder} --out {out_csv}", 1, "{folder}"),
+    ("merge-out-is-a-folder", "merge {pred_csv} --out {folder}", 1, "{folder}"),
+    # --- watch ---------------------------------------------------------------------------------------
+    ("watch-missing-inbox", "watch {missing} --bundle {bundle}", 1, "{missing}"),
+    ("watch-inbox-is-a-file", "watch {text} --bundle {bundle}", 1, "{text}"),
+    ("watch-bundle-not-a-bundle", "watch {folder} --bundle {imgs}", 1, "bundle.json"),
+    ("watch-bundle-corrupt", "watch {folder} --bundle {corrupt_bundle}", 1, "bundle.json"),
+    ("watch-folder-depth-negative", "watch {folder} --bundle {bundle} --folder-depth -1", 1, "--folder-depth"),
+    ("watch-settle-negative", "watch {folder} --bundle {bundle} --settle -1", 1, "--settle"),
+    ("watch-max-attempts-0", "watch {folder} --bundle {bundle} --max-attempts 0", 1, "--max-attempts"),
+    ("watch-out-is-a-file", "watch {folder} --bundle {bundle} --out {text}", 1, "{text}"),
+    ("watch-newer-journal", "watch {folder} --bundle {bundle} --out {newer_journal_out}", 1, "newer"),
+    ("watch-all-csv-is-a-folder", "watch {folder} --bundle {bundle} --out {out} --all-csv {folder}", 1, "{folder}"),
+    ("watch-threads-negative", "watch {imgs} --bundle {bundle} --out {out} --threads -1 --idle-exit 1", 1,
+     "--threads"),
+    ("watch-settle-not-a-number", "watch {folder} --bundle {bundle} --settle soon", 2, "--settle"),
+    # --- status --------------------------------------------------------------------------------------
+    ("status-missing", "status {missing}", 1, "{missing}"),
+    ("status-file", "status {text}", 1, "{text}"),
+    ("status-no-journal", "status {folder}", 1, "No journal"),
+    ("status-garbage-journal", "status {garbage_journal_out}", 1, "journal"),
+    ("status-empty-journal", "status {empty_journal_out}", 1, "journal"),
+    ("status-journal-is-a-folder", "status {journal_dir_out}", 1, "journal"),
+    # --- evaluate ------------------------------------------------------------------------------------
+    ("evaluate-missing-predictions", "evaluate {missing} --labels {train}", 1, "{missing}"),
+    ("evaluate-empty-predictions", "evaluate {empty_csv} --labels {train}", 1, "{empty_csv}"),
+    ("evaluate-garbage-predictions", "evaluate {garbage_csv} --labels {train}", 1, "{garbage_csv}"),
+    ("evaluate-predictions-folder", "evaluate {folder} --labels {train}", 1, "{folder}"),
+    ("evaluate-three-predictions", "evaluate {pred_csv} {pred_csv} {pred_csv} --labels {train}", 1, "two"),
+    ("evaluate-labels-missing", "evaluate {pred_csv} --labels {missing}", 1, "{missing}"),
+    ("evaluate-labels-empty-folder", "evaluate {pred_csv} --labels {folder}", 1, "{folder}"),
+    ("evaluate-labels-garbage-csv", "evaluate {pred_csv} --labels {garbage_csv}", 1, "{garbage_csv}"),
+    ("evaluate-labels-binary", "evaluate {pred_csv} --labels {binary}", 1, "{binary}"),
+    ("evaluate-labels-unrelated", "evaluate {pred_csv} --labels {other_labels}", 1, "class"),
+    ("evaluate-blank-threshold-2", "evaluate {pred_csv} --labels {train} --blank-threshold 2", 1,
+     "--blank-threshold"),
+    ("evaluate-blank-miss-2", "evaluate {pred_csv} --labels {train} --blank-miss 2", 1, "--blank-miss"),
+    ("evaluate-confidence-2", "evaluate {pred_csv} --labels {train} --blank-miss 0.1 --confidence 2", 1,
+     "--confidence"),
+    ("evaluate-report-is-a-folder", "evaluate {pred_csv} --labels {train} --report {folder}", 1, "{folder}"),
+    ("evaluate-bundle-not-a-bundle", "evaluate {pred_csv} --labels {train} --bundle {folder} --report {out}/r.html",
+     1, "{folder}"),
+    ("evaluate-write-bundle-corrupt", "evaluate {pred_csv} --labels {train} --blank-miss 0.5 --write-bundle "
+     "{corrupt_bundle}", 1, "bundle.json"),
+    ("evaluate-bad-regex", "evaluate {pred_csv} --labels {imgs} --label-regex (", 1, "--label-regex"),
+    # --- events --------------------------------------------------------------------------------------
+    ("events-missing", "events {missing} --out {out_csv}", 1, "{missing}"),
+    ("events-empty-csv", "events {empty_csv} --out {out_csv}", 1, "{empty_csv}"),
+    ("events-garbage-csv", "events {garbage_csv} --out {out_csv}", 1, "{garbage_csv}"),
+    ("events-folder", "events {folder} --out {out_csv}", 1, "{folder}"),
+    ("events-submission-csv", "events {submission_csv} --out {out_csv}", 1, "{submission_csv}"),
+    ("events-gap-negative", "events {pred_csv} --out {out_csv} --gap -1", 1, "--gap"),
+    ("events-depth-negative", "events {pred_csv} --out {out_csv} --deployment-depth -1", 1, "--deployment-depth"),
+    ("events-blank-threshold-2", "events {pred_csv} --out {out_csv} --blank-threshold 2", 1, "--blank-threshold"),
+    ("events-out-is-a-folder", "events {pred_csv} --out {folder}", 1, "{folder}"),
+    # --- convert -------------------------------------------------------------------------------------
+    ("convert-missing", "convert {missing} --to megadetector --out {out_json}", 1, "{missing}"),
+    ("convert-garbage-csv", "convert {garbage_csv} --to megadetector --out {out_json}", 1, "{garbage_csv}"),
+    ("convert-empty-csv", "convert {empty_csv} --to camtrap-dp --out {out}", 1, "{empty_csv}"),
+    ("convert-unknown-target", "convert {pred_csv} --to coco --out {out_json}", 2, "coco"),
+    ("convert-bad-timezone", "convert {pred_csv} --to camtrap-dp --out {out} --timezone Mars/Olympus", 1,
+     "--timezone"),
+    ("convert-taxa-garbage", "convert {pred_csv} --to megadetector --out {out_json} --taxa {binary}", 1, "{binary}"),
+    ("convert-taxa-missing", "convert {pred_csv} --to megadetector --out {out_json} --taxa {missing}", 1,
+     "{missing}"),
+    ("convert-deployments-garbage", "convert {pred_csv} --to camtrap-dp --out {out} --timezone +02:00 "
+     "--deployments {garbage_csv}", 1, "{garbage_csv}"),
+    ("convert-out-is-a-file", "convert {pred_csv} --to camtrap-dp --out {text} --overwrite", 1, "{text}"),
+    ("convert-gap-negative", "convert {pred_csv} --to camtrap-dp --out {out} --timezone +02:00 --gap -5", 1,
+     "--gap"),
+    # --- adapt ---------------------------------------------------------------------------------------
+    ("adapt-missing", "adapt {missing} --bundle {bundle} --out {out_csv}", 1, "{missing}"),
+    ("adapt-garbage-csv", "adapt {garbage_csv} --bundle {bundle} --out {out_csv}", 1, "{garbage_csv}"),
+    ("adapt-bundle-not-a-bundle", "adapt {pred_csv} --bundle {folder} --out {out_csv}", 1, "{folder}"),
+    ("adapt-bundle-corrupt", "adapt {pred_csv} --bundle {corrupt_bundle} --out {out_csv}", 1, "bundle.json"),
+    ("adapt-other-model", "adapt {pred_csv} --out {out_csv}", 1, "model"),
+    ("adapt-min-frames-negative", "adapt {pred_csv} --bundle {bundle} --out {out_csv} --min-frames -1", 1,
+     "--min-frames"),
+    ("adapt-prior-strength-negative", "adapt {pred_csv} --bundle {bundle} --out {out_csv} --prior-strength -1", 1,
+     "--prior-strength"),
+    ("adapt-out-is-a-folder", "adapt {pred_csv} --bundle {bundle} --out {folder}", 1, "{folder}"),
+    # --- doctor --------------------------------------------------------------------------------------
+    # doctor reports a bad bundle in its report (exit 0): diagnosing is its job
+    ("doctor-bundle-missing", "doctor --bundle {missing}", 0, "{missing}"),
+    ("doctor-bundle-corrupt", "doctor --json --bundle {corrupt_bundle}", 0, "bundle.json"),
+    # --- anywhere ------------------------------------------------------------------------------------
+    ("unknown-command", "classify {imgs}", 2, "classify"),
+    ("unknown-option", "status {folder} --colour", 2, "--colour"),
+]
+
+# Tracebacks found in code this change could not touch; strict, so the test says when they are fixed.
+KNOWN: dict[str, str] = {}  # case id -> why it still fails (strict xfail, so a fix shows up)
+
+# Cases run again with --verbose: the same exit status and message, with the traceback behind it logged.
+VERBOSE = ("predict-bundle-corrupt-json", "status-garbage-journal", "evaluate-garbage-predictions")
+
+
+@pytest.fixture(scope="module")
+def ground(tmp_path_factory, tiny_run) -> dict[str, Path]:
+    """Every bad (and the few good) inputs the cases name, made once."""
+    root = tmp_path_factory.mktemp("ground")
+    paths = {name: root / name for name in ("missing", "outs", "folder", "text")}
+    paths["folder"].mkdir()
+    paths["text"].write_text("just some notes\n")
+    paths["empty_csv"] = _write(root / "empty.csv", b"")
+    paths["garbage_csv"] = _write(root / "garbage.csv", b'path,label\n"unterminated,\x01\n1,2,3,4,5\n\xff\xfe')
+    paths["binary"] = _write(root / "binary.dat", bytes(range(256)) * 8)
+    paths["garbage_pt"] = _write(root / "best.pt", b"PK\x03\x04 not a torch checkpoint")
+    paths["garbage_csv_copy"] = _write(root / "resume_garbage.csv", paths["garbage_csv"].read_bytes())
+    paths["unknown_key_json"] = _write(root / "config.json", b'{"data": "x", "colour": "red"}')
+    paths["train"] = DEMO / "train"
+    paths["imgs"] = root / "imgs"
+    write_jpeg(paths["imgs"] / "a.jpg")
+    paths["other_labels"] = _write(root / "other_labels.csv", b"filepath,label\nnowhere/zzz.jpg,lion\n")
+    paths["bundle"] = tiny_run / "bundle"
+    paths.update(_bundles(root, tiny_run / "bundle"))
+    paths.update(_journals(root))
+    paths.update(_predictions(root, tiny_run / "bundle"))
+    return paths
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _bundles(root: Path, bundle: Path) -> dict[str, Path]:
+    """A bundle whose bundle.json is not JSON, and some whose JSON has a field of the wrong shape."""
+    corrupt = Path(shutil.copytree(bundle, root / "corrupt_bundle"))
+    (corrupt / "bundle.json").write_text('{"classes": ["a", "b"], "preprocess": ')
+    made = {"corrupt_bundle": corrupt}
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    for name, field, value in (("odd_classes", "classes", 3), ("odd_preprocess", "preprocess", "big"),
+                               ("odd_calibration", "calibration", "warm"),
+                               ("odd_files", "files", {"model.onnx": "sha"})):
+        odd = Path(shutil.copytree(bundle, root / name))
+        (odd / "bundle.json").write_text(json.dumps({**manifest, field: value}))
+        made[name] = odd
+    return made
+
+
+def _journals(root: Path) -> dict[str, Path]:
+    """--out folders whose journal is garbage, empty, a folder, or from a newer trapcls."""
+    made = {}
+    for name, content in (("garbage_journal_out", b"SQLite format 3\x00" + bytes(range(256)) * 4),
+                          ("empty_journal_out", b""), ("journal_dir_out", None), ("newer_journal_out", None)):
+        state = root / name / ".trapcls"
+        state.mkdir(parents=True)
+        if content is None and name == "journal_dir_out":
+            (state / "journal.sqlite").mkdir()
+        elif content is None:
+            db = sqlite3.connect(state / "journal.sqlite")
+            db.executescript("CREATE TABLE files (path TEXT); CREATE TABLE folders (folder TEXT);"
+                             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
+                             "INSERT INTO meta VALUES ('schema_version', '99');")
+            db.close()
+        else:
+            (state / "journal.sqlite").write_bytes(content)
+        made[name] = root / name
+    return made
+
+
+def _predictions(root: Path, bundle: Path) -> dict[str, Path]:
+    """A field CSV and a submission CSV of the demo training frames, made by predict itself."""
+    from trapcls.predict import run_predict
+    from trapcls.predict.config import PredictConfig
+
+    made = {}
+    for name, fmt in (("pred_csv", "field"), ("submission_csv", "submission")):
+        out = root / f"{name}.csv"
+        run_predict(PredictConfig(inputs=[DEMO / "train"], bundle=bundle, out=out, fmt=fmt, workers=1, threads=1))
+        made[name] = out
+    return made
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TRAPCLS_BUNDLE"}
+    try:
+        return subprocess.run([sys.executable, "-m", "trapcls", *args], capture_output=True, text=True, cwd=cwd,
+                              env=env, timeout=120)
+    except subprocess.TimeoutExpired as exc:  # e.g. a watch that started instead of refusing
+        return subprocess.CompletedProcess(args, -9, exc.stdout or "", f"timed out after 120 s: {exc.stderr}")
+
+
+def _fill(text: str, paths: dict[str, Path], case_id: str) -> str:
+    """`text` with its {placeholders} filled; {out}, {out_csv} and {out_json} are fresh paths for each case."""
+    outs = paths["outs"] / case_id
+    named = {**paths, "out": outs / "out", "out_csv": outs / "out.csv", "out_json": outs / "out.json"}
+    return text.format(**{k: str(v) for k, v in named.items()})
+
+
+def _args(case_id: str, template: str, paths: dict[str, Path]) -> list[str]:
+    return [_fill(part, paths, case_id) for part in template.split()]
+
+
+def _imports_torch(template: str, expected: int) -> bool:
+    """Cases that get as far as importing torch (2-4 s each on 2 cores): marked slow."""
+    return template.startswith(("export onnx ", "doctor ")) or (
+        template.startswith("train ") and expected == 1 and "--config" not in template)
+
+
+def _params():
+    for case in CASES:
+        marks = [pytest.mark.slow] if _imports_torch(case[1], case[2]) else []
+        if case[0] in KNOWN:
+            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN[case[0]]))
+        yield pytest.param(case, id=case[0], marks=marks)
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, ground, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """The selected cases (and the --verbose reruns) run once, four processes at a time."""
+    selected = set()
+    for item in request.session.items:
+        params = item.callspec.params if item.module is request.module and hasattr(item, "callspec") else {}
+        selected.add(params["case"][0] if "case" in params else params.get("case_id"))
+    cwd = tmp_path_factory.mktemp("cwd")
+    jobs = {case_id: _args(case_id, template, ground) for case_id, template, _, _ in CASES if case_id in selected}
+    jobs.update({f"verbose:{case_id}": ["--verbose", *_args(case_id, template, ground)]
+                 for case_id, template, _, _ in CASES if case_id in VERBOSE and case_id in selected})
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = dict(zip(jobs, pool.map(lambda args: _run(args, cwd), jobs.values())))
+    return done
+
+
+@pytest.mark.parametrize("case", list(_params()))
+def test_bad_input_exits_with_a_message_and_no_traceback(outcomes, ground, case):
+    case_id, template, expected, mention = case
+    proc = outcomes[case_id]
+    shown = f"trapcls {' '.join(_args(case_id, template, ground))}\nrc={proc.returncode}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr + proc.stdout, shown
+    assert proc.returncode == expected, shown
+    if expected == 1:
+        assert proc.stderr.startswith("error: ") or "\nerror: " in proc.stderr, shown
+    # The message names the file or flag (one of the "|" alternatives); typer's usage box wraps long lines.
+    text = " ".join((proc.stderr + proc.stdout).replace("│", " ").split())
+    wanted = [" ".join(_fill(m, ground, case_id).split()) for m in mention.split("|")]
+    assert any(w in text for w in wanted), f"the message should name {' or '.join(wanted)}\n{shown}"
+
+
+@pytest.mark.parametrize("case_id", VERBOSE)
+def test_verbose_logs_the_traceback_behind_the_message(outcomes, case_id):
+    quiet, verbose = outcomes[case_id], outcomes[f"verbose:{case_id}"]
+    assert verbose.returncode == quiet.returncode == 1
+    assert "Traceback" in verbose.stderr, verbose.stderr
+    message = next(line for line in quiet.stderr.splitlines() if line.startswith("error: "))
+    assert message in verbose.stderr.splitlines()
+
+
+# --- errors no bad input here can reach: the GPU and torchrun paths, with stand-ins --------------------
+
+
+def test_a_failed_cuda_call_is_a_one_line_error_saying_what_to_do():
+    from trapcls.core.exceptions import TrapclsError
+    from trapcls.predict.tensorrt import _CudaPythonMemory
+
+    class Code(int):
+        name = "cudaErrorMemoryAllocation"
+
+    memory = object.__new__(_CudaPythonMemory)
+    with pytest.raises(TrapclsError, match="allocating 2 MiB of GPU memory.*cudaErrorMemoryAllocation.*nvidia-smi"):
+        memory._call((Code(2), 0), "allocating 2 MiB of GPU memory")
+    assert memory._call((Code(0), 42)) == 42
+
+
+def test_an_engine_that_fails_to_run_names_the_engine_and_the_rebuild_command(tmp_path):
+    import numpy as np
+
+    from trapcls.core.exceptions import TrapclsError
+    from trapcls.predict.tensorrt import TensorRTRunner
+
+    class Context:
+        def set_input_shape(self, name, shape):
+            return True
+
+        def execute_async_v3(self, stream):
+            return False
+
+    class Memory:
+        stream_handle = 0
+
+        def to_device(self, dst, src):
+            pass
+
+        def synchronize(self):
+            pass
+
+        def to_host(self, dst, src):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")  # torch's kind
+
+    runner = object.__new__(TensorRTRunner)
+    runner.engine_path = tmp_path / "bundle" / "engines" / "orin.engine"
+    runner.context, runner.memory, runner.input_name = Context(), Memory(), "input"
+    runner.min_batch, runner.image_shape, runner._dev_in, runner._dev_out = 1, (3, 2, 2), 0, 0
+    runner._host_in, runner._host_out = np.zeros((4, 3, 2, 2), np.float32), np.zeros((4, 5), np.float32)
+    with pytest.raises(TrapclsError, match=r"orin.engine.*execute_async_v3.*trapcls export tensorrt .*bundle"):
+        runner._run(np.zeros((2, 3, 2, 2), np.float32))
+    runner.context.execute_async_v3 = lambda stream: True
+    with pytest.raises(TrapclsError, match="GPU failed while running orin.engine.*illegal memory access"):
+        runner._run(np.zeros((2, 3, 2, 2), np.float32))
+
+
+def test_torchrun_ranks_with_different_weights_are_a_trapcls_error():
+    torch = pytest.importorskip("torch")
+
+    from trapcls.core.exceptions import TrapclsError
+    from trapcls.training.distributed import Dist
+    from trapcls.training.epoch import check_ranks_agree
+
+    class Diverged(Dist):
+        def sum(self, values):
+            return [v * self.world + 1.0 for v in values]  # the other rank holds other weights
+
+    with pytest.raises(TrapclsError, match="2 torchrun processes ended with different weights.*one process"):
+        check_ranks_agree(torch.nn.Linear(3, 2), Diverged(rank=0, world=2, local_rank=0, device="cpu"))
