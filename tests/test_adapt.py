@@ -69,6 +69,7 @@ def trapcls(*args, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 def test_adapt_from_the_cli_on_real_frames(tiny_run, tmp_path):
     bundle = load_bundle(tiny_run / "bundle")
     assert bundle.class_counts is not None and sum(bundle.class_counts.values()) > 0  # written by train
@@ -97,6 +98,7 @@ def test_adapt_from_the_cli_on_real_frames(tiny_run, tmp_path):
     trapcls("evaluate", tmp_path / "adapted.csv", "--labels", DEMO / "train")
 
 
+@pytest.mark.slow
 def test_adapt_says_what_it_assumes_and_refuses_another_models_csv(tiny_run, tmp_path):
     bare = shutil.copytree(tiny_run / "bundle", tmp_path / "bare")
     manifest = json.loads((bare / "bundle.json").read_text())

@@ -115,6 +115,7 @@ def trapcls(*args, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 def test_certify_store_in_the_bundle_and_predict_uses_it(tiny_run, tmp_path):
     bundle = shutil.copytree(tiny_run / "bundle", tmp_path / "bundle")
     files = {name: (bundle / name).read_bytes() for name in ("model.onnx", "weights.safetensors")}
@@ -138,6 +139,7 @@ def test_certify_store_in_the_bundle_and_predict_uses_it(tiny_run, tmp_path):
     assert "--blank-threshold 0.99" in override.stderr
 
 
+@pytest.mark.slow
 def test_certify_refusals_from_the_cli(tiny_run, tmp_path):
     bundle = shutil.copytree(tiny_run / "bundle", tmp_path / "bundle")
     pred = tmp_path / "pred.csv"

@@ -105,6 +105,7 @@ def test_the_real_burst_is_exactly_one_event_and_a_cut_short_frame_counts_in_it(
     assert len(samples) == 4 and all(r["untimed"] == "true" and r["frames"] == "1" for r in samples)
 
 
+@pytest.mark.slow
 def test_the_full_size_shared_burst_is_one_event_too(tmp_path):
     if not SHARED_BURST.is_dir():
         pytest.skip(f"{SHARED_BURST} is not available (project machines and CI only); the committed copy is tested")
@@ -125,6 +126,7 @@ def test_predict_names_the_model_on_every_field_row_and_not_in_the_submission(bu
     assert header == ["id", *load_bundle(REPO / "trapcls" / "default_bundle").classes]
 
 
+@pytest.mark.slow
 def test_two_models_never_share_a_csv(tiny_run, tmp_path):
     """Resuming with another model, or merging two models' shards, is refused (same classes or not)."""
     ours = tmp_path / "ours"
@@ -250,6 +252,7 @@ def _bad(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_1_never_a_traceback(tmp_path):
     good = field_csv(tmp_path / "good.csv", [("cam/a.jpg", T0, DEER)])
     header = ",".join(Layout("field", CLASSES, model=MODEL).header())
@@ -281,6 +284,7 @@ def test_bad_input_is_one_line_and_exit_1_never_a_traceback(tmp_path):
     assert proc.returncode == 2 and "--out" in proc.stderr
 
 
+@pytest.mark.slow
 def test_convert_bad_input_is_one_line_and_exit_1_or_2_never_a_traceback(tmp_path):
     good = field_csv(tmp_path / "good.csv", [("cam/a.jpg", T0, DEER), ("cam/b.jpg", T0, BLANK)])
     taxa = _bad(tmp_path, "taxa.csv", "class,scientificName\nfox,Vulpes vulpes\n")  # deer is missing

@@ -88,6 +88,7 @@ def test_predict_says_nothing_when_there_is_nothing_to_say(tiny_run, tmp_path):
     assert "not classified" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_watch_logs_each_folder_once_and_status_lists_the_counts(watch, tmp_path):  # noqa: F811
     inbox = tmp_path / "inbox"
     _card(inbox)

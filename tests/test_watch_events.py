@@ -504,6 +504,7 @@ def test_inotify_watcher_survives_the_inbox_being_deleted_and_made_again(watch, 
 # --- 10. --events ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_events_csv_next_to_each_camera_csv_matches_trapcls_events(watch, tmp_path):
     """The RECONYX burst (real EXIF) lands in cam1 while the daemon runs: one event of 10 frames in cam1/events.csv,
     the same rows `trapcls events` makes from cam1/predictions.csv (deployment named after the camera folder)."""

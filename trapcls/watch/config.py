@@ -7,6 +7,8 @@ from pathlib import Path
 
 from trapcls.results.config import DEFAULT_GAP
 
+CSV_NAME = "predictions.csv"  # each camera folder's CSV, under --out
+
 
 @dataclass(frozen=True)
 class WatchConfig:

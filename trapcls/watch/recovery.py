@@ -1,0 +1,150 @@
+"""Rebuilding a damaged watch journal from the predictions.csv files, which hold every result.
+
+`Rebuild.run` is called by the daemon when the journal cannot be trusted (see `Journal`'s
+checks): the damaged file is kept aside, never deleted, and a new journal is built from the
+camera folders' CSVs so that no file with a row is classified again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from trapcls.core.bundle import Bundle
+from trapcls.core.exceptions import DataError
+from trapcls.core.fsutil import fsync_dir
+from trapcls.predict.output import Columns, Layout, neutralise, parse_header, read_table, short, unneutralise
+from trapcls.watch.config import CSV_NAME
+from trapcls.watch.journal import DONE, ERROR, UNKNOWN, Entry, Journal, aside_name, replace_damaged
+
+log = logging.getLogger("trapcls.watch.daemon")  # the daemon's log: one stream for the operator
+
+
+@dataclass
+class _Recovered:
+    """What the predictions.csv files in OUT hold, read to rebuild a damaged journal."""
+
+    entries: list[Entry] = field(default_factory=list)
+    imported: int = 0  # CSVs whose rows were taken
+    changed: int = 0  # rows left out: their file changed after the CSV was written, so it is classified again
+    unusable: list[tuple[Path, str]] = field(default_factory=list)  # CSVs that cannot be read, and why
+    foreign: list[tuple[Path, str]] = field(default_factory=list)  # CSVs of another model, and which
+
+
+class _OtherModel(Exception):
+    """A predictions.csv written by another model (the message names it)."""
+
+
+@dataclass
+class Rebuild:
+    """What a rebuild needs to know: where the inbox and CSVs are, and which model may have written them."""
+
+    inbox: Path
+    out: Path
+    folder_depth: int
+    layout: Layout
+    bundle: Bundle
+    max_attempts: int
+
+    def run(self, path: Path, reason: str) -> None:
+        """Rebuild a damaged journal from every predictions.csv in OUT, keeping the damaged file beside it.
+
+        Each CSV row becomes a finished journal row (done, or an error not retried), so no file that
+        has a row is classified again. A CSV of another model stops the daemon before anything is
+        changed, as a journal of another model does: rebuilding would overwrite that model's results.
+        A CSV that cannot be read is moved aside (its files are classified again).
+        """
+        found = self.read_csvs()
+        if found.foreign:
+            listed = "; ".join(f"{csv_path} ({model})" for csv_path, model in found.foreign[:3])
+            raise DataError(f"The journal {path} is damaged ({reason}), and CSVs in {self.out} hold results of "
+                            f"another model than {self.bundle.model_id!r}: {listed}. Rebuilding would replace them. "
+                            "Run with that model's bundle (the journal is rebuilt from its CSVs), or move those CSVs "
+                            "away (their files are then classified again), or use a new --out.")
+        for csv_path, why in found.unusable:  # before the swap: if interrupted, the damaged journal is still there
+            moved = aside_name(csv_path, "unusable")
+            os.replace(csv_path, moved)
+            fsync_dir(csv_path.parent)
+            log.warning("%s cannot be imported (%s): moved it to %s; its files will be classified again",
+                        csv_path, why, moved.name)
+        temp = path.with_name(path.name + ".rebuilding")
+        for stale in ("", "-wal", "-shm"):  # our own half-built file, from a rebuild that was interrupted
+            temp.with_name(temp.name + stale).unlink(missing_ok=True)
+        rebuilt = Journal(temp)
+        rebuilt.bind_model(self.bundle.classes, self.bundle.model_id)
+        rebuilt.restore(found.entries)
+        rebuilt.detach()
+        aside = replace_damaged(path, temp)
+        log.warning("the journal %s was damaged (%s): moved it aside to %s and rebuilt it from the predictions.csv "
+                    "files", path, reason, aside)
+        statuses = [e.status for e in found.entries]
+        log.warning("journal rebuilt: %d rows recovered from %d CSVs (%d done, %d errors; %d for files not in the "
+                    "inbox now); %d files changed after their row was written will be classified again",
+                    len(statuses), found.imported, statuses.count(DONE), statuses.count(ERROR),
+                    sum(e.size == UNKNOWN for e in found.entries), found.changed)
+
+    def read_csvs(self) -> _Recovered:
+        """Every predictions.csv under OUT at --folder-depth (hidden folders skipped), read for a rebuild."""
+        found = _Recovered()
+        depth = self.folder_depth
+        candidates = [self.out / CSV_NAME, *sorted(self.out.glob("/".join(["*"] * depth + [CSV_NAME])))] \
+            if depth else [self.out / CSV_NAME]
+        for csv_path in candidates:
+            folder = csv_path.parent.relative_to(self.out)
+            if not csv_path.is_file() or any(part.startswith(".") for part in folder.parts):
+                continue
+            written = csv_path.stat().st_mtime_ns
+            try:
+                entries = self._csv_entries(csv_path, folder.as_posix(), written / 1e9)
+            except _OtherModel as exc:
+                found.foreign.append((csv_path, str(exc)))
+                continue
+            except DataError as exc:
+                found.unusable.append((csv_path, str(exc).split(". ")[0]))  # the cause; its advice is predict's
+                continue
+            # A file modified after its CSV was written changed after it was classified: as with a sound
+            # journal, it is classified again (a reused card numbering its frames from IMG_0001 again).
+            current = [e for e in entries if e.mtime_ns <= written]
+            found.changed += len(entries) - len(current)
+            found.entries += current
+            found.imported += 1
+        return found
+
+    def _csv_entries(self, csv_path: Path, folder: str, updated: float) -> list[Entry]:
+        """One predictions.csv as finished journal rows; _OtherModel, or DataError saying why it cannot be used."""
+        header, rows = read_table(csv_path)
+        columns = parse_header(header, csv_path)
+        mine = neutralise(self.bundle.model_id)
+        others = sorted({row[columns.model] for row in rows} - {mine}) if columns.model is not None else []
+        if columns.fmt == "field" and (others or columns.classes != tuple(map(neutralise, self.bundle.classes))):
+            raise _OtherModel(", ".join(others) or f"classes {', '.join(columns.classes)}")
+        if header != self.layout.header():
+            raise DataError(f"its columns are not the ones this model writes ({short(header)})")
+        return [self._csv_entry(row, columns, folder, updated) for row in rows]
+
+    def _csv_entry(self, row: list[str], columns: Columns, folder: str, updated: float) -> Entry:
+        """One CSV row as a finished journal row, with the size and mtime its file has now."""
+        rel = unneutralise(row[0])
+        if not rel or PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
+            raise DataError(f"the row {row[0]!r} names no file inside the inbox")
+        path = rel if folder == "." else f"{folder}/{rel}"
+        try:
+            st = os.stat(self.inbox / path)
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+        except OSError:  # gone, or on a share not mounted now: the row stands (Journal.observe takes it when seen)
+            size = mtime_ns = UNKNOWN
+        at = columns.status
+        known = {"path": path, "folder": folder, "size": size, "mtime_ns": mtime_ns, "captured": row[1] or None,
+                 "updated": updated}
+        if row[at] == "ok":
+            try:
+                probs = [float(cell) for cell in row[columns.first:at]]
+            except ValueError:
+                raise DataError(f"the row {row[0]!r} has a probability that is not a number") from None
+            return Entry(status=DONE, probs=probs, attempts=0, last_error=None, **known)
+        if row[at] == "error":
+            return Entry(status=ERROR, probs=None, attempts=self.max_attempts,
+                         last_error=unneutralise(row[at + 1]) or "error", **known)
+        raise DataError(f"the row {row[0]!r} has the status {row[at]!r} (expected ok or error)")
