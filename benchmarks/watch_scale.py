@@ -7,7 +7,7 @@ Method (one run; nothing is cached):
             classified (Journal.restore: one transaction), with the default bundle's classes. Folder mtimes
             are set a minute back, as on a station where the cards came in earlier.
   rescan    in a fresh process per repeat, a Watcher on that inbox with the journal loaded as the daemon
-            loads it (`_known`), then one call, timed by CPU (time.process_time) and wall clock:
+            loads it (`_known`, from `Journal.known`), then one call, timed by CPU (time.process_time) and wall clock:
               before       the rescan as it was: discover_images over the whole inbox, `_saw` for every file;
               full         Watcher._scan(full=True): every folder listed (every 10th rescan, and the first);
               incremental  Watcher._scan() after a first scan: only folders whose mtime changed are listed.
@@ -95,7 +95,7 @@ def measure(kind: str, inbox: Path, out: Path) -> dict:
     watcher = Watcher(WatchConfig(inbox=inbox, bundle=bundle.root, out=out))
     watcher._bundle, watcher._layout = bundle, Layout("field", bundle.classes, model=bundle.model_id)
     watcher.journal = Journal(journal_path(out))  # as Watcher._open_outputs does
-    watcher._known = {e.path: (e.size, e.mtime_ns) for e in watcher.journal.finished()}
+    watcher._known = watcher.journal.known()  # as Watcher._open does
     if kind == "incremental":
         watcher._scan()  # the first scan of a run is full; the ones after it are measured
     if kind == "flush":

@@ -179,6 +179,7 @@ def test_journal_redoes_changed_files_gives_up_after_max_attempts_and_is_bound_t
                            backoff=0.0)
     assert [e.path for e in final] == ["cam/2.jpg"]
     assert {e.path: e.status for e in journal.finished("cam")} == {"cam/1.jpg": "done", "cam/2.jpg": "error"}
+    assert journal.known() == {e.path: (e.size, e.mtime_ns) for e in journal.finished()}
     stats = journal.stats()
     assert stats["done"] == 1 and stats["errors"] == 1 and stats["backlog"] == 0
     assert stats["failing"][0]["path"] == "cam/2.jpg" and stats["failing"][0]["attempts"] == 2

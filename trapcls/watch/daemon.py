@@ -193,7 +193,7 @@ class Watcher:
             self._all.close_quietly()
             self._all = None
         self.journal = self._open_journal()
-        self._known = {e.path: (e.size, e.mtime_ns) for e in self.journal.finished()}
+        self._known = self.journal.known()
         if self.config.all_csv:
             self._all = CsvAppender(self.config.all_csv, self._layout, flag="--all-csv")
             self._catch_up_all_csv()
