@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,15 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo"
 LITE0_WEIGHTS = REPO / "examples" / "weights" / "efficientnet-lite0-57934424.pth"
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def trapcls(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m trapcls ARGS` as a real process; with `check`, fails the test unless it exits 0."""
+    proc = subprocess.run([sys.executable, "-m", "trapcls", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 @pytest.fixture(scope="session")

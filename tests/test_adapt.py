@@ -10,13 +10,11 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import DEMO, REPO
+from conftest import DEMO, REPO, trapcls
 from trapcls.core.bundle import load_bundle
 from trapcls.results.adapt import em_priors
 
@@ -60,13 +58,6 @@ def test_the_prior_on_priors_damps_small_deployments():
     assert em_priors(probs, train, strength=1e9)[0] == pytest.approx(train, abs=1e-6)
     assert damped.min() > 0.05  # a class the camera has barely shown keeps some prior
 
-
-def trapcls(*args, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "trapcls", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 @pytest.mark.slow

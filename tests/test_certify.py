@@ -13,13 +13,11 @@ import csv
 import json
 import math
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import DEMO
+from conftest import DEMO, trapcls
 from trapcls.core.bundle import load_bundle
 from trapcls.core.certify import GRID, binomial_cdf, certify_blank_threshold, clopper_pearson_upper, frames_needed
 from trapcls.core.exceptions import DataError
@@ -106,13 +104,6 @@ def test_too_few_frames_are_refused_with_what_it_has_and_needs():
 
 
 # --- the CLI on real frames ---------------------------------------------------------------------
-
-def trapcls(*args, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "trapcls", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 @pytest.mark.slow

@@ -12,15 +12,13 @@ import csv
 import json
 import random
 import shutil
-import subprocess
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, SHARED_DATA, trapcls
 from trapcls.core.bundle import load_bundle
 from trapcls.core.discover import ImageFile
 from trapcls.core.exceptions import DataError
@@ -36,13 +34,6 @@ CLASSES = ("blank", "deer", "fox")
 MODEL = "test-model v3 sha256:0123456789ab"
 T0 = datetime(2024, 5, 1, 3, 12, 0)
 
-
-def trapcls(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "trapcls", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def field_csv(path: Path, frames: list[tuple[str, datetime | None, tuple[float, ...] | None]],
