@@ -28,8 +28,7 @@ import numpy as np
 
 from trapcls.core.exceptions import ExportError
 from trapcls.core.preprocess import PreprocessSpec
-from trapcls.core.probs import probabilities
-from trapcls.export.parity import ParityReport, fp16_agreement, refuse_past_fp16_tolerance, verification_batch
+from trapcls.export.parity import ParityReport, onnx_agreement, refuse_past_fp16_tolerance
 
 if TYPE_CHECKING:
     import onnx
@@ -224,24 +223,10 @@ def _insert_casts(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], types: di
 
 def check_fp16_parity(fp32_path: Path, fp16_path: Path, images: list[Path], spec: PreprocessSpec) -> ParityReport:
     """FP16 against FP32 probabilities on ONNX Runtime's CPU provider; raise ExportError past tolerance."""
-    batch, names = verification_batch(images, spec)
-    reference_run, candidate_run = _cpu_session(fp32_path), _cpu_session(fp16_path)
-    reference = probabilities(reference_run(batch), 1.0)
-    candidate = probabilities(candidate_run(batch), 1.0)
-    # Batch 1 as well: a different batch size exercises the dynamic axis through the inserted casts.
-    single_diff = probabilities(candidate_run(batch[:1]), 1.0) - probabilities(reference_run(batch[:1]), 1.0)
-    report = fp16_agreement(reference, candidate, names, extra_diffs=[single_diff])
+    report = onnx_agreement(fp32_path, fp16_path, images, spec)
     refuse_past_fp16_tolerance(report, "The FP16 model does not match the FP32 model",
                                "The bundle was not written; export without --fp16.")
     return report
-
-
-def _cpu_session(path: Path):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda batch: session.run(None, {name: batch})[0]
 
 
 def _refuse_subgraphs(graph: onnx.GraphProto) -> None:

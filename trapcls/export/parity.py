@@ -16,6 +16,7 @@ import numpy as np
 
 from trapcls.core.exceptions import ExportError, ImageReadError
 from trapcls.core.preprocess import IMAGE_SUFFIXES, PreprocessSpec, preprocess
+from trapcls.core.probs import probabilities
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 FP16_MEAN_ABS_TOL = 1e-3  # mean absolute difference of the class probabilities
 FP16_MIN_TOP1 = 0.99  # fraction of frames whose top-1 label agrees (near-ties excused)
 NEAR_TIE = 0.01  # a reference top-2 margin this small may flip under FP16 rounding without being an error
+CHUNK = 32  # frames per inference call in the checks
 
 
 @dataclass(frozen=True)
@@ -44,17 +46,19 @@ def sample_images() -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def verification_batch(images: list[Path], spec: PreprocessSpec) -> tuple[np.ndarray, list[str]]:
-    """The readable `images` preprocessed into one float32 batch, with their file names; unreadable ones are skipped."""
+def verification_batch(images: list[Path], spec: PreprocessSpec, *, what: str = "verification",
+                       flag: str = "--verify-images") -> tuple[np.ndarray, list[str]]:
+    """The readable `images` preprocessed into one float32 batch, with their file names; unreadable ones are skipped
+    (`what` and `flag` name the images and their option when none is readable)."""
     arrays, names = [], []
     for path in images:
         try:
             arrays.append(preprocess(path, spec))
             names.append(Path(path).name)
         except ImageReadError as exc:
-            log.warning("skipping verification image: %s", exc)
+            log.warning("skipping %s image: %s", what, exc)
     if not arrays:
-        raise ExportError("No readable verification images; pass a folder of JPEG/PNG frames with --verify-images.")
+        raise ExportError(f"No readable {what} images; pass a folder of JPEG/PNG frames with {flag}.")
     return np.stack(arrays), names
 
 
@@ -75,6 +79,31 @@ def fp16_agreement(reference: np.ndarray, candidate: np.ndarray, names: list[str
                         top1_agreement=float(1 - flips.mean()),
                         disagreements=[n for n, flip in zip(names, flips, strict=True) if flip],
                         top1_agreement_excusing_near_ties=float(1 - (flips & ~near_tie).mean()))
+
+
+def onnx_agreement(reference_path: Path, candidate_path: Path, images: list[Path],
+                   spec: PreprocessSpec) -> ParityReport:
+    """`fp16_agreement` of two ONNX models run on ONNX Runtime's CPU provider over the same real frames.
+
+    Batch 1 is compared as well: a different batch size exercises the dynamic axis through whatever
+    the conversion inserted (casts, quantize/dequantize pairs).
+    """
+    batch, names = verification_batch(images, spec)
+    reference_run, candidate_run = _cpu_session(reference_path), _cpu_session(candidate_path)
+    reference = probabilities(reference_run(batch), 1.0)
+    candidate = probabilities(candidate_run(batch), 1.0)
+    single_diff = probabilities(candidate_run(batch[:1]), 1.0) - probabilities(reference_run(batch[:1]), 1.0)
+    return fp16_agreement(reference, candidate, names, extra_diffs=[single_diff])
+
+
+def _cpu_session(path: Path):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    # In chunks: a few hundred frames of activations at once would need gigabytes.
+    return lambda batch: np.concatenate([session.run(None, {name: batch[i:i + CHUNK]})[0]
+                                         for i in range(0, len(batch), CHUNK)])
 
 
 def refuse_past_fp16_tolerance(report: ParityReport, what: str, consequence: str) -> None:

@@ -130,8 +130,12 @@ def export_tensorrt(bundle_dir: Path, profile: Profile | None = None, *,
     """Build, check and record an FP16 engine for this machine's GPU in the bundle at `bundle_dir`."""
     profile = profile or Profile()
     profile.check()
-    trt = require("tensorrt")
     bundle = load_bundle(bundle_dir)
+    if bundle.manifest.get("export", {}).get("precision") == "int8":
+        raise ExportError(f"{bundle.onnx_path} is the INT8 model `export onnx --int8` made for the CPU; TensorRT "
+                          "builds its FP16 engine from an FP32 or FP16 bundle. Export one without --int8 and build "
+                          "from that.")
+    trt = require("tensorrt")
     gpu = gpu_info()
     if gpu is None:
         raise MissingDependencyError("No CUDA GPU is visible (checked cuda-python, torch and nvidia-smi); a "
