@@ -256,3 +256,24 @@ def test_near_ties_may_flip_but_decisive_flips_and_large_differences_are_refused
         refuse_past_fp16_tolerance(fp16_agreement(reference, reference + np.array([0.003, -0.003, 0.0]),
                                                   [f"f{i}" for i in range(100)]), "x", "y")
     refuse_past_fp16_tolerance(fp16_agreement(reference, shifted, [f"f{i}" for i in range(100)]), "x", "y")
+
+
+def test_on_the_cpu_an_fp16_bundle_runs_widened_to_fp32_in_memory_with_the_same_probabilities():
+    """ONNX Runtime's CPU provider casts around every FP16 op; the backend widens the graph first (predict/upcast)."""
+    from trapcls.core.bundle import default_bundle
+    from trapcls.predict.upcast import widen_fp16
+
+    bundle = load_bundle(default_bundle())
+    assert bundle.manifest["export"]["precision"] == "fp16"
+    model = onnx.load(str(bundle.onnx_path))
+    assert widen_fp16(model) and not widen_fp16(model)  # a second pass finds nothing left to widen
+    assert HALF not in _types(model).values() and not precision_summary(model).fp16_tensors
+    assert not [n for n in model.graph.node for a in n.attribute if n.op_type == "Cast" and a.i == HALF]
+
+    batch = np.stack([preprocess(p, bundle.preprocess) for p in _demo_frames()])
+    as_stored = _run(onnx.load(str(bundle.onnx_path)), {"image": batch})[0]
+    widened = OnnxRuntimeBackend(bundle).logits(batch)
+    probs_stored, probs_widened = (probabilities(x, bundle.temperature) for x in (as_stored, widened))
+    assert np.abs(probs_widened - probs_stored).mean() <= 1e-4
+    assert np.array_equal(probs_widened.argmax(1), probs_stored.argmax(1))
+    assert np.array_equal(widened, _run(model, {"image": batch})[0])  # the backend runs exactly the widened graph
