@@ -179,8 +179,8 @@ def test_auto_backend_says_what_it_picked_and_why(tiny_run):
         assert choice.name == "onnxruntime" and "torch: no GPU" in choice.reason
     assert "tensorrt: the bundle has no TensorRT engine" in choice.reason
     assert choose_backend("torch", bundle).reason == "requested"
-    with pytest.raises(Exception, match="Only auto, onnxruntime, torch, tensorrt"):
-        choose_backend("openvino", bundle)
+    with pytest.raises(Exception, match="Only auto, onnxruntime, torch, tensorrt, openvino"):
+        choose_backend("coreml", bundle)
     with pytest.raises(Exception, match="TensorRT's Python bindings|has no TensorRT engine"):
         create_backend("tensorrt", bundle)
 

@@ -39,7 +39,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-export_app = typer.Typer(help="Turn a trained checkpoint into a deployable model bundle.", no_args_is_help=True)
+export_app = typer.Typer(help="Turn a trained checkpoint into a deployable model bundle; build and check it "
+                                "on the device that runs it (tensorrt, openvino).", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
 
@@ -261,7 +262,9 @@ def predict(
     file_list: Annotated[Optional[Path], typer.Option(
         help="Text file with one image path per line (relative to the list's folder; # comments).")] = P.file_list,
     backend: Annotated[BackendName, typer.Option(
-        help="Inference engine; auto picks the fastest available and says which.")] = BackendName(P.backend),
+        help="Inference engine; auto picks the fastest available and says which. openvino (CPU) runs bf16 only "
+             "where `trapcls export openvino` verified it on this CPU, else f32, and says why; auto picks it on a "
+             "CPU box only where such a check passed.")] = BackendName(P.backend),
     batch_size: Annotated[Optional[int], typer.Option(
         help="Images per inference batch; default 8 on a CPU, 32 on a GPU.")] = P.batch_size,
     threads: Annotated[Optional[int], typer.Option(
@@ -298,6 +301,8 @@ def predict(
     summary = _predict_with_progress(config)
     rate = summary.classified / summary.seconds if summary.seconds > 0 else 0.0
     typer.echo(f"backend: {summary.backend} on {summary.device} ({summary.reason})", err=True)
+    if summary.precision:
+        typer.echo(f"precision: {summary.precision}", err=True)
     if summary.blank_rule:
         typer.echo(summary.blank_rule, err=True)
     if summary.skipped:
@@ -390,19 +395,56 @@ def export_tensorrt(
                f"{check['mean_abs_diff']:.2e} (tolerance {FP16_MEAN_ABS_TOL:.0e}), max {check['max_abs_diff']:.2e}")
 
 
+@export_app.command("openvino")
+def export_openvino(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder (from `trapcls export onnx` or `trapcls train`); "
+                                                "it must be writable: copy an installed one first.")],
+    verify_images: Annotated[Optional[Path], typer.Option(
+        help="Folder of real frames (the first 64) for the OpenVINO-vs-ONNX Runtime check; default: the few frames "
+             "shipped with trapcls. Frames from your own cameras make the check mean more.")] = None,
+) -> None:
+    """Check OpenVINO f32 and bf16 on THIS CPU against ONNX Runtime FP32 and record both in BUNDLE/bundle.json.
+
+    bf16 (AMX / AVX512-BF16 CPUs; inference ~2.5x faster than f32 on an AMX Xeon) is kept only within the FP16 export
+    tolerances: mean abs probability difference <= 1e-3, top-1 agreement >= 99% (near-ties
+    excused); a refusal is recorded with its numbers. `predict --backend openvino` then runs bf16
+    only where a passing record matches this CPU, this OpenVINO and the bundle's model.onnx, and
+    `--backend auto` picks openvino on a CPU box only where the precision it would run passed.
+    """
+    from trapcls.export.openvino import FEW_FRAMES
+    from trapcls.export.openvino import export_openvino as run_export
+
+    result = run_export(bundle, verify_images=_frames(verify_images, 64))
+    for check in result.checks:
+        verdict = "passed" if check.passed else "refused"
+        typer.echo(f"{check.precision}: {verdict}: {check.summary}")
+    f32, bf16 = (next(c for c in result.checks if c.precision == p) for p in ("f32", "bf16"))
+    then = "bf16" if bf16.passed else "f32" if f32.passed else "nothing (use --backend onnxruntime)"
+    typer.echo(f"recorded for {bf16.cpu}, OpenVINO {bf16.openvino_version} in {result.bundle / 'bundle.json'}; "
+               f"predict --backend openvino will run {then} here")
+    frames = max(c.verification.get("images", 0) for c in result.checks)
+    if frames < FEW_FRAMES:
+        typer.echo(f"note: checked on only {frames} frames; --verify-images with frames from your cameras makes "
+                   "the check mean more.", err=True)
+
+
 @app.command()
 def doctor(
     bundle: Annotated[Optional[Path], typer.Option(
-        help="Also check this bundle: its engines, whether each matches this machine, what predict would use.")]
+        help="The bundle to check: its TensorRT engines and OpenVINO checks, whether each matches this machine, "
+             "what predict would use (backend and precision, and why); default: the model predict uses without "
+             "--bundle.")]
     = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Print what this machine can run (Python, ONNX Runtime, torch/CUDA, TensorRT, GPU) to paste into an issue."""
+    """Print what this machine can run (Python, ONNX Runtime, torch/CUDA, TensorRT, OpenVINO, GPU, the CPU's bf16 and
+    int8 instructions) to paste into an issue."""
     import json
 
+    from trapcls.core.bundle import default_bundle
     from trapcls.doctor import collect, render
 
-    report = collect(bundle)
+    report = collect(bundle or default_bundle())
     typer.echo(json.dumps(report, indent=2) if json_out else render(report))
 
 

@@ -15,7 +15,16 @@ from trapcls.core.exceptions import TrapclsError
 
 def collect(bundle_path: Path | None = None) -> dict:
     """The facts as a dict (for --json): software versions, GPU, and the bundle's engines and their fit."""
-    from trapcls.core.hardware import cores, cpu_model, gpu_info, gpu_present, memory_gib, tensorrt_version
+    from trapcls.core.hardware import (
+        ISA_FLAGS,
+        cores,
+        cpu_info,
+        cpu_model,
+        gpu_info,
+        gpu_present,
+        memory_gib,
+        tensorrt_version,
+    )
 
     report: dict = {
         "trapcls": __version__,
@@ -23,11 +32,14 @@ def collect(bundle_path: Path | None = None) -> dict:
         "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
         "cpu": cpu_model(),
         "cpu_cores": cores(),
+        # bf16 (what OpenVINO's CPU plugin runs bf16 on) and int8 dot products; None: the OS does not list flags.
+        "cpu_isa": cpu_info().isa(ISA_FLAGS) or None,
         "memory_gib": memory_gib(),
         "jetson": _jetson_release(),
         "onnxruntime": _onnxruntime(),
         "torch": _torch(),
         "tensorrt": tensorrt_version() or _why_missing("tensorrt"),
+        "openvino": _openvino(),
         "cuda_python": _cuda_python(),
         "gpu_device_nodes": gpu_present(),
     }
@@ -48,6 +60,9 @@ def render(report: dict) -> str:
             value = (f"{value['name']} (compute capability {value['compute_capability']}, "
                      f"{value['sm_count'] if value['sm_count'] is not None else '?'} SMs; via {value['source']})"
                      if value else "none visible")
+        elif key == "cpu_isa":
+            value = (" ".join(f"{flag} {'yes' if has else 'no'}" for flag, has in value.items()) if value
+                     else "unknown (the OS lists no CPU flags)")
         elif isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items())
         lines.append(f"{key + ':':<18}{value}")
@@ -59,10 +74,15 @@ def render(report: dict) -> str:
         else:
             lines.append(f"  {bundle['arch']}, {bundle['classes']} classes, onnx {bundle['onnx_precision']}")
             if not bundle["engines"]:
-                lines.append("  engines: none (build one with: " + bundle["rebuild"] + ")")
+                lines.append("  engines: none (" + ("TensorRT builds from an FP32 or FP16 bundle, not this INT8 one)"
+                                                 if bundle["onnx_precision"] == "int8"
+                                                 else "build one with: " + bundle["rebuild"] + ")"))
             for name, fit in bundle["engines"].items():
                 verdict = "matches this machine" if not fit else "does not match: " + "; ".join(fit)
                 lines.append(f"  engine {name}: {verdict}")
+            lines.extend(f"  openvino check: {check}" for check in bundle["openvino_checks"] or
+                         ["none (record one on this CPU with: " + bundle["openvino_export"] + ")"])
+            lines.append(f"  predict --backend openvino would run: {bundle['openvino_precision']}")
             lines.append(f"  predict --backend auto would use: {bundle['auto_backend']}")
     return "\n".join(lines)
 
@@ -70,6 +90,7 @@ def render(report: dict) -> str:
 def _bundle(path: Path, trt_version: str | None, gpu) -> dict:
     from trapcls.core.bundle import load_bundle
     from trapcls.core.engines import check_engines, rebuild_command
+    from trapcls.core.openvino_checks import export_command
     from trapcls.predict.backends import choose_backend
 
     try:
@@ -77,14 +98,71 @@ def _bundle(path: Path, trt_version: str | None, gpu) -> dict:
     except TrapclsError as exc:
         return {"path": str(path), "error": str(exc)}
     engines = {name: problems for name, _, problems in check_engines(bundle, tensorrt_version=trt_version, gpu=gpu)}
+    openvino = _openvino_precision(bundle)
     try:
         choice = choose_backend("auto", bundle)
-        auto = f"{choice.name} ({choice.reason})"
+        precision = f" in {openvino.split(' ', 1)[0]}" if choice.name == "openvino" else ""
+        auto = f"{choice.name}{precision} ({choice.reason})"
     except TrapclsError as exc:
         auto = f"none ({exc})"
     return {"path": str(bundle.root), "arch": bundle.arch, "classes": len(bundle.classes),
             "onnx_precision": bundle.manifest.get("export", {}).get("precision", "fp32"), "engines": engines,
-            "rebuild": rebuild_command(bundle), "auto_backend": auto}
+            "rebuild": rebuild_command(bundle), "openvino_checks": _openvino_checks(bundle),
+            "openvino_export": export_command(bundle), "openvino_precision": openvino, "auto_backend": auto}
+
+
+def _openvino_checks(bundle) -> list[str]:
+    """One line per OpenVINO check bundle.json records: precision, date, verdict, whether it applies here."""
+    from trapcls.core.hardware import cpu_info, openvino_version
+    from trapcls.core.openvino_checks import check_problems, parse_check, recorded_checks
+
+    try:
+        records = recorded_checks(bundle)
+    except TrapclsError as exc:
+        return [str(exc)]
+    lines = []
+    for index, record in enumerate(records):
+        try:
+            check = parse_check(record)
+        except ValueError as exc:
+            lines.append(f"record {index + 1}: {exc}")
+            continue
+        problems = check_problems(check, bundle, cpu=cpu_info(), openvino_version=openvino_version())
+        fit = "applies here" if not problems else "does not apply here: " + "; ".join(problems)
+        lines.append(f"{check.precision} {'passed' if check.passed else 'refused'} {check.short_date} on "
+                     f"OpenVINO {check.openvino_version}, {fit}")
+    return lines
+
+
+def _openvino_precision(bundle) -> str:
+    """'bf16 (why)' / 'f32 (why)': what `--backend openvino` would run here, or why it cannot."""
+    from trapcls.core.hardware import openvino_version
+
+    if openvino_version() is None:
+        return "nothing (openvino is not installed: pip install 'trapcls[openvino]')"
+    try:
+        from trapcls.predict.openvino import precision_here
+
+        choice = precision_here(bundle)
+    except TrapclsError as exc:
+        return f"nothing ({exc})"
+    return f"{choice.precision} ({choice.reason})"
+
+
+def _openvino() -> str:
+    """The openvino version and what its CPU plugin offers here, or why it is missing."""
+    from trapcls.core.hardware import openvino_version
+
+    version = openvino_version()
+    if version is None:
+        return "not installed (pip install 'trapcls[openvino]' for the openvino CPU backend)"
+    try:
+        import openvino as ov
+
+        capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception as exc:  # a broken install is a finding to report, not a crash
+        return f"{version}, installed but not usable ({type(exc).__name__}: {exc})"
+    return f"{version}, CPU plugin offers {' '.join(capabilities)}"
 
 
 def _onnxruntime() -> str:

@@ -8,7 +8,7 @@ from types import ModuleType
 from trapcls.core.exceptions import MissingDependencyError
 
 _EXTRA_FOR = {"torch": "train", "torchvision": "train", "timm": "train", "safetensors": "train",
-              "tensorrt": "tensorrt"}
+              "tensorrt": "tensorrt", "openvino": "openvino"}
 
 
 def require(module: str) -> ModuleType:

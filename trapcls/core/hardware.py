@@ -1,7 +1,8 @@
-"""What this machine has: CPU cores, and the GPU and TensorRT facts an engine is bound to.
+"""What this machine has: CPU cores and instruction sets, and the GPU and TensorRT facts an engine is bound to.
 
 A TensorRT engine runs only on the GPU model (compute capability and SM count) and the
-TensorRT version that built it, so export records these facts and loading compares them.
+TensorRT version that built it, so export records these facts and loading compares them; an
+OpenVINO bf16 check is bound the same way to the CPU and its bf16 instructions.
 Nothing here runs at import time; each probe imports its library only when called.
 """
 
@@ -15,6 +16,23 @@ import platform
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
+
+# Instructions that do bf16 arithmetic natively: OpenVINO's CPU plugin runs bf16 on them (on its own, by default).
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# What doctor reports: bf16, and the int8 dot-product instructions (VNNI, AMX) an int8 model would use.
+ISA_FLAGS = (*BF16_FLAGS, "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """The CPU as an OpenVINO precision check records it."""
+
+    name: str  # model name and, where /proc/cpuinfo says, vendor, family and model numbers
+    flags: frozenset[str] | None  # the instruction-set flags; None where the OS does not list them
+
+    def isa(self, names: tuple[str, ...] = BF16_FLAGS) -> dict[str, bool]:
+        """Each of `names` -> whether this CPU has it; empty where the flags are unknown."""
+        return {} if self.flags is None else {name: name in self.flags for name in names}
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,48 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_info() -> Cpu:
+    """This CPU's identity and flags, from /proc/cpuinfo on Linux (elsewhere: the model name, flags unknown).
+
+    Virtual machines often call every CPU "Intel(R) Xeon(R) Processor", so the family and model
+    numbers go into the name too: they tell a Sapphire Rapids from an Ice Lake.
+    """
+    fields = _cpuinfo_fields()
+    ident = " ".join(f"{label} {fields[key]}" for label, key in (("family", "cpu family"), ("model", "model"))
+                     if key in fields)
+    vendor = fields.get("vendor_id", "")
+    name = cpu_model() + (f" ({vendor + ' ' if vendor else ''}{ident})" if ident else "")
+    listed = fields.get("flags", fields.get("Features"))  # x86 says flags, ARM Features
+    return Cpu(name=name, flags=frozenset(listed.split()) if listed is not None else None)
+
+
+def _cpuinfo_fields() -> dict[str, str]:
+    """The first processor's `key: value` lines of /proc/cpuinfo; empty where there is none."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.strip():
+                    if fields:
+                        break  # the first processor is enough: they are alike
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
+def openvino_version() -> str | None:
+    """The installed openvino package's version (e.g. 2026.4.1), or None; imports nothing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("openvino")
+    except PackageNotFoundError:
+        return None
 
 
 def memory_gib() -> float | None:

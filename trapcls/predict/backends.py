@@ -3,8 +3,10 @@
 A backend turns a float32 NCHW batch into logits; `trapcls.core.probs.probabilities` applies
 the bundle's calibration temperature and softmax, the same for every backend. `choose_backend("auto")`
 takes the first available in AUTO_ORDER: a TensorRT engine built for this machine, then torch on a CUDA GPU
-(FP16, channels_last), then ONNX Runtime (CUDA provider when present, else CPU). On a CPU
-box ONNX Runtime beats eager torch (see benchmarks/), so auto never picks torch without a GPU.
+(FP16, channels_last), then OpenVINO on a CPU box where `trapcls export openvino` recorded a passing
+check of the precision it would run (trapcls.predict.openvino), then ONNX Runtime (CUDA provider
+when present, else CPU). On a CPU box ONNX Runtime beats eager torch (see benchmarks/), so auto
+never picks torch without a GPU; it never picks an OpenVINO precision unchecked on this CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from trapcls.core.deps import require
 from trapcls.core.engines import find_engine
 from trapcls.core.exceptions import BundleError, MissingDependencyError, TrapclsError
 from trapcls.core.hardware import cores, gpu_info, gpu_present, tensorrt_version
+from trapcls.predict.openvino import OpenVinoBackend
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +185,9 @@ class TensorRTBackend:
 
 
 # Keys must equal trapcls.predict.config.BACKEND_NAMES (the CLI's choices); a test holds them equal.
-BACKENDS: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend, "torch": TorchBackend, "tensorrt": TensorRTBackend}
-AUTO_ORDER = ("tensorrt", "torch", "onnxruntime")
+BACKENDS: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend, "torch": TorchBackend, "tensorrt": TensorRTBackend,
+                             "openvino": OpenVinoBackend}
+AUTO_ORDER = ("tensorrt", "torch", "openvino", "onnxruntime")
 
 
 @dataclass(frozen=True)

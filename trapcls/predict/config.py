@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FORMATS = ("field", "submission")
-BACKEND_NAMES = ("onnxruntime", "torch", "tensorrt")
+BACKEND_NAMES = ("onnxruntime", "torch", "tensorrt", "openvino")
 # Default images per batch by device: on a CPU 8 is as fast as 16 at about half the peak memory
 # (benchmarks/); a GPU wants larger batches to stay busy.
 DEFAULT_BATCH = {"cpu": 8, "cuda": 32}

@@ -43,6 +43,7 @@ class PredictSummary:
     backend: str = ""
     device: str = ""
     reason: str = ""
+    precision: str = ""  # which precision the backend runs and why, where it chooses one (openvino)
     images: int = 0
     classified: int = 0
     skipped: int = 0
@@ -84,7 +85,8 @@ def run_predict(
     choice = choose_backend(config.backend, bundle)
     backend = create_backend(choice.name, bundle, threads=config.threads)
     summary = PredictSummary(out=config.out, backend=backend.name, device=backend.device, reason=choice.reason,
-                             images=len(files), blank_rule=summary_blank, unclassified=found.unclassified)
+                             precision=getattr(backend, "note", ""), images=len(files), blank_rule=summary_blank,
+                             unclassified=found.unclassified)
     appender = CsvAppender(config.out, layout, overwrite=config.overwrite)
     summary.repaired = appender.repaired
     todo = [f for f in files if layout.key(f) not in appender.done]
