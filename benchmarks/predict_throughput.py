@@ -1,26 +1,41 @@
-"""Predict throughput: trapcls end to end against the machine's work bound and a tutorial baseline.
+"""Predict throughput: trapcls end to end on each CPU engine, against each one's work bound, a peer and a tutorial loop.
 
 Method (one run, warm page cache, real camera-trap frames from ../shared/data, per architecture):
   t_d       decode + resize + normalise of one image with `trapcls.core.preprocess.preprocess`, one thread
             (measured once per input geometry: the normalisation constants do not change the cost).
-  t_m       the bundle's model.onnx alone in ONNX Runtime (1 intra-op, 1 inter-op thread, ORT_ENABLE_ALL)
-            on already-decoded batches of 16.
-  bound     cores / (t_d + t_m): every core doing only that work, nothing else costing anything.
-  trapcls   `python -m trapcls predict DIR --bundle B --out FRESH.csv` in a child process;
+  engines   trapcls on each engine it has for a CPU, each a row:
+            onnxruntime fp32  the bundle as exported (today's default on a CPU);
+            openvino PREC     a copy of the bundle after `trapcls export openvino` (which checks f32 and bf16
+                              against ONNX Runtime FP32 on 64 Serengeti frames and records both), run with
+                              --backend openvino in the precision that check allows (bf16 or f32);
+            onnxruntime int8  `trapcls export onnx --int8` of the same checkpoint, calibrated on 108 Gorongosa
+                              frames and checked on the 64 Serengeti ones; a refused model is a row with
+                              the refusal as its note. Neither set is among the timed frames.
+            For each: t_m, the model alone on 1 thread on batches of 16 (ONNX Runtime: 1 intra-op and 1
+            inter-op thread, ORT_ENABLE_ALL; OpenVINO: 1 stream of 1 thread at that precision);
+            bound = cores / (t_d + t_m), every core doing only that work; then
+            `python -m trapcls predict DIR --bundle B --backend X --out FRESH.csv` in a child process:
             files / the child's wall clock (interpreter start, imports, bundle load and CSV included).
+  peer      a torch-free peer, SPARROW-Engine (benchmarks/peers/sparrow.py, its own venv in the cache),
+            running the same model.onnx over the same frames through its own Rust pipeline with its
+            default threads; writes path + per-class probabilities. Same timing. Its own work bound:
+            t_d = its decode + resize + normalise per frame on one core (a near-zero-compute model with the
+            same preprocessing), t_m = the model alone in its ONNX Runtime on one thread at batch 1 (the
+            batch it runs); bound = cores / (t_d + t_m). --no-peer leaves it out (no venv, no network).
   baseline  the loop most tutorials write, also in a child: PIL full decode, torchvision Resize(256),
-            CenterCrop(224), ToTensor, Normalize; DataLoader(batch 16, one worker per core); eager timm
-            model under no_grad with torch's default threads; writes path,label rows. Same timing.
+            CenterCrop(224) (scaled for 260 px), ToTensor, Normalize; DataLoader(batch 16, one worker per
+            core); eager timm model under no_grad with torch's default threads; writes path,label rows.
 Peak RSS is ru_maxrss from os.wait4 on the child. Every time is the median of --repeats.
-Models are random-init timm models at 224x224 with 8 classes, saved as trapcls checkpoints and exported
-with trapcls's own exporter: speed does not depend on the weights.
+Models are random-init timm models with 8 classes (Lite2 at 260x260, the others at 224x224), saved as
+trapcls checkpoints and exported with trapcls's own exporter: speed does not depend on the weights, but
+what the bf16 and INT8 gates decide for them says nothing about a trained model.
 
 --device cuda (labelled in the table): trapcls gets `--backend torch`, t_m is the torch model alone
 (FP16, channels_last, forward only), the baseline runs its model on CUDA in FP32, and the bound becomes
 min(cores / t_d, 1 / t_m) because decoding and the model no longer share the cores.
 
 Usage (the image sets and bundles are cached in benchmarks/.cache/):
-  .venv/bin/python benchmarks/predict_throughput.py                  # 400 images, lite0 and resnet50
+  .venv/bin/python benchmarks/predict_throughput.py                  # 400 images, lite0, lite2, resnet50
   .venv/bin/python benchmarks/predict_throughput.py --images 48 --repeats 1 --arch tf_efficientnet_lite0
   .venv/bin/python benchmarks/predict_throughput.py --rss-files 200,5000   # peak RSS vs number of files
 """
@@ -49,16 +64,23 @@ from torchvision import transforms
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
 from environment import machine, versions  # noqa: E402
+from peers import sparrow as peer  # noqa: E402  (torch-free peer; builds its own venv, imports nothing heavy)
 
 from trapcls.core.hardware import cores  # noqa: E402
 
 DEFAULT_DATA = HERE.parents[2] / "shared" / "data"
 INPUT_SIZE, NUM_CLASSES, BATCH = 224, 8, 16
+# Each architecture at the input size it is used at: Lite2 is a 260-pixel model (its ImageNet weights in
+# ../shared/weights and trapcls's default model both run it at 260).
+INPUT_SIZES = {"tf_efficientnet_lite2": 260}
+# Frames for the INT8 calibration and for the OpenVINO/INT8 verification checks, apart from each
+# other and from the timed set (ENA24 + CCT): Gorongosa calibrates, Serengeti verifies.
+CALIBRATION, VERIFICATION = ("gorongosa", 108), ("serengeti", 64)
 MODEL_IMAGES = 64  # t_m needs only a few batches: model time does not depend on image content
 SUBFOLDERS = 4
 # The torchvision tutorial constants, on purpose: the baseline is what people write by hand.
 TUTORIAL_MEAN, TUTORIAL_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-PACKAGES = ("trapcls", "torch", "torchvision", "timm", "onnxruntime", "pillow", "numpy")
+PACKAGES = ("trapcls", "torch", "torchvision", "timm", "onnxruntime", "openvino", "pillow", "numpy")
 CSV_NAME = "predictions.csv"
 CORES = cores()
 T0 = time.perf_counter()
@@ -112,25 +134,77 @@ def build_image_set(frames: list[Path], count: int, cache: Path) -> Path:
     return folder
 
 
+def input_size(arch: str) -> int:
+    """The input size `arch` is benchmarked at."""
+    return INPUT_SIZES.get(arch, INPUT_SIZE)
+
+
+def check_frames(data: Path, which: tuple[str, int]) -> list[Path]:
+    """The first N frames of one ../shared/data source, for calibration or verification (never timed)."""
+    folder, count = which
+    return sorted((data / folder).rglob("*.jpg"))[:count]
+
+
 def build_bundle(arch: str, cache: Path, frames: list[Path]) -> Path:
-    """A random-init 224x224 bundle for `arch`, saved as a trapcls checkpoint and exported (cached)."""
+    """A random-init bundle for `arch` at its input size, saved as a trapcls checkpoint (kept) and exported."""
     from trapcls.export.onnx import export_onnx
     from trapcls.training.checkpoint import save_checkpoint
     from trapcls.training.models import create_model, preprocess_spec
 
-    out = cache / f"bundle-{arch}-{INPUT_SIZE}"
-    if (out / "bundle.json").exists():
+    out = cache / f"bundle-{arch}-{input_size(arch)}"
+    ckpt = cache / f"checkpoint-{arch}-{input_size(arch)}.pt"
+    if (out / "bundle.json").exists() and ckpt.exists():
         return out
     say(f"building bundle {out.name}")
     torch.manual_seed(0)
     model = create_model(arch, NUM_CLASSES).eval()
-    spec = preprocess_spec(model, INPUT_SIZE)
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "best.pt"
-        save_checkpoint(ckpt, model, arch=arch, classes=[f"class{i}" for i in range(NUM_CLASSES)], spec=spec,
-                        epoch=0, metrics={}, config={"note": "random init, benchmarks/predict_throughput.py"})
-        export_onnx(ckpt, out, verify_images=frames[:8])
+    spec = preprocess_spec(model, input_size(arch))
+    save_checkpoint(ckpt, model, arch=arch, classes=[f"class{i}" for i in range(NUM_CLASSES)], spec=spec,
+                    epoch=0, metrics={}, config={"note": "random init, benchmarks/predict_throughput.py"})
+    shutil.rmtree(out, ignore_errors=True)
+    export_onnx(ckpt, out, verify_images=frames[:8])
     return out
+
+
+def openvino_bundle(bundle_dir: Path, verify: list[Path]) -> tuple[Path | None, str, str]:
+    """A copy of the bundle with `trapcls export openvino`'s checks for this CPU: (copy, precision, why).
+
+    The copy is None when OpenVINO is not installed or no precision passed its check.
+    """
+    from trapcls.core.bundle import load_bundle
+    from trapcls.core.exceptions import TrapclsError
+    from trapcls.core.hardware import openvino_version
+
+    if openvino_version() is None:
+        return None, "", "not installed (pip install 'trapcls[openvino]')"
+    from trapcls.export.openvino import export_openvino
+    from trapcls.predict.openvino import precision_here
+
+    out = bundle_dir.with_name(bundle_dir.name + "-openvino")
+    shutil.rmtree(out, ignore_errors=True)  # checked afresh each run: the record is per CPU and OpenVINO version
+    shutil.copytree(bundle_dir, out)
+    try:
+        export_openvino(out, verify_images=verify)
+        choice = precision_here(load_bundle(out))
+    except TrapclsError as exc:
+        return None, "", str(exc)
+    return (out if choice.verified else None), choice.precision, choice.reason
+
+
+def int8_bundle(arch: str, cache: Path, calibration: list[Path], verify: list[Path]) -> tuple[Path | None, str]:
+    """`trapcls export onnx --int8` of the cached checkpoint: (bundle, summary) if it passed, (None, why) if refused."""
+    from trapcls.core.exceptions import TrapclsError
+    from trapcls.export.onnx import export_onnx
+
+    out = cache / f"bundle-{arch}-{input_size(arch)}-int8"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        report = export_onnx(cache / f"checkpoint-{arch}-{input_size(arch)}.pt", out, verify_images=verify,
+                             int8=True, calibration_images=calibration)
+    except TrapclsError as exc:
+        return None, str(exc)
+    q = report.int8_parity
+    return out, f"passed: mean abs diff {q.mean_abs_diff:.1e}, top-1 {q.top1_agreement:.1%} on {q.images} frames"
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -162,6 +236,17 @@ def time_model_onnx(onnx_path: Path, batches: list[np.ndarray], repeats: int) ->
     name = session.get_inputs()[0].name
     session.run(None, {name: batches[0]})  # warm-up
     return median_seconds(lambda: [session.run(None, {name: b}) for b in batches], repeats) / sum(map(len, batches))
+
+
+def time_model_openvino(onnx_path: Path, precision: str, batches: list[np.ndarray], repeats: int) -> float:
+    """Per-image seconds of the ONNX model alone on OpenVINO's CPU plugin, one stream of one thread, at `precision`."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(onnx_path), "CPU", {
+        "INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": 1})
+    request = compiled.create_infer_request()
+    request.infer({0: batches[0]})  # warm-up
+    return median_seconds(lambda: [request.infer({0: b}) for b in batches], repeats) / sum(map(len, batches))
 
 
 def time_model_cuda(arch: str, batches: list[np.ndarray], repeats: int) -> float:
@@ -233,10 +318,10 @@ def trapcls_cmd(image_dir: Path, bundle: Path, extra: list[str]) -> list[str]:
 class TutorialFrames(torch.utils.data.Dataset):
     """The tutorial dataset: full PIL decode, torchvision Resize(256), CenterCrop(224), ToTensor, Normalize."""
 
-    def __init__(self, files: list[Path]) -> None:
+    def __init__(self, files: list[Path], size: int = INPUT_SIZE) -> None:
         self.files = files
-        self.transform = transforms.Compose([
-            transforms.Resize(256), transforms.CenterCrop(INPUT_SIZE), transforms.ToTensor(),
+        self.transform = transforms.Compose([  # the tutorial's 256/224 ratio at the model's size
+            transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size), transforms.ToTensor(),
             transforms.Normalize(TUTORIAL_MEAN, TUTORIAL_STD)])
 
     def __len__(self) -> int:
@@ -253,7 +338,7 @@ def baseline_child(image_dir: Path, arch: str, device: str) -> None:
 
     files = list_images(image_dir)
     model = timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES).eval().to(device)
-    loader = torch.utils.data.DataLoader(TutorialFrames(files), batch_size=BATCH, num_workers=CORES,
+    loader = torch.utils.data.DataLoader(TutorialFrames(files, input_size(arch)), batch_size=BATCH, num_workers=CORES,
                                          pin_memory=device == "cuda")
     labels: list[int] = []
     with torch.no_grad():
@@ -265,7 +350,7 @@ def baseline_child(image_dir: Path, arch: str, device: str) -> None:
 
 def measure_arch(arch: str, bundle_dir: Path, image_dir: Path, args: argparse.Namespace,
                  decode_times: dict[tuple, float]) -> dict:
-    """The four measurements (a)-(d) for one architecture."""
+    """t_d once, then per engine: the model alone (t_m), its bound and `trapcls predict` end to end; the baseline."""
     from trapcls.core.bundle import load_bundle
     from trapcls.core.preprocess import preprocess
 
@@ -273,37 +358,82 @@ def measure_arch(arch: str, bundle_dir: Path, image_dir: Path, args: argparse.Na
     spec, files = bundle.preprocess, list_images(image_dir)
     key = (spec.height, spec.width, spec.resize, spec.interpolation)
     if key not in decode_times:
-        say(f"{arch}: (a) decode+resize on one thread, {len(files)} images x {args.repeats}")
+        say(f"{arch}: decode+resize on one thread, {len(files)} images x {args.repeats}")
         decode_times[key] = time_decode(files, spec, args.repeats)
     t_d = decode_times[key]
-    say(f"{arch}: (b) model alone on {args.device}")
     arrays = [preprocess(f, spec) for f in files[:MODEL_IMAGES]]
     batches = [np.stack(arrays[i:i + BATCH]) for i in range(0, len(arrays), BATCH)]
-    if args.device == "cuda":
-        t_m = time_model_cuda(arch, batches, args.repeats)
-        bound = min(CORES / t_d, 1 / t_m)
-    else:
-        t_m = time_model_onnx(bundle.onnx_path, batches, args.repeats)
-        bound = CORES / (t_d + t_m)
-    say(f"{arch}: (c) trapcls predict")
-    ours = time_child("trapcls", trapcls_cmd(image_dir, bundle_dir, predict_args(args)), len(files), args.repeats,
-                      args.cache)
-    say(f"{arch}: (d) tutorial baseline")
+    engines = {}
+    for label, (engine_bundle, backend, time_model, note) in engine_plan(arch, bundle_dir, batches, args).items():
+        if engine_bundle is None:
+            engines[label] = {"note": note}
+            continue
+        say(f"{arch}: {label}: model alone, then trapcls predict")
+        t_m = time_model()
+        bound = min(CORES / t_d, 1 / t_m) if args.device == "cuda" else CORES / (t_d + t_m)
+        cmd = trapcls_cmd(image_dir, engine_bundle, ["--backend", backend, *shlex.split(args.predict_args)])
+        engines[label] = {"t_d_ms": t_d * 1e3, "t_m_ms": t_m * 1e3, "bound_images_per_s": bound, "note": note,
+                          **time_child(label, cmd, len(files), args.repeats, args.cache)}
+    if args.peer:
+        engines["peer: SPARROW-Engine"] = measure_peer(arch, bundle_dir, image_dir, args)
+    say(f"{arch}: tutorial baseline")
     baseline_cmd = [sys.executable, str(HERE), "--baseline-child", str(image_dir), "--arch", arch,
                     "--device", args.device]
-    baseline = time_child("baseline", baseline_cmd, len(files), args.repeats, args.cache)
-    return {"t_d_ms": t_d * 1e3, "t_m_ms": t_m * 1e3, "bound_images_per_s": bound, "trapcls": ours,
-            "baseline": baseline}
+    engines["tutorial torch loop"] = {"note": "", **time_child("baseline", baseline_cmd, len(files), args.repeats,
+                                                                args.cache)}
+    return {"t_d_ms": t_d * 1e3, "engines": engines}
+
+
+def engine_plan(arch: str, bundle_dir: Path, batches: list[np.ndarray], args: argparse.Namespace) -> dict:
+    """label -> (bundle or None, --backend, model-alone timer, note): the engines trapcls runs this model on."""
+    onnx = bundle_dir / "model.onnx"
+    if args.device == "cuda":
+        return {"torch cuda fp16": (bundle_dir, "torch", lambda: time_model_cuda(arch, batches, args.repeats), "")}
+    plan = {"onnxruntime fp32": (bundle_dir, "onnxruntime", lambda: time_model_onnx(onnx, batches, args.repeats), "")}
+    say(f"{arch}: trapcls export openvino on a copy (checks f32 and bf16 on this CPU)")
+    ov_dir, precision, why = openvino_bundle(bundle_dir, args.verify_frames)
+    plan[f"openvino {precision}".strip()] = (ov_dir, "openvino", lambda: time_model_openvino(
+        onnx, precision, batches, args.repeats), why)
+    if args.int8:
+        say(f"{arch}: trapcls export onnx --int8 (calibrate, then the gate)")
+        int8_dir, summary = int8_bundle(arch, args.cache, args.calibration_frames, args.verify_frames)
+        plan["onnxruntime int8"] = (int8_dir, "onnxruntime", lambda: time_model_onnx(
+            int8_dir / "model.onnx", batches, args.repeats), summary)
+    return plan
 
 
 def predict_args(args: argparse.Namespace) -> list[str]:
-    """Extra `trapcls predict` flags: the torch backend on CUDA, then whatever --predict-args says."""
+    """Extra `trapcls predict` flags for the --rss-files runs: the torch backend on CUDA, then --predict-args."""
     return (["--backend", "torch"] if args.device == "cuda" else []) + shlex.split(args.predict_args)
 
 
-def num(value: float | None, spec: str) -> str:
-    """A number for a table cell, or 'failed' when the runs produced none."""
-    return "failed" if value is None else format(value, spec)
+def setup_peer(args: argparse.Namespace) -> dict | None:
+    """The peer's venv (built on first use, needs the package index) and versions; None when it is left out."""
+    if not args.peer or args.device == "cuda":  # the peer's wheel here is its CPU build
+        return None
+    say("peer: SPARROW-Engine venv")
+    try:
+        peer.ensure_venv(args.cache)
+    except peer.PeerUnavailable as exc:
+        sys.exit(f"error: {exc}")
+    return peer.peer_versions(args.cache)
+
+
+def measure_peer(arch: str, bundle_dir: Path, image_dir: Path, args: argparse.Namespace) -> dict:
+    """(e) the peer's own work on one core and (f) its run over the same frames, timed like trapcls's."""
+    model_dir = peer.prepare_model_dir(bundle_dir, args.cache)
+    say(f"{arch}: (e) peer decode+resize and model alone on one core")
+    work = peer.peer_bound(model_dir, image_dir, args.repeats, args.cache)
+    say(f"{arch}: (f) peer SPARROW-Engine")
+    run = time_child("peer", peer.peer_cmd(model_dir, image_dir, CSV_NAME, args.cache), len(list_images(image_dir)),
+                     args.repeats, args.cache)
+    return {"t_d_ms": work["t_d_s"] * 1e3, "t_m_ms": work["t_m_s"] * 1e3,
+            "bound_images_per_s": CORES / (work["t_d_s"] + work["t_m_s"]), **run}
+
+
+def num(value: float | str | None, spec: str, missing: str = "failed") -> str:
+    """A number for a table cell; `missing` when the runs produced none; a string as it is."""
+    return missing if value is None else value if isinstance(value, str) else format(value, spec)
 
 
 def render(cols: list[str], rows: list[list[str]]) -> list[str]:
@@ -335,26 +465,42 @@ def rss_table(report: dict) -> list[str]:
 
 
 def throughput_table(report: dict) -> list[str]:
-    """One row per architecture, the legend, then any problems."""
-    rows, problems = [], []
+    """One row per architecture and engine, each engine against trapcls on ONNX Runtime FP32; notes; problems."""
+    rows, notes, problems = [], [], []
     for arch, r in report["results"].items():
-        ours, base, bound = r["trapcls"]["images_per_s"], r["baseline"]["images_per_s"], r["bound_images_per_s"]
-        rows.append([arch, f"{r['t_d_ms']:.1f}", f"{r['t_m_ms']:.1f}", f"{bound:.1f}", num(ours, ".1f"),
-                     num(ours and 100 * ours / bound, ".0f"), num(base, ".1f"),
-                     num(ours and base and ours / base, ".2f"), f"{r['trapcls']['peak_rss_mib']:.0f}",
-                     f"{r['baseline']['peak_rss_mib']:.0f}"])
-        problems += [f"problem ({arch}): {p}" for p in r["trapcls"]["problems"] + r["baseline"]["problems"]]
+        reference = next(iter(r["engines"].values())).get("images_per_s")
+        for label, e in r["engines"].items():
+            if e.get("note"):
+                notes.append(f"[{len(notes) + 1}] {arch}, {label}: {e['note']}")
+            mark = f" [{len(notes)}]" if e.get("note") else ""
+            if "wall_s" not in e:  # not run: the note says why
+                rows.append([arch, label + mark, *["-"] * 7])
+                continue
+            ours, bound = e["images_per_s"], e.get("bound_images_per_s")
+            if bound is None:  # the tutorial loop: no work bound of its own
+                e = {**e, "t_d_ms": "-", "t_m_ms": "-"}
+            rows.append([arch, label + mark, num(e["t_d_ms"], ".1f"), num(e["t_m_ms"], ".1f"),
+                         num(bound, ".1f", "-"), num(ours, ".1f"),
+                         "-" if bound is None else num(ours and 100 * ours / bound, ".0f"),
+                         num(ours and reference and ours / reference, ".2f"), f"{e['peak_rss_mib']:.0f}"])
+            problems += [f"problem ({arch}, {label}): {p}" for p in e["problems"]]
     cuda = report["device"] == "cuda"
     legend = [
-        "t_d: trapcls.core.preprocess.preprocess on 1 thread. t_m: model alone, batches of 16, "
-        + ("torch FP16 channels_last on CUDA, forward only." if cuda else "ONNX Runtime on 1 thread."),
-        (f"bound/s = {'min(cores/t_d, 1/t_m)' if cuda else 'cores/(t_d+t_m)'}. trapcls/s, baseline/s: "
-         "files / child wall clock (start-up included), median of repeats."),
-        "MiB: peak RSS, ru_maxrss from wait4 on the child, max over repeats. For the baseline it is the largest",
-        "single process among its main process and the DataLoader workers it reaped, not their sum."]
-    cols = ["arch", "t_d ms", "t_m ms", "bound/s", "trapcls/s", "% bound", "baseline/s", "trapcls/base",
-            "trapcls MiB", "baseline MiB"]
-    return render(cols, rows) + [""] + legend + problems
+        "t_d: decode + resize + normalise of one frame on 1 thread (trapcls.core.preprocess; the peer: its own",
+        "pipeline with a near-zero-compute model). t_m: the model alone on 1 thread, batches of 16 (the peer: batch 1,",
+        "as it runs). " + ("On CUDA t_m is torch FP16 channels_last. " if cuda else "")
+        + f"bound/s = {'min(cores/t_d, 1/t_m)' if cuda else 'cores/(t_d+t_m)'}: every core doing only that work.",
+        "img/s: files / child wall clock (start-up included), median of repeats. x ORT: img/s against the first row",
+        "of the same arch (trapcls predict on ONNX Runtime FP32, today's default on a CPU). MiB: peak RSS, ru_maxrss",
+        "from wait4 on the child, max over repeats (the tutorial loop: its largest single process).",
+        "Random-init models: speed does not depend on the weights, but their gate results say nothing about a",
+        "trained model's (see benchmarks/README.md)."]
+    if report.get("peer_versions"):
+        v = report["peer_versions"]
+        legend.append(f"peer: SPARROW-Engine {v['sparrow-engine']} in its own venv (python {v['python']}, onnxruntime "
+                      f"{v['onnxruntime']}), its own decoder and defaults, on the same model.onnx and frames.")
+    cols = ["arch", "engine", "t_d ms", "t_m ms", "bound/s", "img/s", "% bound", "x ORT", "MiB"]
+    return render(cols, rows) + [""] + legend + [""] + notes + problems
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -362,7 +508,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder (ena24_small, cct_sample)")
     p.add_argument("--images", type=int, default=400, help="number of image files to classify")
-    p.add_argument("--arch", default="tf_efficientnet_lite0,resnet50", help="comma-separated timm architectures")
+    p.add_argument("--arch", default="tf_efficientnet_lite0,tf_efficientnet_lite2,resnet50",
+                   help="comma-separated timm architectures (tf_efficientnet_lite2 runs at 260 px, the rest at 224)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median reported)")
     p.add_argument("--cache", type=Path, default=HERE.parent / ".cache", help="folder for image sets and bundles")
     p.add_argument("--predict-args", default="",
@@ -370,6 +517,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--rss-files", default="", help="comma-separated file counts: only peak RSS per count, first arch")
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    p.add_argument("--no-peer", dest="peer", action="store_false",
+                   help="leave out the SPARROW-Engine peer (building its venv needs the package index)")
+    p.add_argument("--no-int8", dest="int8", action="store_false", help="leave out `export onnx --int8`")
     p.add_argument("--baseline-child", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.images < 1 or args.repeats < 1:
@@ -404,6 +554,10 @@ def main(argv: list[str] | None = None) -> None:
             rows.append({"files": count, **time_child("trapcls", cmd, count, 1, args.cache)})
         report.update(arch=archs[0], rss=rows)
     else:
+        report["peer_versions"] = setup_peer(args)
+        args.peer = report["peer_versions"] is not None
+        args.calibration_frames = check_frames(args.data, CALIBRATION)
+        args.verify_frames = check_frames(args.data, VERIFICATION)
         bundles = {arch: build_bundle(arch, args.cache, frames) for arch in archs}
         image_dir = build_image_set(frames, args.images, args.cache)
         decode_times: dict[tuple, float] = {}
