@@ -156,6 +156,7 @@ def _cli(*args) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow  # the CLI on real frames
 def test_cli_refuses_a_model_int8_cannot_keep_and_leaves_the_old_bundle(tiny_run, tmp_path):
     # Logits 20 times larger: the same INT8 rounding moves the probabilities ~4e-3 on average, past 1e-3.
     checkpoint = _scaled_head(tiny_run, tmp_path / "best.pt", 20.0)

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +255,7 @@ def test_a_model_bf16_erases_is_refused_and_predict_says_so_and_runs_f32(eraser,
     np.testing.assert_allclose(got, reference, atol=1e-4)  # f32: the signal bf16 erased is all there
 
 
+@pytest.mark.slow  # the CLI on real frames
 @needs_openvino
 def test_a_model_bf16_keeps_passes_then_predict_auto_and_doctor_use_bf16(tiny_bundle, tmp_path):
     from trapcls.export.openvino import export_openvino
@@ -343,7 +345,7 @@ def test_the_cli_offers_openvino_and_a_missing_bundle_is_one_line(tmp_path):
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
-
+@pytest.mark.slow  # the CLI on real frames
 def test_export_openvino_never_changes_the_model_shipped_inside_trapcls_and_says_copy_it():
     shipped = REPO / "trapcls" / "default_bundle"
     before = (shipped / MANIFEST).read_bytes()
@@ -355,3 +357,35 @@ def test_export_openvino_never_changes_the_model_shipped_inside_trapcls_and_says
     doctor = trapcls("doctor").stdout
     assert f"bundle:           {shipped}" in doctor or str(shipped) in doctor
     assert "&& trapcls export openvino my-bundle" in doctor
+
+
+FIRST_CALLS_TOGETHER = """
+import sys, threading
+import numpy as np
+from trapcls.core.bundle import load_bundle
+from trapcls.predict.openvino import OpenVinoBackend
+
+bundle, threads = load_bundle(sys.argv[1]), 8
+backend = OpenVinoBackend(bundle, threads=threads, precision="f32")
+batch = np.zeros((8, 3, bundle.preprocess.height, bundle.preprocess.width), np.float32)
+start = threading.Barrier(threads)
+
+def first_call():
+    start.wait()
+    backend.logits(batch)
+
+workers = [threading.Thread(target=first_call) for _ in range(threads)]
+[w.start() for w in workers]
+[w.join() for w in workers]
+"""
+
+
+@pytest.mark.slow  # twenty fresh processes
+@needs_openvino
+def test_threads_making_their_first_call_together_never_hang(eraser):
+    """OpenVINO's bindings deadlocked when threads made their first call at once (2 to 4 of 15 processes hung here
+    before the backend made one call alone first); a hang shows as a timeout."""
+    for _ in range(20):
+        proc = subprocess.run([sys.executable, "-c", FIRST_CALLS_TOGETHER, str(eraser)], capture_output=True,
+                              text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr

@@ -75,8 +75,24 @@ class OpenVinoBackend:
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(self.slots):
             self._requests.put(compiled.create_infer_request())
+        self._first_call_alone(bundle)
         log.info("openvino %s on cpu in %s (%s), %d single-threaded streams", ov.__version__, self.precision,
                  self.choice.reason, self.slots)
+
+    def _first_call_alone(self, bundle: Bundle) -> None:
+        """Run one frame before the runner's threads call in at once.
+
+        OpenVINO's Python bindings set up their NumPy bridge (pybind11's lazily initialised
+        numpy API) on the first call that returns an array. When two threads make that first
+        call together, one holds the GIL while waiting for the set-up the other started, which
+        waits for the GIL: predict hung that way twice in the test suite, and 2 to 4 of 15 processes
+        hung with 8 threads making their first call together (gdb: one thread in pybind11's
+        call_once for the numpy API waiting for the GIL, the GIL's holder waiting on a static
+        initialiser). One call from this thread first settles it for the whole process
+        (tests/test_openvino.py::test_threads_making_their_first_call_together_never_hang).
+        """
+        spec = bundle.preprocess
+        self.logits(np.zeros((1, 3, spec.height, spec.width), dtype=np.float32))
 
     @property
     def note(self) -> str:
