@@ -18,10 +18,10 @@ LITE0_WEIGHTS = REPO / "examples" / "weights" / "efficientnet-lite0-57934424.pth
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def trapcls(*args, check: bool = True) -> subprocess.CompletedProcess:
+def trapcls(*args, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m trapcls ARGS` as a real process; with `check`, fails the test unless it exits 0."""
     proc = subprocess.run([sys.executable, "-m", "trapcls", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

@@ -14,15 +14,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import pytest
-from test_watch_events import FAST, NOTIFY_ENV, Daemon, NotifyListener, csv_rows, journal, status, wait_until
+from test_watch_events import Daemon, NotifyListener, csv_rows, journal, launch, status, wait_until
 
+import conftest
 from conftest import DEMO
 
 # real daemons on a small tmpfs, filled and freed: about 40 s: slow (full suite and CI).
@@ -81,9 +82,8 @@ def fill(disk: Path, leave: int = 0) -> Path:
     return filler
 
 
-def trapcls(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trapcls", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+# Every command here is expected to stop, cleanly or not: the exit status is each test's to check.
+trapcls = partial(conftest.trapcls, check=False, timeout=120)
 
 
 def one_error_line(done: subprocess.CompletedProcess) -> str:
@@ -182,19 +182,8 @@ def daemons(tiny_run):
     started: list[Daemon] = []
 
     def start(inbox: Path, out: Path, *, env: dict[str, str] | None = None, ready: bool = True, **options) -> Daemon:
-        values = {**FAST, "idle_exit": None, **options}
-        cmd = [sys.executable, "-m", "trapcls", "watch", str(inbox), "--bundle", str(tiny_run / "bundle"),
-               "--out", str(out)]
-        for name, value in values.items():
-            if value is not None:
-                cmd += [f"--{name.replace('_', '-')}", str(value)]
-        environment = {k: v for k, v in os.environ.items() if k not in NOTIFY_ENV}
-        environment.update(PYTHONUNBUFFERED="1", **(env or {}))
-        daemon = Daemon(cmd, environment)
-        started.append(daemon)
-        if ready:
-            daemon.wait_ready()
-        return daemon
+        return launch(started, tiny_run / "bundle", inbox, "--out", str(out), env=env, ready=ready,
+                      **{"idle_exit": None, **options})
 
     try:
         yield start

@@ -88,6 +88,25 @@ def wait_until(predicate, timeout: float, what: str, daemon: Daemon | None = Non
         time.sleep(0.05)
 
 
+def launch(started: list[Daemon], bundle: Path, inbox: Path, *flags: str, env: dict[str, str] | None = None,
+           ready: bool = True, **options) -> Daemon:
+    """Start `trapcls watch INBOX --bundle BUNDLE [flags] --option value ...` (FAST options unless given).
+
+    The daemon joins `started` before it is waited for, so a fixture kills it even when it never got ready.
+    """
+    cmd = [sys.executable, "-m", "trapcls", "watch", str(inbox), "--bundle", str(bundle), *flags]
+    for name, value in {**FAST, **options}.items():
+        if value is not None:
+            cmd += [f"--{name.replace('_', '-')}", str(value)]
+    environment = {k: v for k, v in os.environ.items() if k not in NOTIFY_ENV}
+    environment.update(PYTHONUNBUFFERED="1", **(env or {}))
+    daemon = Daemon(cmd, environment)
+    started.append(daemon)
+    if ready:
+        daemon.wait_ready()
+    return daemon
+
+
 @pytest.fixture()
 def watch(tiny_run):
     """Start `trapcls watch INBOX --bundle <tiny> [flags] --option value ...` and wait until it watches.
@@ -97,17 +116,7 @@ def watch(tiny_run):
     started: list[Daemon] = []
 
     def start(inbox: Path, *flags: str, env: dict[str, str] | None = None, **options) -> Daemon:
-        values = {**FAST, **options}
-        cmd = [sys.executable, "-m", "trapcls", "watch", str(inbox), "--bundle", str(tiny_run / "bundle"), *flags]
-        for name, value in values.items():
-            if value is not None:
-                cmd += [f"--{name.replace('_', '-')}", str(value)]
-        environment = {k: v for k, v in os.environ.items() if k not in NOTIFY_ENV}
-        environment.update(PYTHONUNBUFFERED="1", **(env or {}))
-        daemon = Daemon(cmd, environment)
-        started.append(daemon)
-        daemon.wait_ready()
-        return daemon
+        return launch(started, tiny_run / "bundle", inbox, *flags, env=env, **options)
 
     try:
         yield start
