@@ -44,18 +44,6 @@ MODEL_ID, NULL_ID = "trapcls-bundle", "trapcls-null"
 # Constants SPARROW uses for normalization = "imagenet" (sparrow-engine-cpu preprocess.rs).
 SPARROW_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 LAYOUT_VERSION = 1  # bump when the model folder written below changes
-# Same launcher as predict_throughput.LAUNCHER: the figure is the child's own ru_maxrss.
-LAUNCHER = """\
-import json, os, subprocess, sys, time
-start = time.perf_counter()
-proc = subprocess.Popen(sys.argv[2:])
-_, status, usage = os.wait4(proc.pid, 0)
-proc.returncode = os.waitstatus_to_exitcode(status)
-with open(sys.argv[1], "w") as f:
-    json.dump({"wall_s": time.perf_counter() - start, "rc": proc.returncode, "rss_mib": usage.ru_maxrss / 1024}, f)
-"""
-
-
 class PeerUnavailable(RuntimeError):
     """The peer's venv could not be created or does not import."""
 
@@ -252,27 +240,6 @@ def peer_cmd(model_dir: Path, images_dir: Path, out_csv: str | Path, cache: Path
     return [str(venv_python(cache)), str(CHILD), "classify", str(model_dir), MODEL_ID, str(images_dir), str(out_csv)]
 
 
-def run_peer(bundle_dir: Path, images_dir: Path, out_csv: Path, cache: Path = DEFAULT_CACHE) -> dict:
-    """Classify `images_dir` with the peer in a child process via the launcher.
-
-    Returns {"wall_s", "rss_mib", "rc", "files"}: the child's wall clock (interpreter start, imports,
-    model load and CSV included) and its own peak RSS (ru_maxrss from wait4).
-    """
-    ensure_venv(cache)
-    model_dir = prepare_model_dir(bundle_dir, cache)
-    out_csv = Path(out_csv).resolve()
-    with tempfile.TemporaryDirectory() as tmp:
-        result = Path(tmp) / "child.json"
-        subprocess.run([sys.executable, "-I", "-c", LAUNCHER, str(result),
-                        *peer_cmd(model_dir, images_dir.resolve(), out_csv, cache)], check=True)
-        run = json.loads(result.read_text())
-    run["files"] = 0
-    if run["rc"] == 0 and out_csv.is_file():
-        with out_csv.open(newline="", encoding="utf-8") as f:
-            run["files"] = sum(1 for row in csv.DictReader(f) if row["status"] == "ok")
-    return run
-
-
 def peer_bound(model_dir: Path, images_dir: Path, repeats: int, cache: Path = DEFAULT_CACHE) -> dict:
     """The peer's own t_d and t_m on one core (seconds per image; see sparrow_child.py `bound`)."""
     out = subprocess.run([str(venv_python(cache)), str(CHILD), "bound", str(model_dir), MODEL_ID, NULL_ID,
@@ -316,9 +283,9 @@ def compare(bundle_dir: Path, images_dir: Path, cache: Path = DEFAULT_CACHE) -> 
         ours_csv, peer_csv = Path(tmp) / "trapcls.csv", Path(tmp) / "peer.csv"
         subprocess.run([sys.executable, "-m", "trapcls", "predict", str(images_dir), "--bundle", str(bundle_dir),
                         "--out", str(ours_csv)], check=True, capture_output=True)
-        run = run_peer(bundle_dir, images_dir, peer_csv, cache)
-        if run["rc"]:
-            raise RuntimeError(f"the peer exited {run['rc']}")
+        ensure_venv(cache)  # timing is predict_throughput.py's job: here only the peer's CSV counts
+        subprocess.run(peer_cmd(prepare_model_dir(bundle_dir, cache), images_dir.resolve(), peer_csv.resolve(),
+                                cache), check=True, capture_output=True)
         return agreement(read_probs(ours_csv, classes), read_probs(peer_csv, classes), classes)
 
 
