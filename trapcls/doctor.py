@@ -106,7 +106,7 @@ def _bundle(path: Path, trt_version: str | None, gpu) -> dict:
     except TrapclsError as exc:
         auto = f"none ({exc})"
     return {"path": str(bundle.root), "arch": bundle.arch, "classes": len(bundle.classes),
-            "onnx_precision": bundle.manifest.get("export", {}).get("precision", "fp32"), "engines": engines,
+            "onnx_precision": bundle.onnx_precision, "engines": engines,
             "rebuild": rebuild_command(bundle), "openvino_checks": _openvino_checks(bundle),
             "openvino_export": export_command(bundle), "openvino_precision": openvino, "auto_backend": auto}
 

@@ -48,6 +48,16 @@ class Bundle:
         return self.root / ONNX_FILE
 
     @property
+    def onnx_sha256(self) -> str | None:
+        """model.onnx's sha256 as bundle.json records it (load_bundle checked it against the file)."""
+        return self.manifest.get("files", {}).get(ONNX_FILE, {}).get("sha256")
+
+    @property
+    def onnx_precision(self) -> str:
+        """How model.onnx stores its weights: "fp32" (bundles from before --fp16 say nothing), "fp16" or "int8"."""
+        return self.manifest.get("export", {}).get("precision", "fp32")
+
+    @property
     def model_id(self) -> str:
         """Who classified a row: "NAME [vVERSION] sha256:SHORT" (name and version from bundle.json, else the
         folder's name; SHORT is the start of model.onnx's sha256, so two models never share an id)."""

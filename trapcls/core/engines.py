@@ -145,7 +145,7 @@ def engine_problems(bundle: Bundle, engine_file: str, meta: EngineMeta, *, tenso
         problems.append(f"{path} does not match the sha256 recorded for it (changed or corrupted after export)")
     if meta.engine_file != engine_file:
         problems.append(f"its metadata describes {meta.engine_file}, not {engine_file}")
-    onnx_sha = bundle.manifest.get("files", {}).get(ONNX_FILE, {}).get("sha256")
+    onnx_sha = bundle.onnx_sha256
     if meta.onnx_sha256 != onnx_sha:
         problems.append(f"it was built from another {ONNX_FILE} (sha256 {meta.onnx_sha256[:12]}…, the bundle's "
                         f"is {str(onnx_sha)[:12]}…)")

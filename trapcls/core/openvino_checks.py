@@ -87,7 +87,7 @@ def parse_check(record: Any) -> PrecisionCheck:
 def check_problems(check: PrecisionCheck, bundle: Bundle, *, cpu: Cpu, openvino_version: str | None) -> list[str]:
     """Why `check` does not apply to this CPU, this OpenVINO and the bundle's model.onnx; empty when it does."""
     problems = []
-    onnx_sha = str(bundle.manifest.get("files", {}).get(ONNX_FILE, {}).get("sha256"))
+    onnx_sha = str(bundle.onnx_sha256)
     if check.onnx_sha256 != onnx_sha:
         problems.append(f"it checked another {ONNX_FILE} (sha256 {check.onnx_sha256[:12]}…, the bundle's is "
                         f"{onnx_sha[:12]}…)")

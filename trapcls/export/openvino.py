@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from trapcls import __version__
-from trapcls.core.bundle import MANIFEST, ONNX_FILE, Bundle, load_bundle
+from trapcls.core.bundle import MANIFEST, Bundle, load_bundle
 from trapcls.core.deps import require
 from trapcls.core.exceptions import DataError, ExportError
 from trapcls.core.fsutil import check_writable
@@ -63,7 +63,7 @@ def export_openvino(bundle_dir: Path, *, verify_images: list[Path] | None = None
     reference = probabilities(_run(OnnxRuntimeBackend(bundle, threads=1), batch), 1.0)
     cpu, version = cpu_info(), openvino_version()
     stamp = {"cpu": cpu.name, "isa": cpu.isa(), "openvino_version": version,
-             "onnx_sha256": bundle.manifest["files"][ONNX_FILE]["sha256"],
+             "onnx_sha256": bundle.onnx_sha256,
              "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "trapcls_version": __version__}
     checks = []
     for precision in PRECISIONS:

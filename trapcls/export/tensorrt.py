@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from trapcls import __version__
-from trapcls.core.bundle import ONNX_FILE, Bundle, load_bundle
+from trapcls.core.bundle import Bundle, load_bundle
 from trapcls.core.deps import require
 from trapcls.core.engines import ENGINE_DIR, TIMING_CACHE, EngineMeta, engine_name, record_engine, write_metadata
 from trapcls.core.exceptions import ExportError, MissingDependencyError
@@ -131,7 +131,7 @@ def export_tensorrt(bundle_dir: Path, profile: Profile | None = None, *,
     profile = profile or Profile()
     profile.check()
     bundle = load_bundle(bundle_dir)
-    if bundle.manifest.get("export", {}).get("precision") == "int8":
+    if bundle.onnx_precision == "int8":
         raise ExportError(f"{bundle.onnx_path} is the INT8 model `export onnx --int8` made for the CPU; TensorRT "
                           "builds its FP16 engine from an FP32 or FP16 bundle. Export one without --int8 and build "
                           "from that.")
@@ -160,7 +160,7 @@ def export_tensorrt(bundle_dir: Path, profile: Profile | None = None, *,
         meta = EngineMeta(
             engine_file=f"{ENGINE_DIR}/{name}", engine_sha256=sha256_file(engines / name), engine_bytes=len(plan),
             tensorrt_version=trt.__version__, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
-            sm_count=gpu.sm_count, onnx_sha256=bundle.manifest["files"][ONNX_FILE]["sha256"], precision="fp16",
+            sm_count=gpu.sm_count, onnx_sha256=bundle.onnx_sha256, precision="fp16",
             fp16_mode=mode, profile=asdict(profile), input_name=io_names[0], output_name=io_names[1],
             built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), build_seconds=round(build_seconds, 1),
             trapcls_version=__version__, precision_evidence=evidence, verification=verification)
@@ -215,7 +215,7 @@ def _build(trt, bundle: Bundle, profile: Profile, mode: str, cache_path: Path) -
 
 def _onnx_for(bundle: Bundle, mode: str) -> Path:
     """The ONNX to parse: the bundle's own, or for strong typing an FP16 version of it made next to the engines."""
-    precision = bundle.manifest.get("export", {}).get("precision", "fp32")
+    precision = bundle.onnx_precision
     if mode == BUILDER_FLAG or precision == "fp16":
         return bundle.onnx_path
     import onnx

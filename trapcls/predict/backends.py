@@ -85,7 +85,7 @@ def _cpu_model(bundle: Bundle) -> str | bytes:
     widened graph runs the same FP16-rounded weights without them (trapcls.predict.upcast), 1.8x
     faster on the shipped default model.
     """
-    if bundle.manifest.get("export", {}).get("precision") != "fp16":
+    if bundle.onnx_precision != "fp16":
         return str(bundle.onnx_path)
     import onnx
 
