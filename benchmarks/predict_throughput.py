@@ -242,8 +242,9 @@ def time_model_openvino(onnx_path: Path, precision: str, batches: list[np.ndarra
     """Per-image seconds of the ONNX model alone on OpenVINO's CPU plugin, one stream of one thread, at `precision`."""
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(onnx_path), "CPU", {
-        "INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": 1})
+    from trapcls.predict.openvino import cpu_properties
+
+    compiled = ov.Core().compile_model(str(onnx_path), "CPU", cpu_properties(precision, 1))  # as predict compiles
     request = compiled.create_infer_request()
     request.infer({0: batches[0]})  # warm-up
     return median_seconds(lambda: [request.infer({0: b}) for b in batches], repeats) / sum(map(len, batches))

@@ -114,23 +114,19 @@ def _bundle(path: Path, trt_version: str | None, gpu) -> dict:
 def _openvino_checks(bundle) -> list[str]:
     """One line per OpenVINO check bundle.json records: precision, date, verdict, whether it applies here."""
     from trapcls.core.hardware import cpu_info, openvino_version
-    from trapcls.core.openvino_checks import check_problems, parse_check, recorded_checks
+    from trapcls.core.openvino_checks import judged_checks
 
+    lines = []
     try:
-        records = recorded_checks(bundle)
+        for label, check, problems in judged_checks(bundle, cpu=cpu_info(), openvino_version=openvino_version()):
+            if check is None:
+                lines.append(f"{label}: {problems[0]}")
+                continue
+            fit = "applies here" if not problems else "does not apply here: " + "; ".join(problems)
+            lines.append(f"{check.precision} {'passed' if check.passed else 'refused'} {check.short_date} on "
+                         f"OpenVINO {check.openvino_version}, {fit}")
     except TrapclsError as exc:
         return [str(exc)]
-    lines = []
-    for index, record in enumerate(records):
-        try:
-            check = parse_check(record)
-        except ValueError as exc:
-            lines.append(f"record {index + 1}: {exc}")
-            continue
-        problems = check_problems(check, bundle, cpu=cpu_info(), openvino_version=openvino_version())
-        fit = "applies here" if not problems else "does not apply here: " + "; ".join(problems)
-        lines.append(f"{check.precision} {'passed' if check.passed else 'refused'} {check.short_date} on "
-                     f"OpenVINO {check.openvino_version}, {fit}")
     return lines
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -118,18 +119,28 @@ class CheckMatch:
     rejected: list[str]
 
 
-def find_check(bundle: Bundle, precision: str, *, cpu: Cpu, openvino_version: str | None) -> CheckMatch:
-    """The latest record of `precision` that applies to this machine and model, with reasons for the others."""
-    rejected, found = [], None
+def judged_checks(bundle: Bundle, *, cpu: Cpu, openvino_version: str | None
+                  ) -> Iterator[tuple[str, PrecisionCheck | None, list[str]]]:
+    """Each record in bundle.json as ("record N", the check, why it does not apply here); an unreadable
+    record comes as ("record N", None, [what is wrong with it])."""
     for index, record in enumerate(recorded_checks(bundle)):
         try:
             check = parse_check(record)
         except ValueError as exc:
-            rejected.append(f"record {index + 1}: {exc}")
+            yield f"record {index + 1}", None, [str(exc)]
+            continue
+        yield f"record {index + 1}", check, check_problems(check, bundle, cpu=cpu, openvino_version=openvino_version)
+
+
+def find_check(bundle: Bundle, precision: str, *, cpu: Cpu, openvino_version: str | None) -> CheckMatch:
+    """The latest record of `precision` that applies to this machine and model, with reasons for the others."""
+    rejected, found = [], None
+    for label, check, problems in judged_checks(bundle, cpu=cpu, openvino_version=openvino_version):
+        if check is None:
+            rejected.append(f"{label}: {problems[0]}")
             continue
         if check.precision != precision:
             continue
-        problems = check_problems(check, bundle, cpu=cpu, openvino_version=openvino_version)
         if problems:
             rejected.append(f"the {precision} check of {check.short_date}: {'; '.join(problems)}")
         elif found is None or check.checked_at >= found.checked_at:
