@@ -8,7 +8,7 @@ Method:
             checked against PyTorch) into --work.
   frames    every readable frame under --data, sorted by path, shuffled with --seed; the first
             --calibration-frames calibrate, the rest verify: the two sets never share a frame.
-            All preprocessed exactly as `trapcls predict` does (trapcls.core.preprocess, the bundle's spec).
+            All preprocessed exactly as `trapcls predict` does (trapcls.core.frames.preprocess, the bundle's spec).
   settings  each row of SETTINGS goes through `trapcls.export.int8.quantize_int8` (ONNX Runtime
             quant_pre_process, calibration, QDQ quantize_static); "weights only" rows instead round the
             FP32 model's conv weights per channel to INT8 and leave every activation in float (a bound: no
@@ -66,9 +66,9 @@ PACKAGES = ("trapcls", "onnxruntime", "onnx", "torch", "timm")
 
 def fp32_bundles(work: Path, models: list[str]) -> dict[str, Path]:
     """model name -> its FP32 bundle in `work`, exported (and checked against PyTorch) unless already there."""
+    from trapcls.core.model.build import create_model, preprocess_spec
+    from trapcls.core.model.checkpoint import save_checkpoint
     from trapcls.export.onnx import export_onnx
-    from trapcls.training.checkpoint import save_checkpoint
-    from trapcls.training.models import create_model, preprocess_spec
 
     bundles = {}
     for name in models:
@@ -92,7 +92,7 @@ def fp32_bundles(work: Path, models: list[str]) -> dict[str, Path]:
 
 def split_frames(data: Path, calibration: int, seed: int) -> tuple[list[Path], list[Path]]:
     """Every image under `data`, shuffled with `seed`: (the first `calibration`, the rest)."""
-    from trapcls.core.discover import discover_images
+    from trapcls.core.frames.discover import discover_images
 
     frames = sorted(f.path for f in discover_images([data]))
     order = np.random.default_rng(seed).permutation(len(frames))
@@ -172,7 +172,7 @@ def input_means(model, convs, calibration: np.ndarray) -> dict[str, np.ndarray]:
 
 def evaluate(name: str, recipe, bundle, batches, args) -> dict:
     """One row: quantize `bundle`'s model with `recipe`, compare with FP32, time both."""
-    from trapcls.core.probs import probabilities
+    from trapcls.core.model.probs import probabilities
     from trapcls.export.int8 import Int8Settings, int8_kernels, quantize_int8
     from trapcls.export.parity import fp16_agreement
 
@@ -215,7 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     import logging
 
-    from trapcls.core.bundle import load_bundle
+    from trapcls.core.model.bundle import load_bundle
     from trapcls.export.parity import verification_batch
 
     logging.basicConfig(level=logging.WARNING)

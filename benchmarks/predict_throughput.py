@@ -1,7 +1,7 @@
 """Predict throughput: trapcls end to end on each CPU engine, against each one's work bound, a peer and a tutorial loop.
 
 Method (one run, warm page cache, real camera-trap frames from ../shared/data, per architecture):
-  t_d       decode + resize + normalise of one image with `trapcls.core.preprocess.preprocess`, one thread
+  t_d       decode + resize + normalise of one image with `trapcls.core.frames.preprocess.preprocess`, one thread
             (measured once per input geometry: the normalisation constants do not change the cost).
   engines   trapcls on each engine it has for a CPU, each a row:
             onnxruntime fp32  the bundle as exported (today's default on a CPU);
@@ -66,7 +66,7 @@ sys.path.insert(0, str(HERE.parent))
 from environment import machine, versions  # noqa: E402
 from peers import sparrow as peer  # noqa: E402  (torch-free peer; builds its own venv, imports nothing heavy)
 
-from trapcls.core.hardware import cores  # noqa: E402
+from trapcls.core.system.hardware import cores  # noqa: E402
 
 DEFAULT_DATA = HERE.parents[2] / "shared" / "data"
 INPUT_SIZE, NUM_CLASSES, BATCH = 224, 8, 16
@@ -147,9 +147,9 @@ def check_frames(data: Path, which: tuple[str, int]) -> list[Path]:
 
 def build_bundle(arch: str, cache: Path, frames: list[Path]) -> Path:
     """A random-init bundle for `arch` at its input size, saved as a trapcls checkpoint (kept) and exported."""
+    from trapcls.core.model.build import create_model, preprocess_spec
+    from trapcls.core.model.checkpoint import save_checkpoint
     from trapcls.export.onnx import export_onnx
-    from trapcls.training.checkpoint import save_checkpoint
-    from trapcls.training.models import create_model, preprocess_spec
 
     out = cache / f"bundle-{arch}-{input_size(arch)}"
     ckpt = cache / f"checkpoint-{arch}-{input_size(arch)}.pt"
@@ -171,9 +171,9 @@ def openvino_bundle(bundle_dir: Path, verify: list[Path]) -> tuple[Path | None, 
 
     The copy is None when OpenVINO is not installed or no precision passed its check.
     """
-    from trapcls.core.bundle import load_bundle
-    from trapcls.core.exceptions import TrapclsError
-    from trapcls.core.hardware import openvino_version
+    from trapcls.core.model.bundle import load_bundle
+    from trapcls.core.system.exceptions import TrapclsError
+    from trapcls.core.system.hardware import openvino_version
 
     if openvino_version() is None:
         return None, "", "not installed (pip install 'trapcls[openvino]')"
@@ -193,7 +193,7 @@ def openvino_bundle(bundle_dir: Path, verify: list[Path]) -> tuple[Path | None, 
 
 def int8_bundle(arch: str, cache: Path, calibration: list[Path], verify: list[Path]) -> tuple[Path | None, str]:
     """`trapcls export onnx --int8` of the cached checkpoint: (bundle, summary) if it passed, (None, why) if refused."""
-    from trapcls.core.exceptions import TrapclsError
+    from trapcls.core.system.exceptions import TrapclsError
     from trapcls.export.onnx import export_onnx
 
     out = cache / f"bundle-{arch}-{input_size(arch)}-int8"
@@ -218,8 +218,8 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 
 def time_decode(files: list[Path], spec, repeats: int) -> float:
-    """Per-image seconds of `trapcls.core.preprocess.preprocess` on one thread."""
-    from trapcls.core.preprocess import preprocess
+    """Per-image seconds of `trapcls.core.frames.preprocess.preprocess` on one thread."""
+    from trapcls.core.frames.preprocess import preprocess
 
     preprocess(files[0], spec)  # warm-up: lazy imports, allocator
     return median_seconds(lambda: [preprocess(f, spec) for f in files], repeats) / len(files)
@@ -352,8 +352,8 @@ def baseline_child(image_dir: Path, arch: str, device: str) -> None:
 def measure_arch(arch: str, bundle_dir: Path, image_dir: Path, args: argparse.Namespace,
                  decode_times: dict[tuple, float]) -> dict:
     """t_d once, then per engine: the model alone (t_m), its bound and `trapcls predict` end to end; the baseline."""
-    from trapcls.core.bundle import load_bundle
-    from trapcls.core.preprocess import preprocess
+    from trapcls.core.frames.preprocess import preprocess
+    from trapcls.core.model.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
     spec, files = bundle.preprocess, list_images(image_dir)
@@ -487,7 +487,7 @@ def throughput_table(report: dict) -> list[str]:
             problems += [f"problem ({arch}, {label}): {p}" for p in e["problems"]]
     cuda = report["device"] == "cuda"
     legend = [
-        "t_d: decode + resize + normalise of one frame on 1 thread (trapcls.core.preprocess; the peer: its own",
+        "t_d: decode + resize + normalise of one frame on 1 thread (trapcls.core.frames.preprocess; the peer: its own",
         "pipeline with a near-zero-compute model). t_m: the model alone on 1 thread, batches of 16 (the peer: batch 1,",
         "as it runs). " + ("On CUDA t_m is torch FP16 channels_last. " if cuda else "")
         + f"bound/s = {'min(cores/t_d, 1/t_m)' if cuda else 'cores/(t_d+t_m)'}: every core doing only that work.",

@@ -48,7 +48,7 @@ def load_batch(args: argparse.Namespace, spec) -> tuple[torch.Tensor, str]:
     if args.images is None:
         shape = (args.batch_size, 3, spec.height, spec.width)
         return torch.randn(shape, generator=generator), "synthetic noise (torch.randn)"
-    from trapcls.core.preprocess import IMAGE_SUFFIXES, preprocess
+    from trapcls.core.frames.preprocess import IMAGE_SUFFIXES, preprocess
 
     files = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -173,8 +173,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Build the model and batch, time both configurations, print the report."""
     args = parse_args(argv)
-    from trapcls.core.exceptions import TrapclsError
-    from trapcls.training.models import create_model, preprocess_spec
+    from trapcls.core.model.build import create_model, preprocess_spec
+    from trapcls.core.system.exceptions import TrapclsError
 
     torch.manual_seed(0)
     try:

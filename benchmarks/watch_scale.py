@@ -51,7 +51,7 @@ def say(message: str) -> None:
 
 def build(inbox: Path, out: Path, *, files: int, cameras: int, subfolders: int) -> None:
     """The inbox of zero-byte frames and a journal that holds every one of them as done."""
-    from trapcls.core.bundle import default_bundle, load_bundle
+    from trapcls.core.model.bundle import default_bundle, load_bundle
     from trapcls.watch.daemon import journal_path
     from trapcls.watch.journal import DONE, Entry, Journal
 
@@ -84,8 +84,8 @@ def measure(kind: str, inbox: Path, out: Path) -> dict:
     """One timed step on a Watcher in the daemon's state (journal loaded), in this fresh process."""
     import resource
 
-    from trapcls.core.bundle import default_bundle, load_bundle
-    from trapcls.core.discover import discover_images
+    from trapcls.core.frames.discover import discover_images
+    from trapcls.core.model.bundle import default_bundle, load_bundle
     from trapcls.predict.output import Layout
     from trapcls.watch.config import WatchConfig
     from trapcls.watch.daemon import Watcher, journal_path

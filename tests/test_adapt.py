@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import DEMO, REPO, trapcls
-from trapcls.core.bundle import load_bundle
+from trapcls.core.model.bundle import load_bundle
 from trapcls.results.adapt import em_priors
 
 MEANS = np.array([-2.0, 0.0, 2.0])

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from trapcls.core.bundle import FORMAT_VERSION, load_bundle
-from trapcls.core.exceptions import BundleError
-from trapcls.core.preprocess import PreprocessSpec
+from trapcls.core.frames.preprocess import PreprocessSpec
+from trapcls.core.model.bundle import FORMAT_VERSION, load_bundle
+from trapcls.core.system.exceptions import BundleError
 
 
 def _edit_manifest(bundle, **changes):
@@ -92,7 +92,7 @@ def test_invalid_json_and_bad_temperature_are_refused(bundle_copy):
 
 
 def test_corrupt_onnx_with_matching_hash_is_refused(bundle_copy):
-    from trapcls.core.fsutil import sha256_file
+    from trapcls.core.system.fsutil import sha256_file
 
     (bundle_copy / "model.onnx").write_bytes(b"garbage")
     manifest = json.loads((bundle_copy / "bundle.json").read_text())

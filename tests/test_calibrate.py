@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trapcls.core.probs import probabilities
+from trapcls.core.model.probs import probabilities
 from trapcls.training.calibrate import fit_temperature
 
 

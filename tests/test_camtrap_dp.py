@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from trapcls.core.exceptions import DataError
+from trapcls.core.system.exceptions import DataError
 from trapcls.results import ConvertConfig, run_convert
 from trapcls.results.camtrapdp import (
     DEPLOYMENT_FIELDS,

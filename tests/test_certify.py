@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from conftest import DEMO, trapcls
-from trapcls.core.bundle import load_bundle
-from trapcls.core.certify import GRID, binomial_cdf, certify_blank_threshold, clopper_pearson_upper, frames_needed
-from trapcls.core.exceptions import DataError
+from trapcls.core.model.bundle import load_bundle
+from trapcls.core.system.exceptions import DataError
+from trapcls.evaluate.certify import GRID, binomial_cdf, certify_blank_threshold, clopper_pearson_upper, frames_needed
 
 
 def test_clopper_pearson_against_closed_forms_and_hand_values():

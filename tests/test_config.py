@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEMO
-from trapcls.core.exceptions import DataError
+from trapcls.core.system.exceptions import DataError
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.predict.config import PredictConfig
 from trapcls.results.config import AdaptConfig, ConvertConfig, EventsConfig

@@ -11,8 +11,8 @@ import zipfile
 import pytest
 
 from conftest import DEMO, REPO
-from trapcls.core.bundle import BUNDLE_ENV, default_bundle, load_bundle, resolve_bundle
-from trapcls.core.exceptions import BundleError
+from trapcls.core.model.bundle import BUNDLE_ENV, default_bundle, load_bundle, resolve_bundle
+from trapcls.core.system.exceptions import BundleError
 
 
 def test_the_shipped_bundle_loads_and_says_what_it_is():
@@ -62,7 +62,7 @@ def test_predict_without_bundle_uses_the_default_and_the_environment_overrides_i
 
 
 def test_a_missing_default_is_a_clear_error(monkeypatch, tmp_path):
-    import trapcls.core.bundle as bundle_module
+    import trapcls.core.model.bundle as bundle_module
 
     monkeypatch.delenv(BUNDLE_ENV, raising=False)
     monkeypatch.setattr(bundle_module, "default_bundle", lambda: tmp_path / "not-installed")

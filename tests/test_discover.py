@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import write_jpeg
-from trapcls.core.discover import ImageFile, discover_images
-from trapcls.core.exceptions import DataError
+from trapcls.core.frames.discover import ImageFile, discover_images
+from trapcls.core.system.exceptions import DataError
 from trapcls.predict.shard import parse_shard, select_shard
 
 
@@ -107,7 +107,7 @@ def test_symlinks_out_of_the_inputs_are_skipped_and_counted_inside_ones_kept(tmp
     (cam / "out1.jpg").symlink_to(tmp_path / "elsewhere" / "secret.jpg")
     (cam / "out2.jpg").symlink_to(Path("..") / ".." / "far" / "other.jpg")
     (cam / "dangling.jpg").symlink_to(tmp_path / "missing.jpg")
-    with caplog.at_level(logging.WARNING, logger="trapcls.core.discover"):
+    with caplog.at_level(logging.WARNING, logger="trapcls.core.frames.discover"):
         found = discover_images([tmp_path / "root"])
     assert _rels(found) == ["cam/a.jpg", "cam/inside.jpg"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import DEMO
-from trapcls.core.exceptions import DataError
+from trapcls.core.system.exceptions import DataError
 from trapcls.evaluate.run import EvaluateConfig, evaluate, match, read_labels, read_predictions
 
 CLASSES = ["blank", "deer", "fox"]

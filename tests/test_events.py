@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SHARED_DATA, trapcls
-from trapcls.core.bundle import load_bundle
-from trapcls.core.discover import ImageFile
-from trapcls.core.exceptions import DataError
+from trapcls.core.frames.discover import ImageFile
+from trapcls.core.model.bundle import load_bundle
+from trapcls.core.system.exceptions import DataError
 from trapcls.predict.output import Layout, Result
 from trapcls.results import EventsConfig, run_events
 from trapcls.results.events import event_probs

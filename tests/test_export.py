@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from conftest import DEMO, LITE0_WEIGHTS
-from trapcls.core.bundle import load_bundle
-from trapcls.core.discover import discover_images
-from trapcls.core.exceptions import ExportError
-from trapcls.core.preprocess import preprocess
-from trapcls.core.probs import probabilities
+from trapcls.core.frames.discover import discover_images
+from trapcls.core.frames.preprocess import preprocess
+from trapcls.core.model.build import create_model, preprocess_spec
+from trapcls.core.model.bundle import load_bundle
+from trapcls.core.model.checkpoint import load_checkpoint, save_checkpoint
+from trapcls.core.model.probs import probabilities
+from trapcls.core.system.exceptions import ExportError
 from trapcls.export.onnx import MAX_ABS_TOL, check_parity, export_onnx
 from trapcls.export.parity import sample_images
 from trapcls.predict.backends import OnnxRuntimeBackend
-from trapcls.training.checkpoint import load_checkpoint, save_checkpoint
-from trapcls.training.models import create_model, preprocess_spec
 
 
 def _real_frames(shared_data, limit=12):

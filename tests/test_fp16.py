@@ -16,17 +16,17 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import DEMO, LITE0_WEIGHTS
-from trapcls.core.bundle import load_bundle
-from trapcls.core.discover import discover_images
-from trapcls.core.exceptions import ExportError
-from trapcls.core.preprocess import PreprocessSpec, preprocess
-from trapcls.core.probs import probabilities
+from trapcls.core.frames.discover import discover_images
+from trapcls.core.frames.preprocess import PreprocessSpec, preprocess
+from trapcls.core.model.build import create_model, preprocess_spec
+from trapcls.core.model.bundle import load_bundle
+from trapcls.core.model.checkpoint import load_checkpoint, save_checkpoint
+from trapcls.core.model.probs import probabilities
+from trapcls.core.system.exceptions import ExportError
 from trapcls.export.fp16 import KEEP_FP32_OPS, check_fp16_parity, convert_to_fp16, precision_summary
 from trapcls.export.onnx import export_onnx
 from trapcls.export.parity import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1
 from trapcls.predict.backends import OnnxRuntimeBackend
-from trapcls.training.checkpoint import load_checkpoint, save_checkpoint
-from trapcls.training.models import create_model, preprocess_spec
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
@@ -260,7 +260,7 @@ def test_near_ties_may_flip_but_decisive_flips_and_large_differences_are_refused
 
 def test_on_the_cpu_an_fp16_bundle_runs_widened_to_fp32_in_memory_with_the_same_probabilities():
     """ONNX Runtime's CPU provider casts around every FP16 op; the backend widens the graph first (predict/upcast)."""
-    from trapcls.core.bundle import default_bundle
+    from trapcls.core.model.bundle import default_bundle
     from trapcls.predict.upcast import widen_fp16
 
     bundle = load_bundle(default_bundle())

@@ -14,18 +14,18 @@ import pytest
 import torch
 
 from conftest import DEMO, REPO
-from trapcls.core.bundle import load_bundle
-from trapcls.core.discover import discover_images
-from trapcls.core.exceptions import ExportError
-from trapcls.core.fsutil import sha256_file
-from trapcls.core.preprocess import PreprocessSpec, preprocess
-from trapcls.core.probs import probabilities
+from trapcls.core.frames.discover import discover_images
+from trapcls.core.frames.preprocess import PreprocessSpec, preprocess
+from trapcls.core.model.build import create_model
+from trapcls.core.model.bundle import load_bundle
+from trapcls.core.model.checkpoint import load_checkpoint, save_checkpoint
+from trapcls.core.model.probs import probabilities
+from trapcls.core.system.exceptions import ExportError
+from trapcls.core.system.fsutil import sha256_file
 from trapcls.export.int8 import Int8Settings, float_node_names, int8_kernels, quantize_int8, shape_arithmetic
 from trapcls.export.onnx import export_onnx
 from trapcls.export.parity import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1, sample_images
 from trapcls.predict.backends import OnnxRuntimeBackend
-from trapcls.training.checkpoint import load_checkpoint, save_checkpoint
-from trapcls.training.models import create_model
 
 # Real frames committed in the repository: two disjoint sets.
 CALIBRATION = [f.path for f in discover_images([REPO / "tests" / "data" / "reconyx_burst", DEMO / "train"])]

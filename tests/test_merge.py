@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trapcls.core.discover import ImageFile
-from trapcls.core.exceptions import DataError
+from trapcls.core.frames.discover import ImageFile
+from trapcls.core.system.exceptions import DataError
 from trapcls.predict.merge import MergeSummary, merge_csvs
 from trapcls.predict.shard import select_shard
 

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 
-from trapcls.core.exceptions import DataError
 from trapcls.core.metrics import (
     LOG_LOSS_EPS,
     balanced_accuracy,
@@ -20,6 +19,7 @@ from trapcls.core.metrics import (
     reliability_bins,
     top_k_accuracy,
 )
+from trapcls.core.system.exceptions import DataError
 
 # Eight rows, blank-vs-animal detection table (P(blank) in column 0), used by several tests:
 #   row  P(blank)  label   predicted blank (P >= 0.5)?  outcome

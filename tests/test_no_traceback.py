@@ -360,7 +360,7 @@ def test_verbose_logs_the_traceback_behind_the_message(outcomes, case_id):
 
 
 def test_a_failed_cuda_call_is_a_one_line_error_saying_what_to_do():
-    from trapcls.core.exceptions import TrapclsError
+    from trapcls.core.system.exceptions import TrapclsError
     from trapcls.predict.tensorrt import _CudaPythonMemory
 
     class Code(int):
@@ -375,7 +375,7 @@ def test_a_failed_cuda_call_is_a_one_line_error_saying_what_to_do():
 def test_an_engine_that_fails_to_run_names_the_engine_and_the_rebuild_command(tmp_path):
     import numpy as np
 
-    from trapcls.core.exceptions import TrapclsError
+    from trapcls.core.system.exceptions import TrapclsError
     from trapcls.predict.tensorrt import TensorRTRunner
 
     class Context:
@@ -412,7 +412,7 @@ def test_an_engine_that_fails_to_run_names_the_engine_and_the_rebuild_command(tm
 def test_torchrun_ranks_with_different_weights_are_a_trapcls_error():
     torch = pytest.importorskip("torch")
 
-    from trapcls.core.exceptions import TrapclsError
+    from trapcls.core.system.exceptions import TrapclsError
     from trapcls.training.distributed import Dist
     from trapcls.training.epoch import check_ranks_agree
 

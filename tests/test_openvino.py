@@ -24,10 +24,9 @@ import pandas as pd
 import pytest
 
 from conftest import trapcls
-from trapcls.core.bundle import MANIFEST, ONNX_FILE, load_bundle, write_manifest
-from trapcls.core.exceptions import BundleError
-from trapcls.core.hardware import Cpu, cpu_info, gpu_present, openvino_version
-from trapcls.core.openvino_checks import (
+from trapcls.core.frames.preprocess import PreprocessSpec, preprocess
+from trapcls.core.model.bundle import MANIFEST, ONNX_FILE, load_bundle, write_manifest
+from trapcls.core.model.openvino_checks import (
     CHECKS_KEY,
     PrecisionCheck,
     check_problems,
@@ -35,8 +34,9 @@ from trapcls.core.openvino_checks import (
     find_check,
     record_checks,
 )
-from trapcls.core.preprocess import PreprocessSpec, preprocess
-from trapcls.core.probs import probabilities
+from trapcls.core.model.probs import probabilities
+from trapcls.core.system.exceptions import BundleError
+from trapcls.core.system.hardware import Cpu, cpu_info, gpu_present, openvino_version
 from trapcls.export.parity import FP16_MEAN_ABS_TOL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -362,7 +362,7 @@ def test_export_openvino_never_changes_the_model_shipped_inside_trapcls_and_says
 FIRST_CALLS_TOGETHER = """
 import sys, threading
 import numpy as np
-from trapcls.core.bundle import load_bundle
+from trapcls.core.model.bundle import load_bundle
 from trapcls.predict.openvino import OpenVinoBackend
 
 bundle, threads = load_bundle(sys.argv[1]), 8

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from conftest import DEMO, make_bad_inputs, noise_image, write_jpeg
-from trapcls.core.bundle import load_bundle
-from trapcls.core.discover import discover_images
-from trapcls.core.exceptions import DataError
-from trapcls.core.probs import probabilities
+from trapcls.core.frames.discover import discover_images
+from trapcls.core.model.bundle import load_bundle
+from trapcls.core.model.probs import probabilities
+from trapcls.core.system.exceptions import DataError
 from trapcls.predict.runner import PredictConfig, run_predict
 
 

@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from conftest import DEMO, make_input_zoo, noise_image, write_jpeg
-from trapcls.core.bundle import load_bundle
-from trapcls.core.exceptions import DataError
-from trapcls.core.preprocess import preprocess
-from trapcls.core.probs import probabilities
+from trapcls.core.frames.preprocess import preprocess
+from trapcls.core.model.bundle import load_bundle
+from trapcls.core.model.probs import probabilities
+from trapcls.core.system.exceptions import DataError
 from trapcls.predict.backends import BACKENDS, choose_backend, create_backend
 from trapcls.predict.config import BACKEND_NAMES, FORMATS
 from trapcls.predict.output import Layout

@@ -10,8 +10,16 @@ import pytest
 from PIL import Image
 
 from conftest import DEMO, make_bad_inputs, noise_image
-from trapcls.core.exceptions import BundleError, ImageReadError
-from trapcls.core.preprocess import PreprocessSpec, draft_size, load_frame, load_image, preprocess, resize, to_array
+from trapcls.core.frames.preprocess import (
+    PreprocessSpec,
+    draft_size,
+    load_frame,
+    load_image,
+    preprocess,
+    resize,
+    to_array,
+)
+from trapcls.core.system.exceptions import BundleError, ImageReadError
 
 SPEC = PreprocessSpec(height=48, width=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
 
@@ -116,9 +124,9 @@ def test_training_validation_tensors_equal_what_predict_feeds_the_model_on_real_
     import torch
     from torchvision.transforms import functional as tvf
 
-    from trapcls.core.bundle import load_bundle
-    from trapcls.core.discover import ImageFile
-    from trapcls.core.labels import load_samples
+    from trapcls.core.frames.discover import ImageFile
+    from trapcls.core.frames.labels import load_samples
+    from trapcls.core.model.bundle import load_bundle
     from trapcls.predict.backends import OnnxRuntimeBackend
     from trapcls.predict.runner import classify_batches
     from trapcls.training.dataset import ImageDataset
@@ -193,7 +201,7 @@ def test_reduced_decoding_changes_probabilities_within_tolerance_on_real_frames(
     import torch
 
     from conftest import LITE0_WEIGHTS
-    from trapcls.training.models import create_model, preprocess_spec
+    from trapcls.core.model.build import create_model, preprocess_spec
 
     model = create_model("tf_efficientnet_lite0", 1000, weights=LITE0_WEIGHTS).eval()
     spec = preprocess_spec(model, 224)

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import DEMO, noise_image
-from trapcls.core.exceptions import DataError
-from trapcls.core.preprocess import PreprocessSpec
+from trapcls.core.frames.preprocess import PreprocessSpec
+from trapcls.core.model.build import create_model
+from trapcls.core.system.exceptions import DataError
 from trapcls.training import TrainConfig, train
 from trapcls.training.epoch import Stepper, set_backbone_trainable
-from trapcls.training.models import create_model
 from trapcls.training.recipe import (
     BalancedSampler,
     class_weights,
@@ -183,7 +183,7 @@ def test_retraining_from_a_bundle_keeps_or_resets_the_head(tiny_run, tmp_path, c
 
     from safetensors.torch import load_file
 
-    from trapcls.core.bundle import load_bundle
+    from trapcls.core.model.bundle import load_bundle
 
     bundle = load_bundle(tiny_run / "bundle")
     start = load_file(str(bundle.weights_path))
@@ -192,7 +192,7 @@ def test_retraining_from_a_bundle_keeps_or_resets_the_head(tiny_run, tmp_path, c
         train(TrainConfig(data=DEMO / "train", out=same, from_bundle=bundle.root, epochs=1, lr=0.0, batch_size=8,
                           freeze_backbone=True, workers=0, export="none", calibrate=False))
     assert "same classes: classifier kept" in caplog.text
-    from trapcls.training.checkpoint import load_checkpoint
+    from trapcls.core.model.checkpoint import load_checkpoint
 
     kept = load_checkpoint(same)
     assert kept["arch"] == "test_efficientnet" and kept["preprocess"]["height"] == 64
@@ -296,7 +296,7 @@ def test_torchrun_freezes_balances_and_finds_lr_like_one_process(tmp_path):
 def test_export_targets_and_a_missing_tensorrt_refused_before_training(tmp_path):
     import importlib.util
 
-    from trapcls.core.exceptions import MissingDependencyError
+    from trapcls.core.system.exceptions import MissingDependencyError
     from trapcls.export import parse_targets
     from trapcls.workflow import run_train
 
@@ -313,14 +313,8 @@ def test_export_targets_and_a_missing_tensorrt_refused_before_training(tmp_path)
 
 
 def test_checkpoint_keeper_keeps_the_best_stops_early_and_restores_every_part(tmp_path):
-    from trapcls.training.checkpoint import (
-        LAST,
-        CheckpointKeeper,
-        GlobalRng,
-        LoaderRng,
-        load_checkpoint,
-        load_train_state,
-    )
+    from trapcls.core.model.checkpoint import load_checkpoint
+    from trapcls.training.checkpoint import LAST, CheckpointKeeper, GlobalRng, LoaderRng, load_train_state
 
     model = torch.nn.Linear(2, 2)
     meta = {"arch": "test_efficientnet", "classes": ["a", "b"], "config": {"epochs": 4},

@@ -272,7 +272,7 @@ def test_report_from_real_metrics_and_comparison(tmp_path):
 
 
 def test_report_without_matplotlib_keeps_the_tables(tmp_path, monkeypatch):
-    from trapcls.core.exceptions import MissingDependencyError
+    from trapcls.core.system.exceptions import MissingDependencyError
 
     def missing(*args, **kwargs):
         raise MissingDependencyError("matplotlib is needed (test)")

@@ -18,8 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from trapcls.core.bundle import ONNX_FILE, load_bundle
-from trapcls.core.engines import (
+from trapcls.core.model.bundle import ONNX_FILE, load_bundle
+from trapcls.core.model.engines import (
     EngineMeta,
     engine_name,
     engine_problems,
@@ -29,10 +29,10 @@ from trapcls.core.engines import (
     record_engine,
     write_metadata,
 )
-from trapcls.core.exceptions import BundleError, ExportError, MissingDependencyError
-from trapcls.core.fsutil import sha256_file
-from trapcls.core.hardware import Gpu
-from trapcls.core.profile import Profile
+from trapcls.core.model.profile import Profile
+from trapcls.core.system.exceptions import BundleError, ExportError, MissingDependencyError
+from trapcls.core.system.fsutil import sha256_file
+from trapcls.core.system.hardware import Gpu
 from trapcls.export.tensorrt import BUILDER_FLAG, STRONGLY_TYPED, fp16_mode, precision_evidence, tensor_precision
 
 DATA = Path(__file__).parent / "data"
@@ -239,7 +239,7 @@ def test_doctor_reports_this_machine_and_the_bundle_engines(orin_bundle):
 
 @pytest.mark.skipif(not TRT_HERE, reason=NO_TRT)
 def test_engine_builds_as_fp16_verifies_and_predicts(bundle_copy, tmp_path):
-    from trapcls.core.hardware import gpu_info
+    from trapcls.core.system.hardware import gpu_info
     from trapcls.predict.backends import choose_backend, create_backend
 
     if gpu_info() is None:

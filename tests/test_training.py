@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import DEMO, LITE0_WEIGHTS
-from trapcls.core.exceptions import DataError
-from trapcls.core.labels import Sample, load_samples
-from trapcls.core.preprocess import PreprocessSpec, preprocess
-from trapcls.training.checkpoint import load_checkpoint
-from trapcls.training.models import check_arch, create_model, load_weights
+from trapcls.core.frames.labels import Sample, load_samples
+from trapcls.core.frames.preprocess import PreprocessSpec, preprocess
+from trapcls.core.model.build import check_arch, create_model, load_weights
+from trapcls.core.model.checkpoint import load_checkpoint
+from trapcls.core.system.exceptions import DataError
 from trapcls.training.split import stratified_split
 
 IMAGENET_ZEBRA = 340
@@ -148,8 +148,8 @@ def test_weights_with_other_shapes_are_refused_with_the_offending_keys(tmp_path)
 def test_calibration_is_fitted_on_validation_stored_and_applied_by_predict(tiny_run, tmp_path):
     import pandas as pd
 
-    from trapcls.core.bundle import load_bundle
-    from trapcls.core.probs import probabilities
+    from trapcls.core.model.bundle import load_bundle
+    from trapcls.core.model.probs import probabilities
     from trapcls.predict.backends import create_backend
     from trapcls.predict.runner import PredictConfig, run_predict
 

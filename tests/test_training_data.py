@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import write_jpeg
-from trapcls.core.exceptions import DataError
-from trapcls.core.labels import Sample, load_samples
+from trapcls.core.frames.labels import Sample, load_samples
+from trapcls.core.system.exceptions import DataError
 from trapcls.training.config import GROUP_BY
 from trapcls.training.split import kfold_split, read_split, split_samples, stratified_split, write_split
 

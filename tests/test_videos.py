@@ -21,8 +21,8 @@ import pytest
 from test_watch_events import csv_paths, status, watch  # noqa: F401  (watch: the daemon fixture)
 
 from conftest import write_jpeg
-from trapcls.core.discover import RACY_NS, TreeScanner, Unclassified, discover, discover_images
-from trapcls.core.exceptions import DataError
+from trapcls.core.frames.discover import RACY_NS, TreeScanner, Unclassified, discover, discover_images
+from trapcls.core.system.exceptions import DataError
 
 CLIP = b"\x00\x00\x00\x18ftypmp42" + bytes(64)  # an MP4 header and nothing else: enough to be a video file
 

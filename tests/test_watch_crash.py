@@ -166,7 +166,7 @@ def _entry(journal: Journal, path: str) -> Entry:
 
 
 def test_journal_redoes_changed_files_gives_up_after_max_attempts_and_is_bound_to_its_model(tmp_path):
-    from trapcls.core.exceptions import DataError
+    from trapcls.core.system.exceptions import DataError
 
     journal = Journal(tmp_path / "j.sqlite")
     journal.bind_model(("a", "b"), "m1 sha256:000000000000")

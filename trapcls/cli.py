@@ -22,9 +22,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from trapcls import __version__
-from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
-from trapcls.core.exceptions import TrapclsError
-from trapcls.core.profile import Profile
+from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.model.profile import Profile
+from trapcls.core.system.exceptions import TrapclsError
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.export import parse_targets
 from trapcls.predict.config import BACKEND_NAMES, FORMATS, PredictConfig
@@ -326,7 +326,7 @@ def predict(
 
 def _echo_unclassified(per_folder: dict, limit: int = 10) -> None:
     """Videos and other non-image files the walk met: the totals, then a line per folder (never silent)."""
-    from trapcls.core.discover import Unclassified
+    from trapcls.core.frames.discover import Unclassified
 
     total = Unclassified()
     for folder in per_folder.values():
@@ -345,7 +345,7 @@ def _echo_unclassified(per_folder: dict, limit: int = 10) -> None:
 
 def _predict_with_progress(config: PredictConfig):
     """run_predict with a progress bar once the number of files is known; Ctrl-C exits 130 keeping the rows."""
-    from trapcls.core.progress import bar
+    from trapcls.core.system.progress import bar
     from trapcls.predict import run_predict
 
     bars = []  # created once the number of files is known, so errors before that print cleanly
@@ -441,7 +441,7 @@ def doctor(
     int8 instructions) to paste into an issue."""
     import json
 
-    from trapcls.core.bundle import default_bundle
+    from trapcls.core.model.bundle import default_bundle
     from trapcls.doctor import collect, render
 
     report = collect(bundle or default_bundle())
@@ -533,7 +533,7 @@ def status(
     import json
     from datetime import datetime
 
-    from trapcls.core.discover import Unclassified
+    from trapcls.core.frames.discover import Unclassified
     from trapcls.watch.daemon import journal_path, state_path
     from trapcls.watch.journal import Journal
     from trapcls.watch.state import daemon_state, describe
@@ -736,14 +736,14 @@ def _frames(folder: Path | None, limit: int | None) -> list[Path] | None:
     """The first `limit` (None: all) images under a folder option, or None when the option was not given."""
     if folder is None:
         return None
-    from trapcls.core.discover import discover_images
+    from trapcls.core.frames.discover import discover_images
 
     return [f.path for f in discover_images([folder])][:limit]
 
 
 def _bundle(given: Path | None) -> Path:
     """--bundle, else $TRAPCLS_BUNDLE, else the shipped default model; says which on stderr."""
-    from trapcls.core.bundle import resolve_bundle
+    from trapcls.core.model.bundle import resolve_bundle
 
     path, source = resolve_bundle(given)
     if source != "--bundle":
@@ -777,7 +777,7 @@ def main() -> None:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except (OSError, sqlite3.Error) as exc:  # only those of the storage itself; anything else is a bug
-        from trapcls.core.fsutil import KEPT, storage_fault, write_error
+        from trapcls.core.system.fsutil import KEPT, storage_fault, write_error
 
         if storage_fault(exc) is None or getattr(exc, "errno", None) in (errno.ENOENT, errno.ENOTDIR):
             raise  # a missing file is more likely a bug than a vanished disk here

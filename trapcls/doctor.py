@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 from trapcls import __version__
-from trapcls.core.exceptions import TrapclsError
+from trapcls.core.system.exceptions import TrapclsError
 
 
 def collect(bundle_path: Path | None = None) -> dict:
     """The facts as a dict (for --json): software versions, GPU, and the bundle's engines and their fit."""
-    from trapcls.core.hardware import (
+    from trapcls.core.system.hardware import (
         ISA_FLAGS,
         cores,
         cpu_info,
@@ -88,9 +88,9 @@ def render(report: dict) -> str:
 
 
 def _bundle(path: Path, trt_version: str | None, gpu) -> dict:
-    from trapcls.core.bundle import load_bundle
-    from trapcls.core.engines import check_engines, rebuild_command
-    from trapcls.core.openvino_checks import export_command
+    from trapcls.core.model.bundle import load_bundle
+    from trapcls.core.model.engines import check_engines, rebuild_command
+    from trapcls.core.model.openvino_checks import export_command
     from trapcls.predict.backends import choose_backend
 
     try:
@@ -113,8 +113,8 @@ def _bundle(path: Path, trt_version: str | None, gpu) -> dict:
 
 def _openvino_checks(bundle) -> list[str]:
     """One line per OpenVINO check bundle.json records: precision, date, verdict, whether it applies here."""
-    from trapcls.core.hardware import cpu_info, openvino_version
-    from trapcls.core.openvino_checks import judged_checks
+    from trapcls.core.model.openvino_checks import judged_checks
+    from trapcls.core.system.hardware import cpu_info, openvino_version
 
     lines = []
     try:
@@ -132,7 +132,7 @@ def _openvino_checks(bundle) -> list[str]:
 
 def _openvino_precision(bundle) -> str:
     """'bf16 (why)' / 'f32 (why)': what `--backend openvino` would run here, or why it cannot."""
-    from trapcls.core.hardware import openvino_version
+    from trapcls.core.system.hardware import openvino_version
 
     if openvino_version() is None:
         return "nothing (openvino is not installed: pip install 'trapcls[openvino]')"
@@ -147,7 +147,7 @@ def _openvino_precision(bundle) -> str:
 
 def _openvino() -> str:
     """The openvino version and what its CPU plugin offers here, or why it is missing."""
-    from trapcls.core.hardware import openvino_version
+    from trapcls.core.system.hardware import openvino_version
 
     version = openvino_version()
     if version is None:

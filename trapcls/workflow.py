@@ -11,14 +11,14 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from trapcls.core.deps import require
-from trapcls.core.fsutil import atomic_write_bytes, write_csv
 from trapcls.core.metrics import evaluate_probs
+from trapcls.core.model.checkpoint import BEST
+from trapcls.core.system.deps import require
+from trapcls.core.system.fsutil import atomic_write_bytes, write_csv
 from trapcls.evaluate.pictures import confusion_png
 from trapcls.evaluate.report import galleries, write_report
 from trapcls.export import parse_targets
 from trapcls.training import distributed
-from trapcls.training.checkpoint import BEST
 from trapcls.training.config import TrainConfig
 from trapcls.training.trainer import TrainResult, Validation, train
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD, blank_index
-from trapcls.core.exceptions import DataError
+from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD, blank_index
+from trapcls.core.system.exceptions import DataError
 
 # The DrivenData multiclass log loss clips probabilities to [eps, 1 - eps] before the log.
 LOG_LOSS_EPS = 1e-15

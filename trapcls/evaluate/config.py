@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.exceptions import ImageReadError
-from trapcls.core.plotting import pyplot
-from trapcls.core.preprocess import load_image  # the one decoder: EXIF transpose, draft scaling, any mode to RGB
+from trapcls.core.frames.preprocess import load_image  # the one decoder: EXIF transpose, draft scaling, any mode to RGB
+from trapcls.core.system.exceptions import ImageReadError
+from trapcls.core.system.plotting import pyplot
 
 log = logging.getLogger(__name__)
 

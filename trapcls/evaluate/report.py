@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from trapcls import __version__
-from trapcls.core.exceptions import MissingDependencyError
-from trapcls.core.fsutil import atomic_write_text, writing
+from trapcls.core.system.exceptions import MissingDependencyError
+from trapcls.core.system.fsutil import atomic_write_text, writing
 from trapcls.evaluate import pictures
 
 log = logging.getLogger(__name__)

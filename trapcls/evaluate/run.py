@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.blank import blank_index
-from trapcls.core.bundle import MANIFEST, load_bundle, store_blank_policy
-from trapcls.core.certify import certify_blank_threshold
-from trapcls.core.exceptions import DataError
-from trapcls.core.labels import Sample, load_samples
+from trapcls.core.frames.labels import Sample, load_samples
 from trapcls.core.metrics import compare, evaluate_probs
+from trapcls.core.model.blank import blank_index
+from trapcls.core.model.bundle import MANIFEST, load_bundle, store_blank_policy
+from trapcls.core.system.exceptions import DataError
+from trapcls.evaluate.certify import certify_blank_threshold
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.evaluate.report import galleries, write_report
 from trapcls.predict.output import check_one_model, parse_header, read_table

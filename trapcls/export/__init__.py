@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trapcls.core.exceptions import DataError
+from trapcls.core.system.exceptions import DataError
 
 if TYPE_CHECKING:
     from trapcls.export.onnx import export_onnx

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trapcls.core.exceptions import ExportError
-from trapcls.core.preprocess import PreprocessSpec
+from trapcls.core.frames.preprocess import PreprocessSpec
+from trapcls.core.system.exceptions import ExportError
 from trapcls.export.parity import ParityReport, onnx_agreement, refuse_past_fp16_tolerance
 
 if TYPE_CHECKING:

@@ -24,12 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.bundle import ONNX_FILE, WEIGHTS_FILE, Bundle, load_bundle, write_manifest
-from trapcls.core.deps import require
-from trapcls.core.exceptions import ExportError
-from trapcls.core.fsutil import sha256_file
-from trapcls.core.preprocess import PreprocessSpec
-from trapcls.core.probs import probabilities
+from trapcls.core.frames.preprocess import PreprocessSpec
+from trapcls.core.model.build import load_model
+from trapcls.core.model.bundle import ONNX_FILE, WEIGHTS_FILE, Bundle, load_bundle, write_manifest
+from trapcls.core.model.checkpoint import load_checkpoint
+from trapcls.core.model.probs import probabilities
+from trapcls.core.system.deps import require
+from trapcls.core.system.exceptions import ExportError
+from trapcls.core.system.fsutil import sha256_file
 from trapcls.export.fp16 import check_fp16_parity, convert_to_fp16
 from trapcls.export.int8 import check_int8_parity, int8_kernels, quantize_int8
 from trapcls.export.parity import (
@@ -41,8 +43,6 @@ from trapcls.export.parity import (
     verification_batch,
 )
 from trapcls.predict.backends import OnnxRuntimeBackend
-from trapcls.training.checkpoint import load_checkpoint
-from trapcls.training.models import load_model
 
 log = logging.getLogger(__name__)
 

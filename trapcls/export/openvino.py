@@ -4,7 +4,7 @@ Each precision runs the bundle's model.onnx on real frames through the openvino 
 (same compile settings, batches of predict's CPU default) and is compared with ONNX Runtime's
 CPU provider in FP32 by `fp16_agreement` under the FP16 tolerances (FP16_MEAN_ABS_TOL,
 FP16_MIN_TOP1, near-ties excused), at temperature 1 like every other export check. The result
-is recorded in bundle.json per CPU, OpenVINO version and model.onnx (trapcls.core.openvino_checks),
+is recorded in bundle.json per CPU, OpenVINO version and model.onnx (trapcls.core.model.openvino_checks),
 a refusal with its numbers as much as a pass; `predict --backend openvino` then runs bf16 only
 where a passing bf16 record matches. Only bundle.json changes, so a read-only bundle (an
 installed package's default model) is refused up front with the way out: copy it.
@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from trapcls import __version__
-from trapcls.core.bundle import MANIFEST, Bundle, load_bundle
-from trapcls.core.deps import require
-from trapcls.core.exceptions import DataError, ExportError
-from trapcls.core.fsutil import check_writable
-from trapcls.core.hardware import cpu_info, openvino_version
-from trapcls.core.openvino_checks import PRECISIONS, PrecisionCheck, is_shipped, record_checks
-from trapcls.core.probs import probabilities
+from trapcls.core.model.bundle import MANIFEST, Bundle, load_bundle
+from trapcls.core.model.openvino_checks import PRECISIONS, PrecisionCheck, is_shipped, record_checks
+from trapcls.core.model.probs import probabilities
+from trapcls.core.system.deps import require
+from trapcls.core.system.exceptions import DataError, ExportError
+from trapcls.core.system.fsutil import check_writable
+from trapcls.core.system.hardware import cpu_info, openvino_version
 from trapcls.export.parity import (
     FP16_MEAN_ABS_TOL,
     FP16_MIN_TOP1,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.exceptions import ExportError, ImageReadError
-from trapcls.core.preprocess import IMAGE_SUFFIXES, PreprocessSpec, preprocess
-from trapcls.core.probs import probabilities
+from trapcls.core.frames.preprocess import IMAGE_SUFFIXES, PreprocessSpec, preprocess
+from trapcls.core.model.probs import probabilities
+from trapcls.core.system.exceptions import ExportError, ImageReadError
 
 log = logging.getLogger(__name__)
 

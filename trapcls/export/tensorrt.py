@@ -31,14 +31,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from trapcls import __version__
-from trapcls.core.bundle import Bundle, load_bundle
-from trapcls.core.deps import require
-from trapcls.core.engines import ENGINE_DIR, TIMING_CACHE, EngineMeta, engine_name, record_engine, write_metadata
-from trapcls.core.exceptions import ExportError, MissingDependencyError
-from trapcls.core.fsutil import atomic_write_bytes, sha256_file
-from trapcls.core.hardware import gpu_info
-from trapcls.core.probs import probabilities
-from trapcls.core.profile import Profile
+from trapcls.core.model.bundle import Bundle, load_bundle
+from trapcls.core.model.engines import ENGINE_DIR, TIMING_CACHE, EngineMeta, engine_name, record_engine, write_metadata
+from trapcls.core.model.probs import probabilities
+from trapcls.core.model.profile import Profile
+from trapcls.core.system.deps import require
+from trapcls.core.system.exceptions import ExportError, MissingDependencyError
+from trapcls.core.system.fsutil import atomic_write_bytes, sha256_file
+from trapcls.core.system.hardware import gpu_info
 from trapcls.export.fp16 import convert_to_fp16
 from trapcls.export.parity import (
     FP16_MEAN_ABS_TOL,

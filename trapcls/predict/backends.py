@@ -1,6 +1,6 @@
 """Inference backends behind one small registry, looked up by name.
 
-A backend turns a float32 NCHW batch into logits; `trapcls.core.probs.probabilities` applies
+A backend turns a float32 NCHW batch into logits; `trapcls.core.model.probs.probabilities` applies
 the bundle's calibration temperature and softmax, the same for every backend. `choose_backend("auto")`
 takes the first available in AUTO_ORDER: a TensorRT engine built for this machine, then torch on a CUDA GPU
 (FP16, channels_last), then OpenVINO on a CPU box where `trapcls export openvino` recorded a passing
@@ -18,11 +18,11 @@ from typing import Protocol
 
 import numpy as np
 
-from trapcls.core.bundle import Bundle
-from trapcls.core.deps import require
-from trapcls.core.engines import find_engine
-from trapcls.core.exceptions import BundleError, MissingDependencyError, TrapclsError
-from trapcls.core.hardware import cores, gpu_info, gpu_present, tensorrt_version
+from trapcls.core.model.bundle import Bundle
+from trapcls.core.model.engines import find_engine
+from trapcls.core.system.deps import require
+from trapcls.core.system.exceptions import BundleError, MissingDependencyError, TrapclsError
+from trapcls.core.system.hardware import cores, gpu_info, gpu_present, tensorrt_version
 from trapcls.predict.openvino import OpenVinoBackend
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class TorchBackend:
 
     def __init__(self, bundle: Bundle, *, threads: int | None = None) -> None:
         torch = require("torch")
-        from trapcls.training.models import load_model
+        from trapcls.core.model.build import load_model
 
         if bundle.weights_path is None:
             raise BundleError(f"{bundle.root} has no weights.safetensors, which the torch backend needs; "
@@ -146,7 +146,7 @@ class TensorRTBackend:
     """An FP16 TensorRT engine from the bundle, built on this machine by `trapcls export tensorrt`.
 
     The engine is chosen from those bundle.json records and checked against this GPU, this
-    TensorRT and the bundle's ONNX before it is deserialised (trapcls.core.engines).
+    TensorRT and the bundle's ONNX before it is deserialised (trapcls.core.model.engines).
     """
 
     name = "tensorrt"

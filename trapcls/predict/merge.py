@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import write_csv, writing
+from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import write_csv, writing
 from trapcls.predict.output import check_one_model, read_table, short
 
 _EXAMPLES = 5

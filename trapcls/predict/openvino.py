@@ -3,7 +3,7 @@
 OpenVINO's CPU plugin picks bf16 by itself on CPUs with AMX or AVX512-BF16 (its
 INFERENCE_PRECISION_HINT defaults to bf16 there), which would change the probabilities without a
 word. So the precision is always set explicitly: bf16 where `trapcls export openvino` recorded a
-passing check for this CPU, this OpenVINO and this model.onnx (trapcls.core.openvino_checks),
+passing check for this CPU, this OpenVINO and this model.onnx (trapcls.core.model.openvino_checks),
 f32 everywhere else, and the backend says which and why.
 
 `auto` picks openvino only on a box without a GPU, and only where a passing check of the
@@ -22,11 +22,11 @@ import queue
 
 import numpy as np
 
-from trapcls.core.bundle import Bundle
-from trapcls.core.deps import require
-from trapcls.core.exceptions import TrapclsError
-from trapcls.core.hardware import cores, cpu_info, gpu_present, openvino_version
-from trapcls.core.openvino_checks import CHECKS_KEY, PrecisionChoice, choose_precision, export_command
+from trapcls.core.model.bundle import Bundle
+from trapcls.core.model.openvino_checks import CHECKS_KEY, PrecisionChoice, choose_precision, export_command
+from trapcls.core.system.deps import require
+from trapcls.core.system.exceptions import TrapclsError
+from trapcls.core.system.hardware import cores, cpu_info, gpu_present, openvino_version
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def bf16_supported(core) -> bool:
 
 
 def precision_here(bundle: Bundle, core=None) -> PrecisionChoice:
-    """The precision the openvino backend would run `bundle` in here, and why (see trapcls.core.openvino_checks)."""
+    """The precision the openvino backend would run `bundle` in here, and why (trapcls.core.model.openvino_checks)."""
     core = core or require("openvino").Core()
     return choose_precision(bundle, cpu=cpu_info(), openvino_version=openvino_version(),
                             bf16_supported=bf16_supported(core))

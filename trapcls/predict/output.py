@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD, blank_index
-from trapcls.core.discover import ImageFile
-from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import check_writable, fsync_dir, writing
+from trapcls.core.frames.discover import ImageFile
+from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD, blank_index
+from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import check_writable, fsync_dir, writing
 from trapcls.predict.config import FORMATS
 
 log = logging.getLogger(__name__)

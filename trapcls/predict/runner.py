@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.bundle import Bundle, load_bundle
-from trapcls.core.discover import ImageFile, Unclassified, discover
-from trapcls.core.exceptions import DataError, ImageReadError
-from trapcls.core.hardware import cores
-from trapcls.core.preprocess import PreprocessSpec, preprocess_frame
-from trapcls.core.probs import probabilities
+from trapcls.core.frames.discover import ImageFile, Unclassified, discover
+from trapcls.core.frames.preprocess import PreprocessSpec, preprocess_frame
+from trapcls.core.model.bundle import Bundle, load_bundle
+from trapcls.core.model.probs import probabilities
+from trapcls.core.system.exceptions import DataError, ImageReadError
+from trapcls.core.system.hardware import cores
 from trapcls.predict.backends import Backend, choose_backend, create_backend
 from trapcls.predict.config import DEFAULT_BATCH, PredictConfig
 from trapcls.predict.merge import merge_csvs

@@ -6,8 +6,8 @@ import hashlib
 import os
 import re
 
-from trapcls.core.discover import ImageFile
-from trapcls.core.exceptions import DataError
+from trapcls.core.frames.discover import ImageFile
+from trapcls.core.system.exceptions import DataError
 
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.deps import require
-from trapcls.core.exceptions import BundleError, MissingDependencyError, TrapclsError
+from trapcls.core.system.deps import require
+from trapcls.core.system.exceptions import BundleError, MissingDependencyError, TrapclsError
 
 log = logging.getLogger(__name__)
 

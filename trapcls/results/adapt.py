@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.bundle import load_bundle
-from trapcls.core.discover import ImageFile
-from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import atomic_write_text, write_csv, writing
+from trapcls.core.frames.discover import ImageFile
+from trapcls.core.model.bundle import load_bundle
+from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import atomic_write_text, write_csv, writing
 from trapcls.predict.output import Layout, Result
 from trapcls.results.config import AdaptConfig
 from trapcls.results.events import check_depth, deployment_of

@@ -55,10 +55,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from trapcls import __version__
-from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
-from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import atomic_write_text, write_csv, writing
-from trapcls.core.labels import listing
+from trapcls.core.frames.labels import listing
+from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import atomic_write_text, write_csv, writing
 from trapcls.results.config import ConvertConfig, ConvertSummary
 from trapcls.results.events import Event, deployment_of, group_events
 from trapcls.results.table import FieldTable, Frame

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from trapcls.core.exceptions import DataError
+from trapcls.core.system.exceptions import DataError
 from trapcls.results.config import TARGETS, ConvertConfig, ConvertSummary
 from trapcls.results.events import check_depth, check_threshold
 from trapcls.results.table import read_field

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
-from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import write_csv
+from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import write_csv
 from trapcls.predict.output import neutralise
 from trapcls.results.table import FieldTable, Frame
 
@@ -173,7 +173,7 @@ class EventsSummary:
 
 def run_events(config) -> EventsSummary:
     """Group a field CSV's frames into events and write one row per event (`config`: an EventsConfig)."""
-    from trapcls.core.fsutil import writing
+    from trapcls.core.system.fsutil import writing
     from trapcls.results.table import read_field
 
     table = read_field(config.predictions)

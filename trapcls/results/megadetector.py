@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 
 from trapcls import __version__
-from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
-from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import atomic_write_text, writing
+from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import atomic_write_text, writing
 from trapcls.results.config import ConvertConfig, ConvertSummary
 from trapcls.results.table import FieldTable, Frame
 from trapcls.results.taxa import Taxon, taxa_for

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.blank import blank_index
-from trapcls.core.exceptions import DataError
+from trapcls.core.model.blank import blank_index
+from trapcls.core.system.exceptions import DataError
 from trapcls.predict.output import Columns, check_one_model, parse_header, read_table, unneutralise
 
 _EXAMPLES = 5

@@ -12,9 +12,9 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from trapcls.core.blank import BLANK_NAMES
-from trapcls.core.exceptions import DataError
-from trapcls.core.labels import listing
+from trapcls.core.frames.labels import listing
+from trapcls.core.model.blank import BLANK_NAMES
+from trapcls.core.system.exceptions import DataError
 
 # Camtrap DP 1.0.2, observations-table-schema.json: observationType's enum.
 OBSERVATION_TYPES = ("animal", "human", "vehicle", "blank", "unknown", "unclassified")

@@ -2,7 +2,7 @@
 
 The negative log likelihood is convex in 1/T, so a golden-section search over 1/T finds the
 global minimum without gradients or torch. The fitted T goes into bundle.json and every backend
-applies it through `trapcls.core.probs.probabilities`.
+applies it through `trapcls.core.model.probs.probabilities`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from trapcls.core.metrics import log_loss
-from trapcls.core.probs import probabilities
+from trapcls.core.model.probs import probabilities
 
 # T outside [1/20, 20] means something else is wrong (a broken model, a tiny validation set).
 MIN_INVERSE_T, MAX_INVERSE_T = 0.05, 20.0

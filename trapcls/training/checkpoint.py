@@ -1,56 +1,31 @@
-"""Training checkpoints: best.pt for export, last.pt to resume, and the keeper that decides between them.
+"""Training's checkpoints: last.pt to resume, and the keeper that decides what best.pt holds.
 
-Both are plain dicts of tensors and settings, written durably (fsync, replace, fsync the folder)
-and loaded with weights_only=True, so a checkpoint can never run code.
+The file format (and best.pt itself, which export reads) is trapcls.core.model.checkpoint's:
+plain dicts written durably and loaded with weights_only=True, so a checkpoint can never run code.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import random
 from pathlib import Path
 from typing import Any, Protocol
 
-from trapcls.core.deps import require
-from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import atomic_write_bytes
-from trapcls.core.preprocess import PreprocessSpec
+from trapcls.core.model.checkpoint import BEST, load_payload, save_checkpoint, save_payload
+from trapcls.core.system.deps import require
+from trapcls.core.system.exceptions import DataError
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "trapcls-checkpoint-1"
-BEST = "best.pt"
 TRAIN_STATE_FORMAT = "trapcls-train-state-1"
 LAST = "last.pt"
-
-
-def save_checkpoint(path: Path, model, *, arch: str, classes: list[str], spec: PreprocessSpec, epoch: int,
-                    metrics: dict[str, float], config: dict[str, Any],
-                    calibration: dict[str, Any] | None = None) -> None:
-    """Save everything needed to rebuild the model without the run folder (and its fitted calibration)."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _save(path, CHECKPOINT_FORMAT, {"arch": arch, "classes": list(classes), "preprocess": spec.to_dict(),
-                                    "epoch": epoch, "metrics": metrics, "config": config,
-                                    "calibration": calibration, "state_dict": state})
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint` (a run folder means its best.pt)."""
-    if path.is_dir():
-        path = path / BEST
-    if not path.is_file():
-        raise DataError(f"Checkpoint {path} does not exist. Pass a run folder from `trapcls train` or its {BEST}.")
-    ckpt = _load(path, CHECKPOINT_FORMAT, "a trapcls checkpoint")
-    ckpt["path"] = str(path)
-    return ckpt
 
 
 def load_train_state(path: Path) -> dict[str, Any]:
     """Load what CheckpointKeeper.save_last wrote, with weights_only=True."""
     if not path.is_file():
         raise DataError(f"{path} does not exist: there is no interrupted run to resume in {path.parent}.")
-    return _load(path, TRAIN_STATE_FORMAT, "a trapcls training state")
+    return load_payload(path, TRAIN_STATE_FORMAT, "a trapcls training state")
 
 
 class Stateful(Protocol):
@@ -108,7 +83,7 @@ class CheckpointKeeper:
         augmentations, the same schedule."""
         state = {"epoch": epoch, "config": self.meta["config"], **self.state_dict()}
         state.update({name: part.state_dict() for name, part in parts.items()})
-        _save(self.run_dir / LAST, TRAIN_STATE_FORMAT, state)
+        save_payload(self.run_dir / LAST, TRAIN_STATE_FORMAT, state)
 
     def resume(self, state: dict[str, Any], parts: dict[str, Stateful]) -> int:
         """Restore `parts` and this record from a loaded last.pt; returns the first epoch still to run."""
@@ -156,22 +131,3 @@ class GlobalRng:
         kind, keys, pos, has_gauss, cached = state["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         torch.set_rng_state(state["torch"])
-
-
-def _save(path: Path, fmt: str, payload: dict[str, Any]) -> None:
-    """torch.save through fsutil's durable writer: a crash or power cut leaves the old file or the new one."""
-    torch = require("torch")
-    buffer = io.BytesIO()
-    torch.save({"format": fmt, **payload}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _load(path: Path, fmt: str, what: str) -> dict[str, Any]:
-    torch = require("torch")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(f"{path} is not loadable as {what} (loaded with weights_only=True): {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != fmt:
-        raise DataError(f"{path} is not {what} (expected format {fmt}).")
-    return data

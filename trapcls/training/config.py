@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trapcls.core.exceptions import DataError
+from trapcls.core.system.exceptions import DataError
 
 # The fixed choices; the CLI offers exactly these and the recipe's registries are keyed by them.
 OPTIMIZERS = ("adamw", "sgd")

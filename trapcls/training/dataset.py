@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from trapcls.core.deps import require
-from trapcls.core.hardware import cores
-from trapcls.core.labels import Sample
-from trapcls.core.preprocess import PreprocessSpec, draft_size, load_image, preprocess, to_array
+from trapcls.core.frames.labels import Sample
+from trapcls.core.frames.preprocess import PreprocessSpec, draft_size, load_image, preprocess, to_array
+from trapcls.core.system.deps import require
+from trapcls.core.system.hardware import cores
 from trapcls.training.config import TrainConfig
 from trapcls.training.distributed import Dist
 from trapcls.training.recipe import BalancedSampler, train_transform

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from trapcls.core.deps import require
+from trapcls.core.system.deps import require
 
 
 @dataclass(frozen=True)

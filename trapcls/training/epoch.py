@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import math
 
-from trapcls.core.deps import require
-from trapcls.core.exceptions import TrapclsError
 from trapcls.core.metrics import accuracy, log_loss, macro_f1
-from trapcls.core.progress import bar
+from trapcls.core.system.deps import require
+from trapcls.core.system.exceptions import TrapclsError
+from trapcls.core.system.progress import bar
 from trapcls.training.distributed import Dist
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trapcls.core.exceptions import DataError
+from trapcls.core.system.exceptions import DataError
 
 SMOOTHING = 0.98
 DIVERGED = 4.0

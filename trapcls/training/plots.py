@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.fsutil import atomic_write_bytes
-from trapcls.core.plotting import pyplot
+from trapcls.core.system.fsutil import atomic_write_bytes
+from trapcls.core.system.plotting import pyplot
 from trapcls.training.lr_find import LrFind
 
 

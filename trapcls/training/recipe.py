@@ -20,9 +20,9 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from trapcls.core.deps import require
-from trapcls.core.exceptions import DataError
-from trapcls.core.preprocess import INTERPOLATIONS, PreprocessSpec
+from trapcls.core.frames.preprocess import INTERPOLATIONS, PreprocessSpec
+from trapcls.core.system.deps import require
+from trapcls.core.system.exceptions import DataError
 from trapcls.training.config import AUGMENTS, OPTIMIZERS
 
 

@@ -13,9 +13,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import write_csv
-from trapcls.core.labels import Sample, cell, listing, read_rows, require_files, resolve_path
+from trapcls.core.frames.labels import Sample, cell, listing, read_rows, require_files, resolve_path
+from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import write_csv
 from trapcls.training.config import GROUP_BY
 
 log = logging.getLogger(__name__)

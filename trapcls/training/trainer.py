@@ -23,28 +23,21 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.bundle import load_bundle
-from trapcls.core.deps import require
-from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import atomic_write_bytes, atomic_write_text, write_csv
-from trapcls.core.labels import Sample, load_samples
-from trapcls.core.probs import probabilities
+from trapcls.core.frames.labels import Sample, load_samples
+from trapcls.core.model.build import create_model, preprocess_spec
+from trapcls.core.model.bundle import load_bundle
+from trapcls.core.model.checkpoint import BEST, load_checkpoint
+from trapcls.core.model.probs import probabilities
+from trapcls.core.system.deps import require
+from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import atomic_write_bytes, atomic_write_text, write_csv
 from trapcls.training import distributed
 from trapcls.training.calibrate import Calibration, fit_temperature
-from trapcls.training.checkpoint import (
-    BEST,
-    LAST,
-    CheckpointKeeper,
-    GlobalRng,
-    LoaderRng,
-    load_checkpoint,
-    load_train_state,
-)
+from trapcls.training.checkpoint import LAST, CheckpointKeeper, GlobalRng, LoaderRng, load_train_state
 from trapcls.training.config import AUGMENTS, BALANCES, OPTIMIZERS, TrainConfig
 from trapcls.training.dataset import make_loaders
 from trapcls.training.epoch import Stepper, check_ranks_agree, collect_logits, evaluate, train_one_epoch, trainable
 from trapcls.training.lr_find import LrFind, find_lr
-from trapcls.training.models import create_model, preprocess_spec
 from trapcls.training.plots import plot_curves, plot_lr_find
 from trapcls.training.recipe import (
     autocast_dtype,

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.bundle import load_bundle
-from trapcls.core.discover import ImageFile, TreeScanner, Unclassified, discover_images, is_candidate
-from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import check_writable, free_mib, storage_fault, write_csv
+from trapcls.core.frames.discover import ImageFile, TreeScanner, Unclassified, discover_images, is_candidate
+from trapcls.core.model.bundle import load_bundle
+from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import check_writable, free_mib, storage_fault, write_csv
 from trapcls.predict.backends import choose_backend, create_backend
 from trapcls.predict.config import DEFAULT_BATCH
 from trapcls.predict.output import (
@@ -437,7 +437,7 @@ class Watcher:
         """The backlog / reconciliation scan: every image under the inbox not yet in the journal as it is now.
 
         Incremental: a folder whose mtime has not changed since the last scan holds no new file and
-        is not listed again (trapcls.core.discover.TreeScanner). A file rewritten in place leaves its
+        is not listed again (trapcls.core.frames.discover.TreeScanner). A file rewritten in place leaves its
         folder's mtime alone; file events catch that, and for events that were lost every
         FULL_SCAN_EVERY-th scan (the first too, and any with `full`) lists every folder.
         """

@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import free_mib, fsync_dir, storage_fault
+from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import free_mib, fsync_dir, storage_fault
 
 SCHEMA_VERSION = 1
 PENDING, DONE, ERROR = "pending", "done", "error"

@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from trapcls.core.bundle import Bundle
-from trapcls.core.exceptions import DataError
-from trapcls.core.fsutil import fsync_dir
+from trapcls.core.model.bundle import Bundle
+from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import fsync_dir
 from trapcls.predict.output import Columns, Layout, neutralise, parse_header, read_table, short, unneutralise
 from trapcls.watch.config import CSV_NAME
 from trapcls.watch.journal import DONE, ERROR, UNKNOWN, Entry, Journal, aside_name, replace_damaged

@@ -19,7 +19,7 @@ import socket
 import time
 from pathlib import Path
 
-from trapcls.core.fsutil import atomic_write_bytes, free_mib
+from trapcls.core.system.fsutil import atomic_write_bytes, free_mib
 
 log = logging.getLogger(__name__)
 

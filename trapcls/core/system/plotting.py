@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trapcls.core.deps import require
+from trapcls.core.system.deps import require
 
 
 def pyplot():

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from trapcls.core.exceptions import DataError
-from trapcls.core.preprocess import IMAGE_SUFFIXES
+from trapcls.core.frames.preprocess import IMAGE_SUFFIXES
+from trapcls.core.system.exceptions import DataError
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from trapcls.core.exceptions import DataError
+from trapcls.core.system.exceptions import DataError
 
 # The thresholds tested, in order: 1.000, 0.999, ..., 0.000. Fixed in advance, as the
 # fixed-sequence procedure requires; 0.001 is finer than any difference a user would act on.

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from trapcls.core.exceptions import BundleError, ImageReadError
+from trapcls.core.system.exceptions import BundleError, ImageReadError
 
 ALLOWED_FORMATS = ("JPEG", "PNG")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

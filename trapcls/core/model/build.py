@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from trapcls.core.deps import require
-from trapcls.core.exceptions import DataError, TrapclsError
-from trapcls.core.preprocess import PreprocessSpec
+from trapcls.core.frames.preprocess import PreprocessSpec
+from trapcls.core.system.deps import require
+from trapcls.core.system.exceptions import DataError, TrapclsError
 
 log = logging.getLogger(__name__)
 

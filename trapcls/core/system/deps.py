@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from trapcls.core.exceptions import MissingDependencyError
+from trapcls.core.system.exceptions import MissingDependencyError
 
 _EXTRA_FOR = {"torch": "train", "torchvision": "train", "timm": "train", "safetensors": "train",
               "tensorrt": "tensorrt", "openvino": "openvino"}

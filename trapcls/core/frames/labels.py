@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trapcls.core.discover import discover_images
-from trapcls.core.exceptions import DataError
+from trapcls.core.frames.discover import discover_images
+from trapcls.core.system.exceptions import DataError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from trapcls.core.exceptions import DataError
+from trapcls.core.system.exceptions import DataError
 
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Errors of the storage rather than of the data: a read-only mount, missing permissions, a disk that was

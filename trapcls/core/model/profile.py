@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trapcls.core.exceptions import BundleError
+from trapcls.core.system.exceptions import BundleError
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from trapcls import __version__
-from trapcls.core.blank import DEFAULT_BLANK_THRESHOLD
-from trapcls.core.exceptions import BundleError
-from trapcls.core.fsutil import atomic_write_text, sha256_file
-from trapcls.core.preprocess import PreprocessSpec
+from trapcls.core.frames.preprocess import PreprocessSpec
+from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.system.exceptions import BundleError
+from trapcls.core.system.fsutil import atomic_write_text, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"

@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trapcls.core.bundle import MANIFEST, ONNX_FILE, Bundle
-from trapcls.core.exceptions import BundleError
-from trapcls.core.fsutil import atomic_write_text, sha256_file
-from trapcls.core.hardware import Gpu
-from trapcls.core.profile import Profile
+from trapcls.core.model.bundle import MANIFEST, ONNX_FILE, Bundle
+from trapcls.core.model.profile import Profile
+from trapcls.core.system.exceptions import BundleError
+from trapcls.core.system.fsutil import atomic_write_text, sha256_file
+from trapcls.core.system.hardware import Gpu
 
 ENGINE_DIR = "engines"
 TIMING_CACHE = "timing.cache"

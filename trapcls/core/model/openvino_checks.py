@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from trapcls.core.bundle import MANIFEST, ONNX_FILE, Bundle, default_bundle
-from trapcls.core.exceptions import BundleError
-from trapcls.core.fsutil import atomic_write_text
-from trapcls.core.hardware import Cpu
+from trapcls.core.model.bundle import MANIFEST, ONNX_FILE, Bundle, default_bundle
+from trapcls.core.system.exceptions import BundleError
+from trapcls.core.system.fsutil import atomic_write_text
+from trapcls.core.system.hardware import Cpu
 
 CHECKS_KEY = "openvino_checks"
 RECORD_VERSION = 1
@@ -35,7 +35,7 @@ class PrecisionCheck:
     precision: str  # "bf16" or "f32"
     passed: bool
     summary: str  # one line: the numbers, or why it could not run
-    cpu: str  # trapcls.core.hardware.Cpu.name
+    cpu: str  # trapcls.core.system.hardware.Cpu.name
     isa: dict[str, bool]  # the bf16 instruction flags (hardware.BF16_FLAGS) as the OS listed them
     openvino_version: str
     onnx_sha256: str

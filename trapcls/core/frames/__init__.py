@@ -1,0 +1,1 @@
+"""Frames on disk: finding them, labelling them, decoding and preprocessing them."""
