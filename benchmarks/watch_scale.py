@@ -86,14 +86,13 @@ def measure(kind: str, inbox: Path, out: Path) -> dict:
 
     from trapcls.core.frames.discover import discover_images
     from trapcls.core.model.bundle import default_bundle, load_bundle
-    from trapcls.predict.output import Layout
     from trapcls.watch.config import WatchConfig
     from trapcls.watch.daemon import Watcher, journal_path
     from trapcls.watch.journal import Journal
 
     bundle = load_bundle(default_bundle())
     watcher = Watcher(WatchConfig(inbox=inbox, bundle=bundle.root, out=out))
-    watcher._bundle, watcher._layout = bundle, Layout("field", bundle.classes, model=bundle.model_id)
+    watcher._bundle, watcher._layout = bundle, bundle.layout("field")
     watcher.journal = Journal(journal_path(out))  # as Watcher._open_outputs does
     watcher._known = watcher.journal.known()  # as Watcher._open does
     if kind == "incremental":

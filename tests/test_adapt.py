@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import DEMO, REPO, trapcls
+from helpers import DEMO, REPO, trapcls
 from trapcls.core.model.bundle import load_bundle
 from trapcls.results.adapt import em_priors
 
@@ -100,7 +100,7 @@ def test_adapt_says_what_it_assumes_and_refuses_another_models_csv(tiny_run, tmp
     done = trapcls("adapt", pred, "--bundle", bare, "--out", tmp_path / "a.csv", "--min-frames", "5")
     assert "assumed uniform" in done.stderr
     wrong = trapcls("adapt", pred, "--bundle", REPO / "trapcls" / "default_bundle", "--out", tmp_path / "b.csv",
-                    check=False)
+                    rc=None)
     assert wrong.returncode == 1 and "pass the bundle that wrote" in wrong.stderr and "Traceback" not in wrong.stderr
-    same = trapcls("adapt", pred, "--bundle", bare, "--out", pred, check=False)
+    same = trapcls("adapt", pred, "--bundle", bare, "--out", pred, rc=None)
     assert same.returncode == 1 and "predictions CSV itself" in same.stderr

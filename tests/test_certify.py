@@ -17,9 +17,9 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import DEMO, trapcls
+from helpers import DEMO, trapcls
 from trapcls.core.model.bundle import load_bundle
-from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.exceptions import DataError, OptionError
 from trapcls.evaluate.certify import GRID, binomial_cdf, certify_blank_threshold, clopper_pearson_upper, frames_needed
 
 
@@ -99,7 +99,7 @@ def test_too_few_frames_are_refused_with_what_it_has_and_needs():
         certify_blank_threshold(animals, blanks, target=0.01, confidence=0.95)
     with pytest.raises(DataError, match="No threshold certifies"):
         certify_blank_threshold(np.ones(400), blanks, target=0.05, confidence=0.95)
-    with pytest.raises(DataError, match="--blank-miss"):
+    with pytest.raises(OptionError, match="blank_miss"):
         certify_blank_threshold(animals, blanks, target=0, confidence=0.95)
 
 
@@ -135,15 +135,15 @@ def test_certify_refusals_from_the_cli(tiny_run, tmp_path):
     bundle = shutil.copytree(tiny_run / "bundle", tmp_path / "bundle")
     pred = tmp_path / "pred.csv"
     trapcls("predict", DEMO / "train", "--bundle", bundle, "--out", pred)
-    few = trapcls("evaluate", pred, "--labels", DEMO / "train", "--blank-miss", "0.01", check=False)
+    few = trapcls("evaluate", pred, "--labels", DEMO / "train", "--blank-miss", "0.01", rc=None)
     assert few.returncode == 1 and "have 18 non-blank frames" in few.stderr and "at least 299" in few.stderr
     assert "Traceback" not in few.stderr
-    lonely = trapcls("evaluate", pred, "--labels", DEMO / "train", "--write-bundle", bundle, check=False)
-    assert lonely.returncode == 1 and "give --blank-miss" in lonely.stderr
+    lonely = trapcls("evaluate", pred, "--labels", DEMO / "train", "--write-bundle", bundle, rc=None)
+    assert lonely.returncode == 2 and "give --blank-miss" in lonely.stderr
     other = shutil.copytree(tiny_run / "bundle", tmp_path / "other")
     manifest = json.loads((other / "bundle.json").read_text())
     (other / "bundle.json").write_text(json.dumps({**manifest, "name": "another-model"}))
     wrong = trapcls("evaluate", pred, "--labels", DEMO / "train", "--blank-miss", "0.3", "--confidence", "0.8",
-                    "--write-bundle", other, check=False)
+                    "--write-bundle", other, rc=None)
     assert wrong.returncode == 1 and "Certify a bundle on its own predictions" in wrong.stderr
     assert "blank_policy" not in json.loads((other / "bundle.json").read_text())

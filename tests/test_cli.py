@@ -9,16 +9,8 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import DEMO, make_bad_inputs
+from helpers import DEMO, make_bad_inputs, trapcls
 from trapcls import __version__
-
-
-def trapcls(*args, check_rc: int | None = 0) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "trapcls", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-    if check_rc is not None:
-        assert proc.returncode == check_rc, f"rc={proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}"
-    return proc
 
 
 def test_version_and_help():
@@ -29,9 +21,9 @@ def test_version_and_help():
 
 
 def test_bad_usage_exits_2():
-    assert "Missing option '--out'" in trapcls("predict", DEMO / "frames", check_rc=2).stderr
-    trapcls("predict", DEMO / "frames", "--bundle", "b", "--out", "x.csv", "--format", "xml", check_rc=2)
-    trapcls("no-such-command", check_rc=2)
+    assert "Missing option '--out'" in trapcls("predict", DEMO / "frames", rc=2).stderr
+    trapcls("predict", DEMO / "frames", "--bundle", "b", "--out", "x.csv", "--format", "xml", rc=2)
+    trapcls("no-such-command", rc=2)
 
 
 @pytest.mark.parametrize("args, valid", [
@@ -69,14 +61,14 @@ def test_help_loads_no_numeric_or_model_library():
 @pytest.mark.slow
 def test_explained_failures_exit_1_and_name_the_problem(tmp_path):
     proc = trapcls("predict", DEMO / "frames", "--bundle", tmp_path / "missing", "--out", tmp_path / "o.csv",
-                   check_rc=1)
+                   rc=1)
     assert proc.stderr.startswith("error: Bundle folder") and str(tmp_path / "missing") in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "is not a folder" in trapcls("watch", tmp_path / "nope", "--bundle", tmp_path / "b", check_rc=1).stderr
-    assert "No journal at" in trapcls("status", tmp_path, check_rc=1).stderr
-    assert "does not exist" in trapcls("evaluate", tmp_path / "p.csv", "--labels", DEMO / "train", check_rc=1).stderr
-    proc = trapcls("train", DEMO / "train", "--arch", "vit_tiny", "--out", tmp_path / "run", check_rc=1)
-    assert "Invalid --arch 'vit_tiny'" in proc.stderr
+    assert "is not a folder" in trapcls("watch", tmp_path / "nope", "--bundle", tmp_path / "b", rc=1).stderr
+    assert "No journal at" in trapcls("status", tmp_path, rc=1).stderr
+    assert "does not exist" in trapcls("evaluate", tmp_path / "p.csv", "--labels", DEMO / "train", rc=1).stderr
+    proc = trapcls("train", DEMO / "train", "--arch", "vit_tiny", "--out", tmp_path / "run", rc=2)
+    assert "Invalid value for '--arch': 'vit_tiny' is not a timm ResNet or EfficientNet name" in proc.stderr
 
 
 def test_unreadable_images_exit_0_unless_strict(tiny_run, tmp_path):
@@ -87,7 +79,7 @@ def test_unreadable_images_exit_0_unless_strict(tiny_run, tmp_path):
     assert "3 unreadable" in proc.stdout and "uniform distribution" in proc.stderr
     assert len(pd.read_csv(tmp_path / "o.csv")) == 5
     assert "already in" in trapcls(*args).stderr  # the same command again resumes: nothing left to do
-    trapcls(*args, "--strict", "--overwrite", check_rc=1)
+    trapcls(*args, "--strict", "--overwrite", rc=1)
 
 
 @pytest.mark.slow

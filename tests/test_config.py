@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO
+from helpers import DEMO
 from trapcls.core.system.exceptions import DataError
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.predict.config import PredictConfig

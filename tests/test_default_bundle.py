@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from conftest import DEMO, REPO
+from helpers import DEMO, REPO
 from trapcls.core.model.bundle import BUNDLE_ENV, default_bundle, load_bundle, resolve_bundle
 from trapcls.core.system.exceptions import BundleError
 
@@ -31,7 +31,7 @@ def test_the_shipped_bundle_loads_and_says_what_it_is():
     assert bundle.class_counts is not None and sum(bundle.class_counts.values()) == 243
     policy = bundle.blank_policy
     assert policy["model"] == bundle.model_id and policy["certified_miss_bound"] <= policy["target_miss"] == 0.05
-    assert bundle.blank_threshold()[0] == policy["threshold"]
+    assert bundle.blank_rule().threshold == policy["threshold"]
     assert (default_bundle() / "model.onnx").stat().st_size < 12 * 2**20
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_jpeg
+from helpers import write_jpeg
 from trapcls.core.frames.discover import ImageFile, discover_images
-from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.exceptions import DataError, OptionError
 from trapcls.predict.shard import parse_shard, select_shard
 
 
@@ -147,7 +147,7 @@ def test_parse_shard_accepts_k_of_n(text, expected):
     ("", "expected K/N"),
 ])
 def test_parse_shard_errors_name_the_flag_and_the_form(text, message):
-    with pytest.raises(DataError, match="--shard") as info:
+    with pytest.raises(OptionError, match="shard") as info:
         parse_shard(text)
     assert info.match(message)
 
@@ -187,5 +187,5 @@ def _expected_shard() -> int:
 def test_select_shard_takes_non_utf8_names_and_refuses_bad_k():
     odd = _files([os.fsdecode(b"cam/\xff\xfe.jpg"), "cam/b.jpg"])
     assert sorted(f.rel for k in (1, 2) for f in select_shard(odd, k, 2)) == sorted(f.rel for f in odd)
-    with pytest.raises(DataError, match="--shard"):
+    with pytest.raises(OptionError, match="shard"):
         select_shard(odd, 0, 2)

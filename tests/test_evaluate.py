@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DEMO
+from helpers import DEMO
 from trapcls.core.system.exceptions import DataError
 from trapcls.evaluate.run import EvaluateConfig, evaluate, match, read_labels, read_predictions
 

@@ -18,14 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED_DATA, trapcls
-from trapcls.core.frames.discover import ImageFile
+from helpers import REPO, SHARED_DATA, trapcls
+from trapcls.core.model.blank import model_rule
 from trapcls.core.model.bundle import load_bundle
-from trapcls.core.system.exceptions import DataError
-from trapcls.predict.output import Layout, Result
+from trapcls.core.system.exceptions import OptionError
+from trapcls.core.table.layout import Layout
+from trapcls.core.table.read import read_field
+from trapcls.core.table.row import Row
 from trapcls.results import EventsConfig, run_events
 from trapcls.results.events import event_probs
-from trapcls.results.table import read_field
 
 BURST = REPO / "tests" / "data" / "reconyx_burst"
 SHARED_BURST = SHARED_DATA / "reconyx_burst"
@@ -39,16 +40,15 @@ T0 = datetime(2024, 5, 1, 3, 12, 0)
 def field_csv(path: Path, frames: list[tuple[str, datetime | None, tuple[float, ...] | None]],
               classes: tuple[str, ...] = CLASSES, model: str = MODEL) -> Path:
     """A field CSV written by the real writer: (path, capture time, probabilities or None for unreadable)."""
-    layout = Layout("field", classes, model=model)
+    layout = Layout("field", classes, model_rule(None, model), model=model)
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(layout.header())
         for rel, when, probs in frames:
-            captured = when.isoformat() if when else None
-            file = ImageFile(path=Path(rel), rel=rel)
-            result = (Result(file, np.asarray(probs), captured=captured) if probs is not None
-                      else Result(file, None, error="truncated or corrupt image", captured=captured))
-            writer.writerow(layout.row(result))
+            captured = when.isoformat() if when else ""
+            row = (Row(rel, np.asarray(probs), captured=captured) if probs is not None
+                   else Row(rel, None, captured=captured, error="truncated or corrupt image"))
+            writer.writerow(layout.cells(row))
     return path
 
 
@@ -79,7 +79,7 @@ def burst_csv(tmp_path_factory) -> Path:
 
 def test_the_real_burst_is_exactly_one_event_and_a_cut_short_frame_counts_in_it(burst_csv, tmp_path):
     table = read_field(burst_csv)
-    bad = next(f for f in table.frames if f.path == "heron/cut-short.JPG")
+    bad = next(f for f in table.rows if f.path == "heron/cut-short.JPG")
     assert not bad.ok and bad.captured == "2021-04-11T20:43:12"  # the EXIF header survived the truncation
     rows = events_of(burst_csv, tmp_path)
     heron = [r for r in rows if r["deployment"] == "heron"]
@@ -131,10 +131,10 @@ def test_two_models_never_share_a_csv(tiny_run, tmp_path):
     trapcls("predict", BURST, "--bundle", other, "--out", tmp_path / "b.csv", "--shard", "2/2")
     assert load_bundle(ours).model_id.startswith("run sha256:")  # named after its run folder
     assert load_bundle(other).model_id.startswith("other-model sha256:")
-    refused = trapcls("predict", BURST, "--bundle", other, "--out", out, "--shard", "1/2", check=False)
+    refused = trapcls("predict", BURST, "--bundle", other, "--out", out, "--shard", "1/2", rc=None)
     assert refused.returncode == 1 and "holds results of the model" in refused.stderr
     assert "Traceback" not in refused.stderr
-    merged = trapcls("merge", out, tmp_path / "b.csv", "--out", tmp_path / "all.csv", check=False)
+    merged = trapcls("merge", out, tmp_path / "b.csv", "--out", tmp_path / "all.csv", rc=None)
     assert merged.returncode == 1 and "different models" in merged.stderr
 
 
@@ -231,7 +231,7 @@ def test_blank_threshold_decides_is_blank_and_a_model_without_blank_has_no_flag(
     pred = field_csv(tmp_path / "q.csv", [("cam/a.jpg", T0, (0.7, 0.3))], classes=("deer", "fox"))
     row = events_of(pred, tmp_path)[0]
     assert "is_blank" not in row and row["label"] == "deer"
-    with pytest.raises(DataError, match="no blank class"):
+    with pytest.raises(OptionError, match="no blank class"):
         events_of(pred, tmp_path, blank_threshold=0.5)
 
 
@@ -246,7 +246,7 @@ def _bad(tmp_path: Path, name: str, text: str) -> Path:
 @pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_1_never_a_traceback(tmp_path):
     good = field_csv(tmp_path / "good.csv", [("cam/a.jpg", T0, DEER)])
-    header = ",".join(Layout("field", CLASSES, model=MODEL).header())
+    header = ",".join(Layout("field", CLASSES, model_rule(None, MODEL), model=MODEL).header())
     cases = {
         "submission": (_bad(tmp_path, "sub.csv", "id,blank,deer,fox\nZJ1,0.1,0.2,0.7\n"), "trapcls predict"),
         "other CSV": (_bad(tmp_path, "other.csv", "filepath,label\na.jpg,deer\n"), "not a trapcls predictions"),
@@ -261,17 +261,18 @@ def test_bad_input_is_one_line_and_exit_1_never_a_traceback(tmp_path):
         "missing file": (tmp_path / "nowhere.csv", "does not exist"),
     }
     for name, (path, message) in cases.items():
-        proc = trapcls("events", path, "--out", tmp_path / "e.csv", check=False)
+        proc = trapcls("events", path, "--out", tmp_path / "e.csv", rc=None)
         assert proc.returncode == 1, (name, proc.stderr)
         assert message in proc.stderr and "Traceback" not in proc.stderr, (name, proc.stderr)
     (tmp_path / "a-file").write_text("x")
     for out, message in ((tmp_path / "a-file" / "events.csv", "Cannot write"), (tmp_path, "is a folder")):
-        proc = trapcls("events", good, "--out", out, check=False)
+        proc = trapcls("events", good, "--out", out, rc=None)
         assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     for flags in (["--gap", "-1"], ["--deployment-depth", "-1"], ["--blank-threshold", "2"]):
-        proc = trapcls("events", good, "--out", tmp_path / "e.csv", *flags, check=False)
-        assert proc.returncode == 1 and "error: --" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
-    proc = trapcls("events", good, check=False)  # no --out: bad usage
+        proc = trapcls("events", good, "--out", tmp_path / "e.csv", *flags, rc=None)
+        assert proc.returncode == 2 and f"Invalid value for '{flags[0]}'" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+    proc = trapcls("events", good, rc=None)  # no --out: bad usage
     assert proc.returncode == 2 and "--out" in proc.stderr
 
 
@@ -288,15 +289,15 @@ def test_convert_bad_input_is_one_line_and_exit_1_or_2_never_a_traceback(tmp_pat
         (["--to", "megadetector", "--out", tmp_path / "a-file" / "r.json"], 1, "Cannot write"),
         (["--to", "camtrap-dp", "--out", tmp_path / "a-file" / "dp", "--timezone", "+01:00"], 1, "Cannot write"),
         (["--to", "camtrap-dp", "--out", tmp_path / "dp"], 1, "--timezone"),
-        (["--to", "camtrap-dp", "--out", tmp_path / "dp", "--timezone", "Mars/Base"], 1, "--timezone"),
-        (["--to", "megadetector", "--out", tmp_path / "r.json", "--blank-threshold", "1.5"], 1, "--blank-threshold"),
+        (["--to", "camtrap-dp", "--out", tmp_path / "dp", "--timezone", "Mars/Base"], 2, "--timezone"),
+        (["--to", "megadetector", "--out", tmp_path / "r.json", "--blank-threshold", "1.5"], 2, "--blank-threshold"),
         (["--to", "excel", "--out", tmp_path / "r.json"], 2, "excel"),
         (["--out", tmp_path / "r.json"], 2, "--to"),
     ]
     for args, code, message in cases:
-        proc = trapcls("convert", good, *args, check=False)
+        proc = trapcls("convert", good, *args, rc=None)
         assert proc.returncode == code and message in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr, (args, proc.stderr)
     for target in ("megadetector", "camtrap-dp"):
-        proc = trapcls("convert", sub, "--to", target, "--out", tmp_path / "x", check=False)
+        proc = trapcls("convert", sub, "--to", target, "--out", tmp_path / "x", rc=None)
         assert proc.returncode == 1 and "trapcls predict" in proc.stderr and "Traceback" not in proc.stderr

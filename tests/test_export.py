@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEMO, LITE0_WEIGHTS
+from helpers import DEMO, LITE0_WEIGHTS
 from trapcls.core.frames.discover import discover_images
 from trapcls.core.frames.preprocess import preprocess
 from trapcls.core.model.build import create_model, preprocess_spec

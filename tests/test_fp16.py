@@ -15,7 +15,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import DEMO, LITE0_WEIGHTS
+from helpers import DEMO, LITE0_WEIGHTS
 from trapcls.core.frames.discover import discover_images
 from trapcls.core.frames.preprocess import PreprocessSpec, preprocess
 from trapcls.core.model.build import create_model, preprocess_spec

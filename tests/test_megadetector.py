@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from trapcls.core.system.exceptions import DataError
 from trapcls.results import ConvertConfig, run_convert
 from trapcls.results.megadetector import DETECTION_CATEGORIES, UNKNOWN_MODEL, WHOLE_FRAME

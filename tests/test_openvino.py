@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import trapcls
+from helpers import trapcls
 from trapcls.core.frames.preprocess import PreprocessSpec, preprocess
 from trapcls.core.model.bundle import MANIFEST, ONNX_FILE, load_bundle, write_manifest
 from trapcls.core.model.openvino_checks import (
@@ -326,7 +326,7 @@ def test_export_openvino_on_a_read_only_bundle_says_copy_it_in_one_line(tmp_path
     try:
         if os.geteuid() == 0:
             subprocess.run(["mount", "-o", "remount,bind,ro", str(bundle)], check=True, capture_output=True)
-        proc = trapcls("export", "openvino", bundle, check=False)
+        proc = trapcls("export", "openvino", bundle, rc=None)
     finally:
         if os.geteuid() == 0:
             subprocess.run(["umount", str(bundle)], capture_output=True)
@@ -341,7 +341,7 @@ def test_the_cli_offers_openvino_and_a_missing_bundle_is_one_line(tmp_path):
     from trapcls.predict.backends import AUTO_ORDER, BACKENDS
 
     assert "openvino" in BACKENDS and AUTO_ORDER.index("openvino") == AUTO_ORDER.index("onnxruntime") - 1
-    proc = trapcls("export", "openvino", tmp_path / "nope", check=False)
+    proc = trapcls("export", "openvino", tmp_path / "nope", rc=None)
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
@@ -349,7 +349,7 @@ def test_the_cli_offers_openvino_and_a_missing_bundle_is_one_line(tmp_path):
 def test_export_openvino_never_changes_the_model_shipped_inside_trapcls_and_says_copy_it():
     shipped = REPO / "trapcls" / "default_bundle"
     before = (shipped / MANIFEST).read_bytes()
-    proc = trapcls("export", "openvino", shipped, check=False)
+    proc = trapcls("export", "openvino", shipped, rc=None)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "shipped inside trapcls" in proc.stderr and "cp -r" in proc.stderr
     assert (shipped / MANIFEST).read_bytes() == before

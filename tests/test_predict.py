@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import DEMO, make_bad_inputs, noise_image, write_jpeg
+from helpers import DEMO, make_bad_inputs, noise_image, write_jpeg
 from trapcls.core.frames.discover import discover_images
 from trapcls.core.model.bundle import load_bundle
 from trapcls.core.model.probs import probabilities

@@ -15,15 +15,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import DEMO, make_input_zoo, noise_image, write_jpeg
+from helpers import DEMO, make_input_zoo, noise_image, write_jpeg
 from trapcls.core.frames.preprocess import preprocess
 from trapcls.core.model.bundle import load_bundle
 from trapcls.core.model.probs import probabilities
-from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.exceptions import DataError, OptionError
+from trapcls.core.table.layout import Layout
 from trapcls.predict.backends import BACKENDS, choose_backend, create_backend
 from trapcls.predict.config import BACKEND_NAMES, FORMATS
-from trapcls.predict.output import Layout
-from trapcls.predict.runner import PredictConfig, _layout, run_predict
+from trapcls.predict.runner import PredictConfig, run_predict
 
 
 def _many_frames(folder: Path, count: int) -> Path:
@@ -228,12 +228,11 @@ def test_blank_flag_follows_the_threshold(tiny_run, tmp_path):
         assert pd.read_csv(out)["is_blank"].tolist() == [expected]
     bundle = load_bundle(tiny_run / "bundle")
     no_blank = dataclasses.replace(bundle, classes=tuple(c.replace("blank", "sky") for c in bundle.classes))
-    config = PredictConfig(inputs=[], bundle=bundle.root, out=tmp_path / "x.csv", blank_threshold=0.3)
-    with pytest.raises(DataError, match="no blank class"):
-        _layout(config, no_blank)
+    with pytest.raises(OptionError, match="no blank class"):
+        no_blank.layout("field", 0.3)
     assert "is_blank" not in Layout("field", no_blank.classes).header()
-    with pytest.raises(DataError, match="between 0 and 1"):
-        Layout("field", bundle.classes, 1.5)
+    with pytest.raises(OptionError, match="between 0 and 1"):
+        PredictConfig(inputs=[], bundle=bundle.root, out=tmp_path / "x.csv", blank_threshold=1.5)
 
 
 def test_capture_time_column_and_file_list_input(tiny_run, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DEMO, make_bad_inputs, noise_image
+from helpers import DEMO, make_bad_inputs, noise_image
 from trapcls.core.frames.preprocess import (
     PreprocessSpec,
     draft_size,
@@ -200,7 +200,7 @@ def test_reduced_decoding_changes_probabilities_within_tolerance_on_real_frames(
     frames, and changes the top-1 class only where the full-decode top-2 margin is below 0.02."""
     import torch
 
-    from conftest import LITE0_WEIGHTS
+    from helpers import LITE0_WEIGHTS
     from trapcls.core.model.build import create_model, preprocess_spec
 
     model = create_model("tf_efficientnet_lite0", 1000, weights=LITE0_WEIGHTS).eval()

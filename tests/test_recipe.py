@@ -10,10 +10,10 @@ from collections import Counter
 import pytest
 import torch
 
-from conftest import DEMO, noise_image
+from helpers import DEMO, noise_image
 from trapcls.core.frames.preprocess import PreprocessSpec
 from trapcls.core.model.build import create_model
-from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.exceptions import DataError, OptionError
 from trapcls.training import TrainConfig, train
 from trapcls.training.epoch import Stepper, set_backbone_trainable
 from trapcls.training.recipe import (
@@ -42,7 +42,7 @@ def test_train_transform_gives_the_input_size(augment):
     spec = PreprocessSpec(height=48, width=64, mean=(0, 0, 0), std=(1, 1, 1))
     out = train_transform(spec, augment=augment, min_scale=0.7)(noise_image((400, 300)))
     assert out.size == (64, 48) and out.mode == "RGB"
-    with pytest.raises(DataError, match="Invalid --augment 'mixup'"):
+    with pytest.raises(OptionError, match="augment: 'mixup' is not one of"):
         train_transform(spec, augment="mixup", min_scale=0.7)
 
 
@@ -141,7 +141,7 @@ def test_warm_up_unfreezes_and_recipe_options_run(tmp_path, caplog):
     rows = _metrics(run)
     assert len(rows) == 2 and all(0 <= float(r["val_macro_f1"]) <= 1 for r in rows)
     assert result.calibration is not None
-    with pytest.raises(DataError, match="Invalid --balance 'oversample'"):
+    with pytest.raises(OptionError, match="balance: 'oversample' is not one of"):
         train(TrainConfig(data=DEMO / "train", out=tmp_path / "x", arch="test_efficientnet", balance="oversample"))
 
 
@@ -210,9 +210,9 @@ def test_retraining_from_a_bundle_keeps_or_resets_the_head(tiny_run, tmp_path, c
     fresh = load_checkpoint(tmp_path / "new")["state_dict"]
     assert torch.equal(fresh["conv_stem.weight"], start["conv_stem.weight"])
     assert fresh["classifier.weight"].shape[0] == 3
-    with pytest.raises(DataError, match="differs from the bundle's"):
+    with pytest.raises(OptionError, match="differs from the bundle's"):
         train(TrainConfig(data=season, out=tmp_path / "x", from_bundle=bundle.root, arch="resnet18"))
-    with pytest.raises(DataError, match="--arch is required"):
+    with pytest.raises(OptionError, match="arch: is required"):
         train(TrainConfig(data=season, out=tmp_path / "y"))
 
 
@@ -255,7 +255,7 @@ def test_torchrun_two_processes_on_cpu_match_one_process(tmp_path):
     assert len(one) == len(two) == 3
     for a, b in zip(one, two):
         assert abs(float(a["val_log_loss"]) - float(b["val_log_loss"])) < 0.05  # the same recipe, within noise
-    with pytest.raises(DataError, match="must divide by"):
+    with pytest.raises(OptionError, match="must divide by"):
         from trapcls.training.distributed import Dist
         from trapcls.training.trainer import check_config
 

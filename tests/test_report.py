@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DEMO, make_bad_inputs, noise_image
+from helpers import DEMO, make_bad_inputs, noise_image
 from trapcls.evaluate import pictures
 from trapcls.evaluate.report import NOT_FOUND, galleries, write_report
 

@@ -30,7 +30,7 @@ from trapcls.core.model.engines import (
     write_metadata,
 )
 from trapcls.core.model.profile import Profile
-from trapcls.core.system.exceptions import BundleError, ExportError, MissingDependencyError
+from trapcls.core.system.exceptions import BundleError, ExportError, MissingDependencyError, OptionError
 from trapcls.core.system.fsutil import sha256_file
 from trapcls.core.system.hardware import Gpu
 from trapcls.export.tensorrt import BUILDER_FLAG, STRONGLY_TYPED, fp16_mode, precision_evidence, tensor_precision
@@ -192,10 +192,10 @@ def test_fp16_is_confirmed_from_layer_types_or_size_and_an_fp32_engine_is_not_ca
 def test_profile_and_names():
     assert engine_name(Gpu("NVIDIA GeForce RTX 4090", "8.9", 128, "torch"), "10.13.3") == \
         "nvidia-geforce-rtx-4090-sm89-trt10.13.3-fp16.engine"
-    with pytest.raises(BundleError, match="--min-batch <= --opt-batch"):
-        Profile(min_batch=4, opt_batch=2, max_batch=8).check()
-    with pytest.raises(BundleError, match="--workspace"):
-        Profile(workspace_mib=8).check()
+    with pytest.raises(OptionError, match="opt_batch: must be at least min_batch"):
+        Profile(min_batch=4, opt_batch=2, max_batch=8)
+    with pytest.raises(OptionError, match="workspace_mib"):
+        Profile(workspace_mib=8)
     spaced = SimpleNamespace(root=Path("/field station/bundle"))  # a path that needs quoting in a shell
     assert rebuild_command(spaced) == ("trapcls export tensorrt '/field station/bundle' --min-batch 1 --opt-batch 8 "
                                        "--max-batch 16 --workspace 1024")

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEMO, LITE0_WEIGHTS
+from helpers import DEMO, LITE0_WEIGHTS
 from trapcls.core.frames.labels import Sample, load_samples
 from trapcls.core.frames.preprocess import PreprocessSpec, preprocess
 from trapcls.core.model.build import check_arch, create_model, load_weights
 from trapcls.core.model.checkpoint import load_checkpoint
-from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.exceptions import DataError, OptionError
 from trapcls.training.split import stratified_split
 
 IMAGENET_ZEBRA = 340
@@ -100,7 +100,7 @@ def test_weights_for_another_architecture_are_refused():
 
 
 def test_unknown_arch_lists_what_is_valid():
-    with pytest.raises(DataError, match="Invalid --arch 'vit_base_patch16_224'.*resnet50"):
+    with pytest.raises(OptionError, match="arch: 'vit_base_patch16_224' is not a timm.*resnet50"):
         check_arch("vit_base_patch16_224")
 
 

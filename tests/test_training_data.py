@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_jpeg
+from helpers import write_jpeg
 from trapcls.core.frames.labels import Sample, load_samples
-from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.exceptions import DataError, OptionError
 from trapcls.training.config import GROUP_BY
 from trapcls.training.split import kfold_split, read_split, split_samples, stratified_split, write_split
 
@@ -303,16 +303,17 @@ def test_zero_val_fraction_keeps_everything_for_training():
 
 
 @pytest.mark.parametrize(("samples", "kwargs", "message"), [
-    (sited({"a": 4, "b": 4}, 2), {"group_by": "camera"}, "Invalid --group-by 'camera'. Only auto, site, folder, none"),
+    (sited({"a": 4, "b": 4}, 2), {"group_by": "camera"},
+     "group_by: 'camera' is not one of 'auto', 'site', 'folder', 'none'"),
     ([Sample(Path("/d/a.jpg"), "a"), Sample(Path("/d/b.jpg"), "b")], {"group_by": "site"}, "no image has a site"),
     ([Sample(Path("/d/a.jpg"), "a", "s1"), Sample(Path("/d/b.jpg"), "b")], {"group_by": "site"},
      "1 images have no site, e.g. /d/b.jpg"),
     (sited({"a": 4, "b": 4}, 1), {}, "from 1 site.*needs at least 2. Use --group-by none"),
     (sited({"a": 4, "b": 4}, 1), {"group_by": "folder"}, "from 1 folder.*Use --group-by none"),
-    (sited({"a": 4, "b": 4}, 2), {"val_fraction": 1.0}, r"--val-fraction must be in \[0, 1\)"),
+    (sited({"a": 4, "b": 4}, 2), {"val_fraction": 1.0}, r"val_fraction: must be in \[0, 1\)"),
 ])
 def test_split_errors_are_explained(samples, kwargs, message):
-    with pytest.raises(DataError, match=message):
+    with pytest.raises((DataError, OptionError), match=message):
         split_samples(samples, **{"val_fraction": 0.2, "seed": 0, **kwargs})
 
 
@@ -354,7 +355,7 @@ def test_kfold_is_seeded_and_balanced_by_site():
     ({"folds": 5, "fold": 1, "group_by": "site"}, "from 3 site.*needs at least 5. Use --group-by none"),
 ])
 def test_kfold_errors_are_explained(kwargs, message):
-    with pytest.raises(DataError, match=message):
+    with pytest.raises((DataError, OptionError), match=message):
         kfold_split(sited({"a": 6, "b": 6}, sites=3), seed=0, **kwargs)
 
 

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_watch_events import csv_paths, status, watch  # noqa: F401  (watch: the daemon fixture)
 
-from conftest import write_jpeg
+from helpers import csv_paths, status, write_jpeg
 from trapcls.core.frames.discover import RACY_NS, TreeScanner, Unclassified, discover, discover_images
 from trapcls.core.system.exceptions import DataError
 

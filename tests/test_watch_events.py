@@ -12,140 +12,28 @@ import csv
 import json
 import os
 import shutil
-import signal
-import socket
-import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import DEMO, SHARED_DATA, make_input_zoo, noise_image, write_jpeg
+from helpers import (
+    FRAMES,
+    SHARED_DATA,
+    NotifyListener,
+    csv_paths,
+    csv_rows,
+    journal,
+    make_input_zoo,
+    noise_image,
+    status,
+    wait_until,
+    write_jpeg,
+)
 from trapcls.predict.runner import PredictConfig, run_predict
-
-FRAMES = DEMO / "frames"
-READY_LINE = "trapcls.watch.daemon: watching "
-# Fast defaults for every run; a test overrides any of them by keyword.
-FAST = {"settle": 0.3, "flush_interval": 0.2, "rescan_interval": 3600, "workers": 1, "threads": 1, "idle_exit": 2}
-NOTIFY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-
-
-class Daemon:
-    """One `trapcls watch` process; its log (stdout and stderr) is collected line by line."""
-
-    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
-        self.cmd = cmd
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        wait_until(lambda: READY_LINE in self.log or not self.running(), timeout, "the daemon to start", self)
-        assert self.running(), f"the daemon exited early ({self.proc.returncode}):\n{self.log}"
-
-    def finish(self, timeout: float = 30) -> int:
-        """Wait for the daemon to exit by itself (--idle-exit); its exit status."""
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"the daemon did not exit within {timeout} s:\n{self.log}")
-        self._reader.join(timeout=5)
-        return rc
-
-    def terminate(self, timeout: float = 15) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.finish(timeout)
-
-    def kill(self) -> None:
-        if self.running():
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-
-def wait_until(predicate, timeout: float, what: str, daemon: Daemon | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            log = f"; daemon log:\n{daemon.log}" if daemon else ""
-            pytest.fail(f"timed out after {timeout} s waiting for {what}{log}")
-        time.sleep(0.05)
-
-
-def launch(started: list[Daemon], bundle: Path, inbox: Path, *flags: str, env: dict[str, str] | None = None,
-           ready: bool = True, **options) -> Daemon:
-    """Start `trapcls watch INBOX --bundle BUNDLE [flags] --option value ...` (FAST options unless given).
-
-    The daemon joins `started` before it is waited for, so a fixture kills it even when it never got ready.
-    """
-    cmd = [sys.executable, "-m", "trapcls", "watch", str(inbox), "--bundle", str(bundle), *flags]
-    for name, value in {**FAST, **options}.items():
-        if value is not None:
-            cmd += [f"--{name.replace('_', '-')}", str(value)]
-    environment = {k: v for k, v in os.environ.items() if k not in NOTIFY_ENV}
-    environment.update(PYTHONUNBUFFERED="1", **(env or {}))
-    daemon = Daemon(cmd, environment)
-    started.append(daemon)
-    if ready:
-        daemon.wait_ready()
-    return daemon
-
-
-@pytest.fixture()
-def watch(tiny_run):
-    """Start `trapcls watch INBOX --bundle <tiny> [flags] --option value ...` and wait until it watches.
-
-    Every process started is killed at teardown, whatever the test did.
-    """
-    started: list[Daemon] = []
-
-    def start(inbox: Path, *flags: str, env: dict[str, str] | None = None, **options) -> Daemon:
-        return launch(started, tiny_run / "bundle", inbox, *flags, env=env, **options)
-
-    try:
-        yield start
-    finally:
-        for daemon in started:
-            daemon.kill()
-
-
-def csv_rows(path: Path) -> dict[str, dict[str, str]]:
-    """A prediction CSV as path -> row; fails on a duplicated path."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    paths = [r["path"] for r in rows]
-    assert len(paths) == len(set(paths)), f"duplicated rows in {path}: {sorted(paths)}"
-    return {r["path"]: r for r in rows}
-
-
-def csv_paths(path: Path) -> set[str]:
-    return set(csv_rows(path)) if path.exists() else set()
-
-
-def journal(out: Path) -> dict[str, dict]:
-    """The journal's files table as path -> row (read-only, safe while the daemon runs)."""
-    db = sqlite3.connect(f"file:{out / '.trapcls' / 'journal.sqlite'}?mode=ro", uri=True, timeout=30)
-    db.row_factory = sqlite3.Row
-    try:
-        return {r["path"]: dict(r) for r in db.execute("SELECT * FROM files")}
-    finally:
-        db.close()
 
 
 def copy_frame(name: str, target: Path) -> Path:
@@ -158,13 +46,6 @@ def big_frame() -> Path:
     """A real 3 MP camera-trap JPEG: the largest ENA24 frame in ../shared/data, else the largest demo frame."""
     frames = sorted((SHARED_DATA / "ena24_small").glob("*.jpg")) or sorted(FRAMES.glob("*.jpg"))
     return max(frames, key=lambda p: p.stat().st_size)
-
-
-def status(out: Path, *flags: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "trapcls", "status", str(out), *flags], check=False,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 # --- 1. slow copies ------------------------------------------------------------------------------
@@ -306,33 +187,6 @@ def test_every_bad_input_gets_a_row_and_the_daemon_keeps_going(watch, tmp_path):
 
 
 # --- 6. sd_notify -----------------------------------------------------------------------------------------
-
-
-class NotifyListener:
-    """A bound AF_UNIX datagram socket standing in for systemd; collects what arrives."""
-
-    def __init__(self, address: str) -> None:
-        self.messages: list[str] = []
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(address)
-        self.sock.settimeout(0.1)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                continue
-
-    def close(self) -> list[str]:
-        time.sleep(0.2)  # let the last datagrams in
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
-        return self.messages
 
 
 @pytest.mark.parametrize("namespace", ["path", "abstract"])

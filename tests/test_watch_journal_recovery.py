@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_watch_events import FAST, NOTIFY_ENV, Daemon, csv_rows, journal
 
-from conftest import DEMO
+from helpers import DEMO, FAST, NOTIFY_ENV, Daemon, csv_rows, journal
 from trapcls.watch.daemon import CSV_NAME, journal_path
 from trapcls.watch.journal import SCHEMA_VERSION
 

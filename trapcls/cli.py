@@ -24,7 +24,7 @@ import typer
 from trapcls import __version__
 from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
 from trapcls.core.model.profile import Profile
-from trapcls.core.system.exceptions import TrapclsError
+from trapcls.core.system.exceptions import OptionError, TrapclsError
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.export import parse_targets
 from trapcls.predict.config import BACKEND_NAMES, FORMATS, PredictConfig
@@ -304,7 +304,7 @@ def predict(
     if summary.precision:
         typer.echo(f"precision: {summary.precision}", err=True)
     if summary.blank_rule:
-        typer.echo(summary.blank_rule, err=True)
+        typer.echo(summary.blank_rule.describe(), err=True)
     if summary.skipped:
         typer.echo(f"resumed: {summary.skipped} files were already in {summary.out}", err=True)
     if summary.repaired:
@@ -370,8 +370,9 @@ def export_tensorrt(
     opt_batch: Annotated[int, typer.Option(help="Batch size TensorRT tunes its kernels for.")] = PROFILE.opt_batch,
     max_batch: Annotated[int, typer.Option(
         help="Largest batch the engine accepts (more needs more GPU memory).")] = PROFILE.max_batch,
-    workspace: Annotated[int, typer.Option(
-        help="Builder workspace limit in MiB; the default suits an 8 GB Jetson (GPU and CPU share its memory).")]
+    workspace_mib: Annotated[int, typer.Option(
+        "--workspace", help="Builder workspace limit in MiB; the default suits an 8 GB Jetson (GPU and CPU share "
+                            "its memory).")]
     = PROFILE.workspace_mib,
     verify_images: Annotated[Optional[Path], typer.Option(
         help="Folder of real frames for the engine-vs-ONNX Runtime check; default: frames shipped with trapcls.")]
@@ -386,7 +387,7 @@ def export_tensorrt(
     from trapcls.export.tensorrt import export_tensorrt as run_export
 
     result = run_export(bundle, Profile(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
-                                        workspace_mib=workspace), verify_images=_frames(verify_images, 64))
+                                        workspace_mib=workspace_mib), verify_images=_frames(verify_images, 64))
     meta, check = result.meta, result.meta.verification
     typer.echo(f"engine: {result.engine} ({meta.engine_bytes / 2**20:.1f} MiB, {meta.precision} via "
                f"{meta.fp16_mode}, TensorRT {meta.tensorrt_version}, {meta.gpu_name})")
@@ -766,11 +767,28 @@ _KEPT_ON_DISK_ERROR = {
 }
 
 
+def _flag(field: str) -> str:
+    """The flag of the config field `field` in the command this process runs (from its typer declaration)."""
+    command = typer.main.get_command(app)
+    for word in sys.argv[1:]:
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is not None:
+            command = sub
+    for param in getattr(command, "params", []):
+        if param.name == field:
+            return max(param.opts, key=len) if param.opts and param.opts[0].startswith("-") else param.name.upper()
+    return "--" + field.replace("_", "-")
+
+
 def main() -> None:
     """Console-script entry point: typer handles usage errors (exit 2); TrapclsError exits 1, and so does a
     write that failed because the disk is full, read-only or gone (one line naming the file, no traceback)."""
     try:
         app()
+    except OptionError as exc:  # a bad option value, wherever it was found: bad usage, like typer's own checks
+        logging.getLogger(__name__).debug("the traceback behind the error below:", exc_info=True)
+        typer.echo(f"error: Invalid value for '{_flag(exc.field)}': {exc.render(_flag)}.", err=True)
+        sys.exit(2)
     except TrapclsError as exc:
         # --verbose (debug logging) shows what led to it, for bug reports; the message stays one line.
         logging.getLogger(__name__).debug("the traceback behind the error below:", exc_info=True)

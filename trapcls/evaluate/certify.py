@@ -30,7 +30,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from trapcls.core.options import check_value
 from trapcls.core.system.exceptions import DataError
+from trapcls.evaluate.config import EvaluateConfig
 
 # The thresholds tested, in order: 1.000, 0.999, ..., 0.000. Fixed in advance, as the
 # fixed-sequence procedure requires; 0.001 is finer than any difference a user would act on.
@@ -109,10 +111,8 @@ def certify_blank_threshold(p_blank_animals: np.ndarray, p_blank_blanks: np.ndar
     `p_blank_animals`: P(blank) of the labelled non-blank frames; `p_blank_blanks`: of the blank ones.
     Raises DataError when the frames cannot certify the target, saying how many it has and needs.
     """
-    if not 0.0 < target < 1.0:
-        raise DataError(f"--blank-miss must be between 0 and 1 (e.g. 0.02 for 2%), got {target}.")
-    if not 0.5 <= confidence < 1.0:
-        raise DataError(f"--confidence must be at least 0.5 and below 1 (e.g. 0.95), got {confidence}.")
+    check_value(EvaluateConfig, "blank_miss", target)
+    check_value(EvaluateConfig, "confidence", confidence)
     animals = np.sort(np.asarray(p_blank_animals, dtype=np.float64))
     blanks = np.asarray(p_blank_blanks, dtype=np.float64)
     n, need = len(animals), frames_needed(target, confidence)

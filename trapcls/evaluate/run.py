@@ -20,13 +20,15 @@ import numpy as np
 
 from trapcls.core.frames.labels import Sample, load_samples
 from trapcls.core.metrics import compare, evaluate_probs
-from trapcls.core.model.blank import blank_index
+from trapcls.core.model.blank import DEFAULT, DEFAULT_BLANK_THRESHOLD, BlankRule, blank_index, given_rule
 from trapcls.core.model.bundle import MANIFEST, load_bundle, store_blank_policy
 from trapcls.core.system.exceptions import DataError
+from trapcls.core.table.blank import rule_for_table
+from trapcls.core.table.read import Table
+from trapcls.core.table.read import read_predictions as read_predictions_table
 from trapcls.evaluate.certify import certify_blank_threshold
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.evaluate.report import galleries, write_report
-from trapcls.predict.output import check_one_model, parse_header, read_table
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class Predictions:
     probs: np.ndarray  # (N, C); only the rows with probabilities
     failed: list[str]  # keys of error rows (unreadable images)
     model: str | None = None  # the model column of a field CSV (None: submission, or written before it existed)
+    table: Table | None = None  # the CSV as read, for its blank rule
 
 
 @dataclass
@@ -62,35 +65,33 @@ class Matched:
 
 
 def read_predictions(path: Path) -> Predictions:
-    """Read a `predict`/`watch` CSV in the field or submission format."""
-    if not path.is_file():
-        raise DataError(f"Predictions file {path} does not exist; pass the CSV `trapcls predict --out` wrote.")
-    header, rows = read_table(path)
-    if not header:
-        raise DataError(f"{path} is empty; expected a CSV written by `trapcls predict`.")
-    columns = parse_header(header, path)
-    fmt, classes, first = columns.fmt, columns.classes, columns.first
-    keys, values, failed, seen, repeated = [], [], [], set(), []
-    for row in rows:
-        key = row[0]
-        if key in seen:
-            repeated.append(key)
-            continue
-        seen.add(key)
-        if fmt == "field" and row[columns.status] != "ok":
-            failed.append(key)
-            continue
-        try:
-            values.append([float(v) for v in row[first:first + len(classes)]])
-        except ValueError:
-            raise DataError(f"{path}: row {key!r} has a probability that is not a number.") from None
-        keys.append(key)
-    if repeated:
-        raise DataError(f"{path}: {len(repeated)} keys appear more than once, e.g. {', '.join(repeated[:EXAMPLES])}.")
-    probs = np.asarray(values, dtype=np.float64).reshape(len(values), len(classes))
-    model = check_one_model(path, columns.model, rows)
-    return Predictions(source=path, fmt=fmt, classes=list(classes), keys=keys, probs=probs, failed=failed,
-                       model=model)
+    """Read a `predict`/`watch` CSV in the field or submission format (rows that are not distributions are
+    renormalised and reported by `match`, as the metric does)."""
+    table = read_predictions_table(path, distributions=False)
+    good = [row for row in table.rows if row.ok]
+    probs = np.asarray([row.probs for row in good], dtype=np.float64).reshape(len(good), len(table.classes))
+    return Predictions(source=path, fmt=table.fmt, classes=list(table.classes), keys=[row.path for row in good],
+                       probs=probs, failed=[row.path for row in table.rows if not row.ok], model=table.model,
+                       table=table)
+
+
+def blank_rule(config: EvaluateConfig, predictions: Predictions) -> BlankRule:
+    """The rule blank-vs-animal scores use: the one the CSV was written with (trapcls.core.table.blank), the
+    threshold given, or for a submission CSV (no is_blank column) the bundle's rule, else the default."""
+    table = predictions.table
+    if table.fmt == "field" and table.blank is not None:
+        bundle = config.bundle if config.bundle is not None and _same_model(config.bundle, table) else None
+        return rule_for_table(table, given=config.blank_threshold, bundle=bundle)
+    if config.blank_threshold is not None:
+        return given_rule(config.blank_threshold)
+    if config.bundle is not None:
+        return load_bundle(config.bundle).blank_rule()
+    return BlankRule(DEFAULT_BLANK_THRESHOLD, DEFAULT, f"the default {DEFAULT_BLANK_THRESHOLD:g}: a submission CSV "
+                     "names no model, and no bundle was given")
+
+
+def _same_model(bundle: Path, table: Table) -> bool:
+    return table.model is None or load_bundle(bundle).model_id == table.model
 
 
 def read_labels(path: Path, *, label_regex: str | None = None) -> list[Sample]:
@@ -212,20 +213,18 @@ class Evaluation:
     report: Path | None = None
     certificate: dict | None = None  # --blank-miss: the certified blank threshold
     stored_in: Path | None = None  # --write-bundle: the bundle.json that now holds it
+    blank_rules: list[str | None] = field(default_factory=list)  # per file, the blank rule its scores used, and why
 
     def to_json(self) -> dict:
         return {"predictions": self.names, "metrics": self.metrics, "comparison": self.comparison,
                 "notes": self.notes, "counts": self.counts, "report": str(self.report) if self.report else None,
-                "blank_certificate": self.certificate, "stored_in": str(self.stored_in) if self.stored_in else None}
+                "blank_certificate": self.certificate, "stored_in": str(self.stored_in) if self.stored_in else None,
+                "blank_rules": self.blank_rules}
 
 
 def evaluate(config: EvaluateConfig) -> Evaluation:
     """Score one predictions file (or two side by side) against labels; write the HTML report if asked."""
-    if not 1 <= len(config.predictions) <= 2:
-        raise DataError("Give one predictions CSV, or two to compare.")
     check_certify_options(config)
-    if not 0 <= config.blank_threshold <= 1:
-        raise DataError(f"--blank-threshold must be between 0 and 1, got {config.blank_threshold}.")
     samples = read_labels(config.labels, label_regex=config.label_regex)
     loaded = [read_predictions(p) for p in config.predictions]
     matched = [match(p, samples) for p in loaded]
@@ -233,8 +232,9 @@ def evaluate(config: EvaluateConfig) -> Evaluation:
         if len(loaded) > 1 else list(matched[0].notes)
     if len(matched) == 2:
         matched = _common_rows(matched, [p.source.name for p in loaded], notes)
-    metrics = [evaluate_probs(m.probs, m.labels, m.classes, sites=m.sites, blank_threshold=config.blank_threshold)
-               for m in matched]
+    rules = [blank_rule(config, p) for p in loaded]
+    metrics = [evaluate_probs(m.probs, m.labels, m.classes, sites=m.sites, blank_threshold=rule.threshold)
+               for m, rule in zip(matched, rules, strict=True)]
     comparison = None
     if len(metrics) == 2:
         comparison = {**compare(metrics[0], metrics[1], matched[0].classes),
@@ -244,7 +244,9 @@ def evaluate(config: EvaluateConfig) -> Evaluation:
         notes.append(f"{len(absent)} labelled images are not on disk, so the galleries show placeholders for them, "
                      f"e.g. {', '.join(str(p) for p in absent[:EXAMPLES])}.")
     result = Evaluation(names=[p.source.name for p in loaded], metrics=metrics, comparison=comparison, notes=notes,
-                        counts=[m.counts for m in matched])
+                        counts=[m.counts for m in matched],
+                        blank_rules=[r.describe() if blank_index(p.classes) is not None else None
+                                     for p, r in zip(loaded, rules, strict=True)])
     if config.blank_miss is not None:
         result.certificate, result.stored_in = certify(config, loaded[0], matched[0])
     if config.report:
@@ -259,11 +261,7 @@ def evaluate(config: EvaluateConfig) -> Evaluation:
 
 
 def check_certify_options(config: EvaluateConfig) -> None:
-    """--blank-miss needs one predictions file; --write-bundle needs --blank-miss (before any work is done)."""
-    if config.write_bundle is not None and config.blank_miss is None:
-        raise DataError("--write-bundle stores a certified blank policy: give --blank-miss too (e.g. 0.02).")
-    if config.blank_miss is not None and len(config.predictions) != 1:
-        raise DataError("--blank-miss certifies one model's predictions: give one predictions CSV.")
+    """A bundle to store a certified policy in is refused before any work is done."""
     if config.write_bundle is not None:
         load_bundle(config.write_bundle)  # a bad bundle is refused now, not after the scoring
 
@@ -287,8 +285,9 @@ def certify(config: EvaluateConfig, predictions: Predictions, matched: Matched) 
     if predictions.model is None:
         raise DataError(f"{predictions.source} has no model column, so nothing shows it comes from "
                         f"{config.write_bundle}. Predict again with this trapcls and certify that CSV.")
-    policy = {**certificate, "model": bundle.model_id, "labels": str(config.labels.resolve()),
-              "predictions": str(predictions.source.resolve()),
+    # File names only: bundle.json travels to other machines, and their paths would be this machine's.
+    policy = {**certificate, "model": bundle.model_id, "labels": config.labels.name,
+              "predictions": predictions.source.name,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     stored = store_blank_policy(bundle.root, policy)
     return certificate, stored.root / MANIFEST
@@ -344,6 +343,7 @@ def render_text(result: Evaluation) -> str:
     blank = result.metrics[0].get("blank")
     if blank:
         lines.append(f"blank vs animal at P(blank) >= {blank['threshold']:g}:")
+        lines += [f"  {name}: {rule}" for name, rule in zip(result.names, result.blank_rules, strict=False) if rule]
         for key in ("blank_precision", "blank_recall", "animal_precision", "animal_recall"):
             lines.append(f"  {key.replace('_', ' '):<20}" + "".join(
                 f"{_num((m.get('blank') or {}).get(key), '{:.3f}'):>{width}}" for m in result.metrics))

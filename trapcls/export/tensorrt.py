@@ -129,7 +129,6 @@ def export_tensorrt(bundle_dir: Path, profile: Profile | None = None, *,
                     verify_images: list[Path] | None = None) -> TensorRTExport:
     """Build, check and record an FP16 engine for this machine's GPU in the bundle at `bundle_dir`."""
     profile = profile or Profile()
-    profile.check()
     bundle = load_bundle(bundle_dir)
     if bundle.onnx_precision == "int8":
         raise ExportError(f"{bundle.onnx_path} is the INT8 model `export onnx --int8` made for the CPU; TensorRT "

@@ -1,4 +1,4 @@
-"""The options of `trapcls predict`, each default written once; the CLI reads them from here.
+"""The options of `trapcls predict`, each default and bound written once; the CLI reads them from here.
 
 Free of heavy imports: the CLI loads this module to build its options, and `trapcls --help`
 must stay fast. Tests hold FORMATS and BACKEND_NAMES equal to the writers' and the backend
@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from trapcls.core.options import check_options, option
+from trapcls.core.system.exceptions import OptionError
+
 FORMATS = ("field", "submission")
 BACKEND_NAMES = ("onnxruntime", "torch", "tensorrt", "openvino")
 # Default images per batch by device: on a CPU 8 is as fast as 16 at about half the peak memory
@@ -17,20 +20,46 @@ BACKEND_NAMES = ("onnxruntime", "torch", "tensorrt", "openvino")
 DEFAULT_BATCH = {"cpu": 8, "cuda": 32}
 
 
-@dataclass(frozen=True)
-class PredictConfig:
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How a command that classifies runs its model: predict and watch share these, declared once."""
+
+    backend: str = option("auto", choices=("auto", *BACKEND_NAMES))
+    batch_size: int | None = option(None, low=1, hint="leave it out for the default")
+    threads: int | None = option(None, low=1, hint="leave it out for the default")
+    workers: int | None = option(None, low=1, hint="leave it out for the default")
+    blank_threshold: float | None = option(None, low=0, high=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictConfig(RunOptions):
     """Everything `trapcls predict` needs; the CLI only fills this in."""
 
     inputs: list[Path]
     bundle: Path
     out: Path
-    fmt: str = "field"
-    backend: str = "auto"
-    batch_size: int | None = None
-    threads: int | None = None
-    workers: int | None = None
+    fmt: str = option("field", choices=FORMATS)
     file_list: Path | None = None
     shard: tuple[int, int] | None = None
     overwrite: bool = False
     tta: bool = False
-    blank_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        if self.shard is not None:
+            check_shard(*self.shard)
+        if self.blank_threshold is not None and self.fmt == "submission":
+            raise OptionError("blank_threshold", "does not apply: the submission format has no is_blank column")
+
+
+
+def check_shard(k: int, n: int, text: str | None = None) -> None:
+    """OptionError("shard", ...) unless shard K of N exists (1-based); `text` is the value as typed."""
+    typed = text or f"{k}/{n}"
+    if n < 1:
+        raise OptionError("shard", f"{typed!r}: N (the number of shards) must be at least 1")
+    if k == 0:
+        raise OptionError("shard", f"{typed!r}: shards count from 1 (1/{n} to {n}/{n}); with a 0-based array index "
+                                   f"use $((SLURM_ARRAY_TASK_ID+1))/{n}")
+    if not 1 <= k <= n:
+        raise OptionError("shard", f"{typed!r}: K must be between 1 and N={n}")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import write_csv, writing
-from trapcls.predict.output import check_one_model, read_table, short
+from trapcls.core.table.layout import short
+from trapcls.core.table.read import check_one_model, read_table
 
 _EXAMPLES = 5
 

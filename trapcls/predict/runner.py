@@ -20,14 +20,17 @@ import numpy as np
 
 from trapcls.core.frames.discover import ImageFile, Unclassified, discover
 from trapcls.core.frames.preprocess import PreprocessSpec, preprocess_frame
+from trapcls.core.model.blank import BlankRule
 from trapcls.core.model.bundle import Bundle, load_bundle
 from trapcls.core.model.probs import probabilities
-from trapcls.core.system.exceptions import DataError, ImageReadError
+from trapcls.core.system.exceptions import ImageReadError
 from trapcls.core.system.hardware import cores
+from trapcls.core.table.append import CsvAppender
+from trapcls.core.table.layout import check_submission_ids
+from trapcls.core.table.row import Row
 from trapcls.predict.backends import Backend, choose_backend, create_backend
 from trapcls.predict.config import DEFAULT_BATCH, PredictConfig
 from trapcls.predict.merge import merge_csvs
-from trapcls.predict.output import CsvAppender, Layout, Result, check_format, check_submission_ids
 from trapcls.predict.shard import select_shard
 
 log = logging.getLogger(__name__)
@@ -50,8 +53,8 @@ class PredictSummary:
     failed: int = 0
     seconds: float = 0.0
     repaired: bool = False
-    failures: list[Result] = field(default_factory=list)
-    blank_rule: str = ""  # the is_blank threshold and where it came from (field format, a blank class)
+    failures: list[Row] = field(default_factory=list)
+    blank_rule: BlankRule | None = None  # the is_blank rule (field format, a model with a blank class)
     # Videos and other non-image files in the folders walked, per folder (relative to the inputs' common parent).
     unclassified: dict[str, Unclassified] = field(default_factory=dict)
 
@@ -67,29 +70,22 @@ def run_predict(
     The CSV is the resume file: re-running the same command skips the files it holds (unless
     `overwrite`), and a finished CSV is put in canonical (sorted) order.
     """
-    check_format(config.fmt)  # before any work, not after the whole folder is classified
-    for flag, value in (("--batch-size", config.batch_size), ("--threads", config.threads),
-                        ("--workers", config.workers)):
-        if value is not None and value < 1:
-            raise DataError(f"{flag} must be at least 1, got {value} (leave it out for the default).")
     bundle = load_bundle(config.bundle)
-    layout = _layout(config, bundle)
-    why = bundle.blank_threshold(config.blank_threshold)[1]
-    summary_blank = f"is_blank: P(blank) >= {layout.blank_threshold:g} ({why})" if layout.blank is not None else ""
+    layout = bundle.layout(config.fmt, config.blank_threshold)
     found = discover(config.inputs, file_list=config.file_list, ignore=config.out)
     files = found.files
     if config.fmt == "submission":
-        check_submission_ids(files)  # over the whole job, so clashes between shards are caught too
+        check_submission_ids([f.rel for f in files])  # over the whole job, so clashes between shards are caught too
     if config.shard:
         files = select_shard(files, *config.shard)
     choice = choose_backend(config.backend, bundle)
     backend = create_backend(choice.name, bundle, threads=config.threads)
     summary = PredictSummary(out=config.out, backend=backend.name, device=backend.device, reason=choice.reason,
-                             precision=getattr(backend, "note", ""), images=len(files), blank_rule=summary_blank,
+                             precision=getattr(backend, "note", ""), images=len(files), blank_rule=layout.blank_rule,
                              unclassified=found.unclassified)
     appender = CsvAppender(config.out, layout, overwrite=config.overwrite)
     summary.repaired = appender.repaired
-    todo = [f for f in files if layout.key(f) not in appender.done]
+    todo = [f for f in files if layout.key(Row(f.rel, None)) not in appender.done]
     summary.skipped = len(files) - len(todo)
     if summary.skipped:
         log.info("resuming: %d of %d files are already in %s", summary.skipped, len(files), config.out)
@@ -111,21 +107,11 @@ def run_predict(
     return summary
 
 
-def _layout(config: PredictConfig, bundle: Bundle) -> Layout:
-    threshold, _ = bundle.blank_threshold(config.blank_threshold)
-    layout = Layout(config.fmt, bundle.classes, threshold, model=bundle.model_id)
-    if config.blank_threshold is not None and layout.blank is None:
-        why = ("the submission format has no is_blank column" if config.fmt == "submission"
-               else f"the bundle has no blank class (classes: {', '.join(bundle.classes)})")
-        raise DataError(f"--blank-threshold does not apply: {why}.")
-    return layout
-
-
-def _count(summary: PredictSummary, results: list[Result]) -> None:
+def _count(summary: PredictSummary, results: list[Row]) -> None:
     summary.classified += len(results)
     for result in results:
         if not result.ok:
-            log.warning("%s: %s", result.file.rel, result.error)
+            log.warning("%s: %s", result.path, result.error)
             summary.failed += 1
             if len(summary.failures) < MAX_REPORTED_FAILURES:
                 summary.failures.append(result)
@@ -139,11 +125,8 @@ def classify_batches(
     batch_size: int = 16,
     workers: int | None = None,
     tta: bool = False,
-) -> Iterator[list[Result]]:
-    """Results for `files`, one list per batch, in order; decoding runs ahead of inference."""
-    for flag, value in (("--workers", workers), ("--threads", backend.slots)):
-        if value is not None and value < 1:  # run_predict says so before any work; the watch only here
-            raise DataError(f"{flag} must be at least 1, got {value} (leave it out for the default).")
+) -> Iterator[list[Row]]:
+    """One Row per file, one list per batch, in order; decoding runs ahead of inference."""
     batches = iter([files[i:i + batch_size] for i in range(0, len(files), batch_size)])
     decode_pool = ThreadPoolExecutor(max_workers=workers or cores(), thread_name_prefix="decode")
     infer_pool = ThreadPoolExecutor(max_workers=backend.slots, thread_name_prefix="infer")
@@ -189,7 +172,7 @@ def _decode(path: Path, spec: PreprocessSpec) -> tuple[np.ndarray, str | None] |
         return _Failure(f"unexpected error while decoding: {path}: {type(exc).__name__}: {exc}")
 
 
-def _infer(batch: list[ImageFile], decoded: list[Future], bundle: Bundle, backend: Backend, tta: bool) -> list[Result]:
+def _infer(batch: list[ImageFile], decoded: list[Future], bundle: Bundle, backend: Backend, tta: bool) -> list[Row]:
     items = [future.result() for future in decoded]
     good = [i for i, item in enumerate(items) if not isinstance(item, _Failure)]
     probs = {}
@@ -206,7 +189,7 @@ def _infer(batch: list[ImageFile], decoded: list[Future], bundle: Bundle, backen
         if isinstance(item, _Failure):
             # The caller reports failures (predict in full, watch rate-limited).
             log.debug("%s: %s", file.rel, item.error)
-            out.append(Result(file=file, probs=None, error=item.error, captured=item.captured))
+            out.append(Row(file.rel, None, captured=item.captured or "", error=item.error))
         else:
-            out.append(Result(file=file, probs=probs[i], captured=item[1]))
+            out.append(Row(file.rel, probs[i], captured=item[1] or ""))
     return out

@@ -7,25 +7,19 @@ import os
 import re
 
 from trapcls.core.frames.discover import ImageFile
-from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.exceptions import OptionError
+from trapcls.predict.config import check_shard
 
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """Parse `--shard K/N` (1-based) into (K, N)."""
+    """Parse `--shard K/N` (1-based) into (K, N); OptionError("shard", ...) naming the form otherwise."""
     match = _SHARD.fullmatch(text)
     if not match:
-        raise DataError(f"--shard {text!r}: expected K/N with whole numbers, e.g. --shard 2/8 for the second of "
-                        "8 shards.")
+        raise OptionError("shard", f"{text!r}: expected K/N with whole numbers, e.g. 2/8 for the second of 8 shards")
     k, n = int(match[1]), int(match[2])
-    if n < 1:
-        raise DataError(f"--shard {text!r}: N (the number of shards) must be at least 1.")
-    if k == 0:
-        raise DataError(f"--shard {text!r}: shards count from 1 (1/{n} to {n}/{n}); with a 0-based array index "
-                        f"use --shard $((SLURM_ARRAY_TASK_ID+1))/{n}.")
-    if k > n:
-        raise DataError(f"--shard {text!r}: K must be between 1 and N={n}.")
+    check_shard(k, n, text)
     return k, n
 
 
@@ -35,8 +29,7 @@ def select_shard(files: list[ImageFile], k: int, n: int) -> list[ImageFile]:
     A file's shard depends only on its `rel`, so every shard job must name the same inputs;
     adding files never moves the others to another shard.
     """
-    if not 1 <= k <= n:
-        raise DataError(f"--shard {k}/{n}: K must be between 1 and N.")
+    check_shard(k, n)
     return [f for f in files if _shard_hash(f.rel) % n == k - 1]
 
 

@@ -28,14 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.frames.discover import ImageFile
+from trapcls.core.model.blank import BlankRule
 from trapcls.core.model.bundle import load_bundle
-from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.exceptions import DataError, OptionError
 from trapcls.core.system.fsutil import atomic_write_text, write_csv, writing
-from trapcls.predict.output import Layout, Result
+from trapcls.core.table.layout import Layout
+from trapcls.core.table.read import Table, read_field
+from trapcls.core.table.row import Row
 from trapcls.results.config import AdaptConfig
-from trapcls.results.events import check_depth, deployment_of
-from trapcls.results.table import FieldTable, read_field
+from trapcls.results.events import deployment_of
 
 MAX_ITERATIONS = 1000
 TOLERANCE = 1e-7
@@ -65,6 +66,7 @@ class AdaptSummary:
     assumed_uniform: bool
     estimates: list[Estimate] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rule: BlankRule | None = None  # the is_blank rule of the adapted CSV (None: no blank class)
 
 
 def em_priors(probs: np.ndarray, train_prior: np.ndarray, *, strength: float) -> tuple[np.ndarray, np.ndarray, int]:
@@ -98,9 +100,6 @@ def training_prior(bundle) -> tuple[np.ndarray, bool]:
 
 def run_adapt(config: AdaptConfig) -> AdaptSummary:
     """Adapt each deployment's probabilities to its own priors; write the adapted CSV and a JSON report."""
-    check_depth(config.deployment_depth)
-    if config.min_frames < 1 or config.prior_strength < 0:
-        raise DataError("--min-frames must be at least 1 and --prior-strength 0 or more.")
     bundle = load_bundle(config.bundle)
     table = read_field(config.predictions)
     _check_same_model(table, bundle, config)
@@ -112,19 +111,22 @@ def run_adapt(config: AdaptConfig) -> AdaptSummary:
                              "trapcls recorded them): the training mix is assumed uniform.")
     adapted: dict[str, np.ndarray] = {}
     groups: dict[str, list[int]] = {}
-    for i, frame in enumerate(table.frames):
+    for i, frame in enumerate(table.rows):
         if frame.ok:
             groups.setdefault(deployment_of(frame.path, config.deployment_depth), []).append(i)
     for name in sorted(groups):
         rows = groups[name]
-        estimate, probs = _adapt_one(name, np.stack([table.frames[i].probs for i in rows]), train, config)
+        estimate, probs = _adapt_one(name, np.stack([table.rows[i].probs for i in rows]), train, config)
         summary.estimates.append(estimate)
-        adapted.update({table.frames[i].path: p for i, p in zip(rows, probs)})
-    threshold, why = bundle.blank_threshold(config.blank_threshold)
+        adapted.update({table.rows[i].path: p for i, p in zip(rows, probs)})
+    rule = bundle.blank_rule(config.blank_threshold) if table.blank is not None else None
+    if rule is None and config.blank_threshold is not None:
+        raise OptionError("blank_threshold", "does not apply: the model has no blank class")
+    summary.rule = rule
     if bundle.blank_policy and config.blank_threshold is None and table.blank is not None:
-        summary.notes.append(f"is_blank uses the bundle's certified threshold {threshold:g}, but it was certified on "
-                             "unadapted probabilities: its guarantee does not carry over to adapted ones.")
-    _write(config, table, adapted, Layout("field", table.classes, threshold, model=(table.model or "") + ADAPTED))
+        summary.notes.append(f"is_blank uses the bundle's certified threshold {rule.threshold:g}, but it was certified "
+                             "on unadapted probabilities: its guarantee does not carry over to adapted ones.")
+    _write(config, table, adapted, Layout("field", table.classes, rule, model=(table.model or "") + ADAPTED))
     _write_report(summary, table, config)
     return summary
 
@@ -137,7 +139,7 @@ def _adapt_one(name: str, probs: np.ndarray, train: np.ndarray, config: AdaptCon
     return Estimate(name, len(probs), True, f"EM converged in {iterations} iterations", prior, iterations), adapted
 
 
-def _check_same_model(table: FieldTable, bundle, config: AdaptConfig) -> None:
+def _check_same_model(table: Table, bundle, config: AdaptConfig) -> None:
     if tuple(table.classes) != tuple(bundle.classes):
         raise DataError(f"{config.predictions} has the classes {', '.join(table.classes)}, but {config.bundle} "
                         f"has {', '.join(bundle.classes)}: pass the bundle that wrote the predictions.")
@@ -146,22 +148,21 @@ def _check_same_model(table: FieldTable, bundle, config: AdaptConfig) -> None:
                         "the bundle that wrote it (its training priors are what gets corrected).")
 
 
-def _write(config: AdaptConfig, table: FieldTable, adapted: dict[str, np.ndarray], layout: Layout) -> None:
+def _write(config: AdaptConfig, table: Table, adapted: dict[str, np.ndarray], layout: Layout) -> None:
     if config.out.is_dir():
         raise DataError(f"--out {config.out} is a folder; give a CSV file path.")
     if config.out.exists() and config.out.resolve() == config.predictions.resolve():
         raise DataError(f"--out {config.out} is the predictions CSV itself; write the adapted one elsewhere.")
     rows = []
-    for frame in table.frames:
-        file = ImageFile(path=Path(frame.path), rel=frame.path)
-        result = (Result(file, adapted[frame.path], captured=frame.captured or None) if frame.ok
-                  else Result(file, None, error=frame.error or "error", captured=frame.captured or None))
-        rows.append(layout.row(result))
+    for frame in table.rows:
+        row = (Row(frame.path, adapted[frame.path], captured=frame.captured) if frame.ok
+               else Row(frame.path, None, captured=frame.captured, error=frame.error or "error"))
+        rows.append(layout.cells(row))
     with writing(config.out):
         write_csv(config.out, layout.header(), sorted(rows, key=lambda r: r[0]))
 
 
-def _write_report(summary: AdaptSummary, table: FieldTable, config: AdaptConfig) -> None:
+def _write_report(summary: AdaptSummary, table: Table, config: AdaptConfig) -> None:
     def mix(values: np.ndarray) -> dict[str, float]:
         return {c: round(float(v), 6) for c, v in zip(table.classes, values)}
 

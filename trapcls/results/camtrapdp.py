@@ -56,12 +56,12 @@ import numpy as np
 
 from trapcls import __version__
 from trapcls.core.frames.labels import listing
-from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
-from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.exceptions import DataError, OptionError
 from trapcls.core.system.fsutil import atomic_write_text, write_csv, writing
+from trapcls.core.table.read import Table
+from trapcls.core.table.row import Row
 from trapcls.results.config import ConvertConfig, ConvertSummary
 from trapcls.results.events import Event, deployment_of, group_events
-from trapcls.results.table import FieldTable, Frame
 from trapcls.results.taxa import Taxon, taxa_for
 
 VERSION = "1.0.2"
@@ -90,19 +90,18 @@ _NAME = re.compile(r"[^a-z0-9._-]+")
 _UNREADABLE = "not classified: trapcls could not read the image(s)"
 
 
-def write_camtrap_dp(table: FieldTable, config: ConvertConfig) -> ConvertSummary:
+def write_camtrap_dp(table: Table, config: ConvertConfig, *, threshold: float) -> ConvertSummary:
     """Write `table` as a Camtrap DP package into the folder `config.out` (see the module docstring)."""
     _check_out(config.out, config.overwrite)
     zone = parse_timezone(config.timezone)
     taxa = taxa_for(table.classes, config.taxa)
     _check_ranks(taxa, config.taxa)
     notes: list[str] = []
-    moments = capture_moments(table.frames, zone, notes)
+    moments = capture_moments(table.rows, zone, notes)
     if not moments:
         raise DataError(f"{table.source}: no frame has a capture time, and Camtrap DP needs one for every image. "
                         "Were the EXIF times stripped (some copy and resize tools do)?")
     events = group_events(table, gap=config.gap, deployment=lambda path: deployment_of(path, config.deployment_depth))
-    threshold = DEFAULT_BLANK_THRESHOLD if config.blank_threshold is None else config.blank_threshold
     now = datetime.now(timezone.utc).replace(microsecond=0)
     verdict = _verdicts(table, taxa, threshold, now.astimezone().isoformat())
     media = _media_rows(events, moments)
@@ -129,19 +128,19 @@ def parse_timezone(text: str | None) -> tzinfo | None:
         sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)
         delta = timedelta(hours=hours, minutes=minutes)
         if minutes >= 60 or delta > timedelta(hours=14):
-            raise DataError(f"--timezone {text}: a UTC offset is between -14:00 and +14:00, e.g. +02:00.")
+            raise OptionError("timezone", f"{text}: a UTC offset is between -14:00 and +14:00, e.g. +02:00")
         return timezone(-delta if sign == "-" else delta)
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
         return ZoneInfo(text)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise DataError(f"--timezone {text!r} is neither a UTC offset such as +02:00 nor a known IANA time zone "
-                        "name such as Europe/Brussels or Africa/Nairobi (names are case-sensitive; on Windows, "
-                        "`pip install tzdata` provides them).") from None
+        raise OptionError("timezone", f"{text!r} is neither a UTC offset such as +02:00 nor a known IANA time zone "
+                                      "name such as Europe/Brussels or Africa/Nairobi (names are case-sensitive; on "
+                                      "Windows, `pip install tzdata` provides them)") from None
 
 
-def capture_moments(frames: list[Frame], zone: tzinfo | None, notes: list[str]) -> dict[str, datetime]:
+def capture_moments(frames: list[Row], zone: tzinfo | None, notes: list[str]) -> dict[str, datetime]:
     """Each timed frame's capture time with its UTC offset: EXIF's when it had one, else `zone`'s."""
     moments: dict[str, datetime] = {}
     untimed, unzoned, unsafe = [], [], []
@@ -203,7 +202,7 @@ def _media_rows(events: list[Event], moments: dict[str, datetime]) -> list[dict[
     return rows
 
 
-def _verdicts(table: FieldTable, taxa: dict[str, Taxon], threshold: float,
+def _verdicts(table: Table, taxa: dict[str, Taxon], threshold: float,
               classified_at: str) -> Callable[[np.ndarray | None], dict[str, str]]:
     """A function from one probability row (None: unreadable) to an observation's classification cells."""
     blank = table.blank
@@ -358,7 +357,7 @@ def _check_ranks(taxa: dict[str, Taxon], taxa_file: Path | None) -> None:
                         f"got {listing(bad)}.")
 
 
-def _descriptor(table: FieldTable, deployments: list[dict[str, str]], observations: list[dict[str, str]],
+def _descriptor(table: Table, deployments: list[dict[str, str]], observations: list[dict[str, str]],
                 taxa: dict[str, Taxon], now: datetime) -> dict:
     """datapackage.json: the Camtrap DP metadata, with placeholders where trapcls cannot know."""
     model = table.model or "an unnamed model"

@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trapcls.core.model.blank import BlankRule
+from trapcls.core.options import check_options, option
+
 # A new event starts when a frame comes more than this many seconds after the previous one of its
 # deployment. 120 s spans a camera's burst and its quick re-triggers on one animal, and is short
 # enough that two visits minutes apart stay two events (MegaDetector's and AddaxAI's tools default
@@ -18,27 +21,40 @@ DEFAULT_DEPLOYMENT_DEPTH = 1
 TARGETS = ("megadetector", "camtrap-dp")
 
 
-@dataclass(frozen=True)
-class EventsConfig:
+@dataclass(frozen=True, kw_only=True)
+class ReadOptions:
+    """What every command that reads a field CSV shares: how its frames group into deployments and events,
+    and which blank rule applies (None: the one the CSV was written with, trapcls.core.table.blank)."""
+
+    predictions: Path
+    bundle: Path | None = None  # the model that wrote the CSV, for its blank policy
+    deployment_depth: int = option(DEFAULT_DEPLOYMENT_DEPTH, low=0, hint="0: one deployment")
+    blank_threshold: float | None = option(None, low=0, high=1)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventOptions:
+    """How frames group into events: watch --events, events and convert share it."""
+
+    gap: float = option(DEFAULT_GAP, low=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventsConfig(ReadOptions, EventOptions):
     """Everything `trapcls events` needs; the CLI only fills this in."""
 
-    predictions: Path
     out: Path
-    gap: float = DEFAULT_GAP
-    deployment_depth: int = DEFAULT_DEPLOYMENT_DEPTH
-    blank_threshold: float | None = None
 
 
-@dataclass(frozen=True)
-class ConvertConfig:
+@dataclass(frozen=True, kw_only=True)
+class ConvertConfig(ReadOptions, EventOptions):
     """Everything `trapcls convert` needs; the CLI only fills this in."""
 
-    predictions: Path
-    to: str
+    to: str = option(choices=TARGETS)
     out: Path
-    gap: float = DEFAULT_GAP
-    deployment_depth: int = DEFAULT_DEPLOYMENT_DEPTH
-    blank_threshold: float | None = None
     deployments: Path | None = None  # camtrap-dp: a CSV of deploymentID, latitude, longitude, ...
     taxa: Path | None = None  # camtrap-dp and megadetector: class -> scientific name / observation type
     timezone: str | None = None  # camtrap-dp: the cameras' UTC offset or IANA zone (EXIF has none)
@@ -54,6 +70,7 @@ class ConvertSummary:
     frames: int = 0
     events: int = 0
     notes: list[str] = field(default_factory=list)  # what the user should know (placeholders, frames left out)
+    rule: BlankRule | None = None  # the blank rule applied, and why (None: no blank class)
 
 
 # trapcls adapt: a deployment needs this many readable frames before its priors are re-estimated,
@@ -63,15 +80,12 @@ DEFAULT_MIN_FRAMES = 30
 DEFAULT_PRIOR_STRENGTH = 10.0
 
 
-@dataclass(frozen=True)
-class AdaptConfig:
-    """Everything `trapcls adapt` needs; the CLI only fills this in."""
+@dataclass(frozen=True, kw_only=True)
+class AdaptConfig(ReadOptions):
+    """Everything `trapcls adapt` needs; the CLI only fills this in (its bundle is required: its priors)."""
 
-    predictions: Path
     bundle: Path
     out: Path
-    deployment_depth: int = DEFAULT_DEPLOYMENT_DEPTH
-    min_frames: int = DEFAULT_MIN_FRAMES
-    prior_strength: float = DEFAULT_PRIOR_STRENGTH
-    blank_threshold: float | None = None
+    min_frames: int = option(DEFAULT_MIN_FRAMES, low=1)
+    prior_strength: float = option(DEFAULT_PRIOR_STRENGTH, low=0)
     report: Path | None = None  # JSON of the estimated priors; default: next to --out

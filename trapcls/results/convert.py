@@ -2,27 +2,31 @@
 
 - megadetector: MegaDetector batch output, format 1.6, which Timelapse imports (megadetector.py);
 - camtrap-dp: a Camtrap DP 1.0.2 data package, which GBIF, Agouti and camtrapR read (camtrapdp.py).
+Both decide "blank" with the rule the CSV was written with (trapcls.core.table.blank).
 """
 
 from __future__ import annotations
 
-from trapcls.core.system.exceptions import DataError
-from trapcls.results.config import TARGETS, ConvertConfig, ConvertSummary
-from trapcls.results.events import check_depth, check_threshold
-from trapcls.results.table import read_field
+from dataclasses import replace
+
+from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.table.blank import rule_for_table
+from trapcls.core.table.read import read_field
+from trapcls.results.config import ConvertConfig, ConvertSummary
 
 
 def run_convert(config: ConvertConfig) -> ConvertSummary:
     """Read the field CSV and write `config.to`'s format to `config.out`."""
-    if config.to not in TARGETS:
-        raise DataError(f"--to {config.to!r} is not a known format; choose one of {', '.join(TARGETS)}.")
     table = read_field(config.predictions)
-    check_depth(config.deployment_depth)
-    check_threshold(config.blank_threshold, table)
+    rule = rule_for_table(table, given=config.blank_threshold, bundle=config.bundle)
+    # Without a blank class nothing is ever blank; the default only fills the formats' threshold fields.
+    threshold = rule.threshold if rule is not None else DEFAULT_BLANK_THRESHOLD
     if config.to == "megadetector":
         from trapcls.results.megadetector import write_megadetector
 
-        return write_megadetector(table, config)
-    from trapcls.results.camtrapdp import write_camtrap_dp
+        summary = write_megadetector(table, config, threshold=threshold)
+    else:
+        from trapcls.results.camtrapdp import write_camtrap_dp
 
-    return write_camtrap_dp(table, config)
+        summary = write_camtrap_dp(table, config, threshold=threshold)
+    return replace(summary, rule=rule)

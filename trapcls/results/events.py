@@ -27,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.model.blank import BlankRule
 from trapcls.core.system.exceptions import DataError
-from trapcls.core.system.fsutil import write_csv
-from trapcls.predict.output import neutralise
-from trapcls.results.table import FieldTable, Frame
+from trapcls.core.system.fsutil import write_csv, writing
+from trapcls.core.table.blank import rule_for_table
+from trapcls.core.table.read import Table, read_field
+from trapcls.core.table.row import Row, neutralise, number
+from trapcls.results.config import EventsConfig
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Event:
 
     id: str
     deployment: str
-    frames: tuple[Frame, ...]
+    frames: tuple[Row, ...]
     probs: np.ndarray | None
 
     @property
@@ -82,12 +84,10 @@ def event_probs(probs: np.ndarray, blank: int | None) -> np.ndarray:
     return out / out.sum()
 
 
-def group_events(table: FieldTable, *, gap: float, deployment: Callable[[str], str]) -> list[Event]:
+def group_events(table: Table, *, gap: float, deployment: Callable[[str], str]) -> list[Event]:
     """The events of a field table; `deployment` maps a frame's path to its camera folder."""
-    if gap < 0:
-        raise DataError(f"--gap must be 0 or more seconds, got {gap:g}.")
-    by_deployment: dict[str, list[Frame]] = {}
-    for frame in table.frames:
+    by_deployment: dict[str, list[Row]] = {}
+    for frame in table.rows:
         by_deployment.setdefault(deployment(frame.path), []).append(frame)
     events = []
     for name in sorted(by_deployment):
@@ -96,10 +96,10 @@ def group_events(table: FieldTable, *, gap: float, deployment: Callable[[str], s
     return events
 
 
-def _split(frames: list[Frame], gap: float) -> Iterable[list[Frame]]:
+def _split(frames: list[Row], gap: float) -> Iterable[list[Row]]:
     """Timed frames in runs with no step over `gap`, then each untimed frame alone (by path, for a stable order)."""
     timed = sorted((f for f in frames if f.captured), key=lambda f: (f.time, f.path))
-    current: list[Frame] = []
+    current: list[Row] = []
     for frame in timed:
         if current and (frame.time - current[-1].time).total_seconds() > gap:
             yield current
@@ -111,7 +111,7 @@ def _split(frames: list[Frame], gap: float) -> Iterable[list[Frame]]:
         yield [frame]
 
 
-def _event(deployment: str, frames: list[Frame], blank: int | None) -> Event:
+def _event(deployment: str, frames: list[Row], blank: int | None) -> Event:
     first = frames[0]
     # Stable: the same frames give the same id whatever the file order. Starts within a deployment
     # are strictly increasing (events are split by time), so the start names a timed event.
@@ -129,7 +129,7 @@ def events_header(classes: tuple[str, ...], blank: int | None) -> list[str]:
             *flag, *map(neutralise, classes), "first_file", "model"]
 
 
-def event_row(event: Event, classes: tuple[str, ...], blank: int | None, *, threshold: float,
+def event_row(event: Event, classes: tuple[str, ...], blank: int | None, *, rule: BlankRule | None,
               model: str | None) -> list[str]:
     """One events.csv row; label, probability and class cells are empty for an event with no readable frame."""
     flag = 1 if blank is not None else 0
@@ -137,25 +137,17 @@ def event_row(event: Event, classes: tuple[str, ...], blank: int | None, *, thre
         verdict = ["", "", *([""] * flag), *([""] * len(classes))]
     else:
         top = int(np.argmax(event.probs))
-        is_blank = ["true" if event.probs[blank] >= threshold else "false"] if flag else []
-        verdict = [neutralise(classes[top]), _fmt(event.probs[top]), *is_blank, *map(_fmt, event.probs)]
+        is_blank = ["true" if rule.is_blank(event.probs[blank]) else "false"] if flag else []
+        verdict = [neutralise(classes[top]), number(event.probs[top]), *is_blank, *map(number, event.probs)]
     return [neutralise(event.id), neutralise(event.deployment), event.start, event.end, str(len(event.frames)),
             str(event.unreadable), "false" if event.timed else "true", *verdict, neutralise(event.frames[0].path),
             neutralise(model or "")]
 
 
-def write_events(events: list[Event], table: FieldTable, out: Path, *,
-                 threshold: float | None = None) -> None:
-    """Write events.csv atomically (temp file, fsync, rename)."""
-    threshold = DEFAULT_BLANK_THRESHOLD if threshold is None else threshold
-    if not 0.0 <= threshold <= 1.0:
-        raise DataError(f"--blank-threshold must be between 0 and 1, got {threshold}.")
+def write_events(events: list[Event], table: Table, out: Path, *, rule: BlankRule | None) -> None:
+    """Write events.csv atomically (temp file, fsync, rename); `rule` decides is_blank (None: no blank class)."""
     write_csv(out, events_header(table.classes, table.blank),
-              (event_row(e, table.classes, table.blank, threshold=threshold, model=table.model) for e in events))
-
-
-def _fmt(p: float) -> str:
-    return f"{float(p):.8g}"
+              (event_row(e, table.classes, table.blank, rule=rule, model=table.model) for e in events))
 
 
 @dataclass(frozen=True)
@@ -169,42 +161,23 @@ class EventsSummary:
     untimed: int  # frames without a capture time (each its own event)
     unreadable: int
     blank_events: int | None  # None when the model has no blank class
+    rule: BlankRule | None  # the blank rule applied, and why (None: no blank class)
 
 
-def run_events(config) -> EventsSummary:
-    """Group a field CSV's frames into events and write one row per event (`config`: an EventsConfig)."""
-    from trapcls.core.system.fsutil import writing
-    from trapcls.results.table import read_field
-
+def run_events(config: EventsConfig) -> EventsSummary:
+    """Group a field CSV's frames into events and write one row per event."""
     table = read_field(config.predictions)
-    check_depth(config.deployment_depth)
-    check_threshold(config.blank_threshold, table)
+    rule = rule_for_table(table, given=config.blank_threshold, bundle=config.bundle)
     events = group_events(table, gap=config.gap,
                           deployment=lambda path: deployment_of(path, config.deployment_depth))
     if config.out.is_dir():
         raise DataError(f"--out {config.out} is a folder; give a CSV file path, e.g. {config.out / 'events.csv'}.")
     with writing(config.out):
-        write_events(events, table, config.out, threshold=config.blank_threshold)
-    threshold = DEFAULT_BLANK_THRESHOLD if config.blank_threshold is None else config.blank_threshold
+        write_events(events, table, config.out, rule=rule)
     blank = table.blank
     return EventsSummary(
-        out=config.out, frames=len(table.frames), events=len(events),
+        out=config.out, frames=len(table.rows), events=len(events),
         deployments=len({e.deployment for e in events}),
-        untimed=sum(not f.captured for f in table.frames), unreadable=sum(not f.ok for f in table.frames),
-        blank_events=None if blank is None else sum(e.probs is not None and e.probs[blank] >= threshold
-                                                    for e in events))
-
-
-def check_depth(depth: int) -> None:
-    if depth < 0:
-        raise DataError(f"--deployment-depth must be 0 (one deployment) or more folders, got {depth}.")
-
-
-def check_threshold(threshold: float | None, table: FieldTable) -> None:
-    if threshold is None:
-        return
-    if not 0.0 <= threshold <= 1.0:
-        raise DataError(f"--blank-threshold must be between 0 and 1, got {threshold}.")
-    if table.blank is None:
-        raise DataError(f"--blank-threshold does not apply: the model has no blank class "
-                        f"(classes: {', '.join(table.classes)}).")
+        untimed=sum(not f.captured for f in table.rows), unreadable=sum(not f.ok for f in table.rows), rule=rule,
+        blank_events=None if rule is None else sum(e.probs is not None and rule.is_blank(e.probs[blank])
+                                                   for e in events))

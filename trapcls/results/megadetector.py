@@ -43,11 +43,11 @@ from pathlib import Path
 import numpy as np
 
 from trapcls import __version__
-from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import atomic_write_text, writing
+from trapcls.core.table.read import Table
+from trapcls.core.table.row import Row
 from trapcls.results.config import ConvertConfig, ConvertSummary
-from trapcls.results.table import FieldTable, Frame
 from trapcls.results.taxa import Taxon, taxa_for
 
 FORMAT_VERSION = "1.6"
@@ -62,14 +62,13 @@ EXIF_TIME = "%Y:%m:%d %H:%M:%S"  # per-image datetime, as run_detector_batch wri
 DIGITS = 6
 
 
-def write_megadetector(table: FieldTable, config: ConvertConfig) -> ConvertSummary:
-    """Write `table` as MegaDetector format 1.6 JSON to `config.out`, atomically."""
+def write_megadetector(table: Table, config: ConvertConfig, *, threshold: float) -> ConvertSummary:
+    """Write `table` as MegaDetector format 1.6 JSON to `config.out`, atomically; blank: P(blank) >= threshold."""
     check_out(config.out, config.predictions, overwrite=config.overwrite)
-    threshold = DEFAULT_BLANK_THRESHOLD if config.blank_threshold is None else config.blank_threshold
     results = megadetector_results(table, taxa_for(table.classes, config.taxa), threshold=threshold)
     with writing(config.out):
         atomic_write_text(config.out, json.dumps(results, indent=1, allow_nan=False) + "\n")
-    return ConvertSummary(out=config.out, to="megadetector", frames=len(table.frames), notes=_notes(table, config.out))
+    return ConvertSummary(out=config.out, to="megadetector", frames=len(table.rows), notes=_notes(table, config.out))
 
 
 def check_out(out: Path, predictions: Path, *, overwrite: bool) -> None:
@@ -83,7 +82,7 @@ def check_out(out: Path, predictions: Path, *, overwrite: bool) -> None:
         raise DataError(f"--out {out} already exists; pass --overwrite to replace it, or choose another --out.")
 
 
-def megadetector_results(table: FieldTable, taxa: dict[str, Taxon], *, threshold: float) -> dict:
+def megadetector_results(table: Table, taxa: dict[str, Taxon], *, threshold: float) -> dict:
     """The whole JSON document for `table` (see the module docstring for the convention)."""
     ids = {i: str(i) for i in range(len(table.classes)) if i != table.blank}
     kinds = [CATEGORY_OF_TYPE.get(taxa[name].observation_type, "1") for name in table.classes]
@@ -93,11 +92,11 @@ def megadetector_results(table: FieldTable, taxa: dict[str, Taxon], *, threshold
         "classification_categories": {ids[i]: table.classes[i] for i in ids},
         "classification_category_descriptions": {
             ids[i]: taxa[table.classes[i]].scientific_name or table.classes[i] for i in ids},
-        "images": [image_entry(frame, blank=table.blank, kinds=kinds, threshold=threshold) for frame in table.frames],
+        "images": [image_entry(frame, blank=table.blank, kinds=kinds, threshold=threshold) for frame in table.rows],
     }
 
 
-def _info(table: FieldTable, threshold: float) -> dict:
+def _info(table: Table, threshold: float) -> dict:
     # Every detection has conf = 1 - P(blank) > 1 - threshold: at that threshold Timelapse shows
     # exactly the frames trapcls calls non-blank.
     floor = _round(1.0 - threshold)
@@ -113,7 +112,7 @@ def _info(table: FieldTable, threshold: float) -> dict:
     }
 
 
-def image_entry(frame: Frame, *, blank: int | None, kinds: list[str], threshold: float) -> dict:
+def image_entry(frame: Row, *, blank: int | None, kinds: list[str], threshold: float) -> dict:
     """One `images[]` entry: a whole-frame detection, none (blank), or a failure (unreadable)."""
     entry: dict = {"file": frame.path}
     if frame.captured:
@@ -136,9 +135,9 @@ def whole_frame_detection(probs: np.ndarray, *, blank: int | None, kinds: list[s
             "classifications": [[str(i), _round(probs[i] / mass)] for i in order]}
 
 
-def _notes(table: FieldTable, out: Path) -> list[str]:
+def _notes(table: Table, out: Path) -> list[str]:
     notes = []
-    unreadable = sum(not f.ok for f in table.frames)
+    unreadable = sum(not f.ok for f in table.rows)
     if unreadable:
         notes.append(f"{unreadable} frames were unreadable: they are in the JSON with their error as `failure` and "
                      "no detections (Timelapse skips them).")

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trapcls.core.system.exceptions import DataError
+from trapcls.core.options import check_options, option
+from trapcls.core.system.exceptions import DataError, OptionError
 
 # The fixed choices; the CLI offers exactly these and the recipe's registries are keyed by them.
 OPTIMIZERS = ("adamw", "sgd")
@@ -31,7 +32,7 @@ RESOLVED = frozenset({"split", "device", "precision", "classes", "preprocess", "
                       "processes", "train_class_counts"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """The settings of a training run; saved, resolved, as config.json in the run folder."""
 
@@ -41,35 +42,35 @@ class TrainConfig:
     weights: Path | None = None
     from_bundle: Path | None = None
     pretrained: bool = False
-    epochs: int = 5
-    img_size: int | None = None
-    batch_size: int = 16
-    optimizer: str = "adamw"
-    lr: float | None = None
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
+    epochs: int = option(5, low=1)
+    img_size: int | None = option(None, low=32)
+    batch_size: int = option(16, low=1)
+    optimizer: str = option("adamw", choices=OPTIMIZERS)
+    lr: float | None = option(None, low=0)
+    weight_decay: float = option(0.05, low=0)
+    label_smoothing: float = option(0.1, low=0, high=1, high_open=True)
     freeze_backbone: bool = False
-    freeze_epochs: int = 0
-    layer_decay: float | None = None
-    warmup_epochs: float = 1.0
-    augment: str = "trivial"
-    crop_scale: float = 0.7
-    balance: str = "none"
-    accumulate: int = 1
-    ema_decay: float | None = None
-    early_stop: int = 0
+    freeze_epochs: int = option(0, low=0)
+    layer_decay: float | None = option(None, low=0, high=1, low_open=True)
+    warmup_epochs: float = option(1.0, low=0)
+    augment: str = option("trivial", choices=AUGMENTS)
+    crop_scale: float = option(0.7, low=0.1, high=1)
+    balance: str = option("none", choices=BALANCES)
+    accumulate: int = option(1, low=1)
+    ema_decay: float | None = option(None, low=0, high=1, low_open=True, high_open=True)
+    early_stop: int = option(0, low=0, hint="0: never")
     amp: bool = True
-    val_fraction: float = 0.2
-    group_by: str = "auto"
-    folds: int = 0
-    fold: int = 1
+    val_fraction: float = option(0.2, low=0, high=1, high_open=True)
+    group_by: str = option("auto", choices=GROUP_BY)
+    folds: int = option(0, low=0, hint="0: off; k-fold needs at least 2")
+    fold: int = option(1, low=1)
     label_regex: str | None = None
     seed: int = 0
-    workers: int | None = None
+    workers: int | None = option(None, low=0, hint="0: load in the training process")
     overwrite: bool = False
     resume: bool = False
     find_lr: bool = False
-    find_lr_steps: int = 100
+    find_lr_steps: int = option(100, low=2)
     export: str = "onnx"
     calibrate: bool = True
     command: str = ""  # the command line, for the report
@@ -78,10 +79,23 @@ class TrainConfig:
         """The settings as JSON values (paths as strings)."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
+    def __post_init__(self) -> None:
+        check_options(self)
+        if self.folds:
+            check_folds(self.folds, self.fold)
+
     @property
     def peak_lr(self) -> float:
         """--lr, else the optimizer's default rate."""
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+
+def check_folds(folds: int, fold: int) -> None:
+    """OptionError unless fold `fold` of `folds` (1-based) exists and k-fold has at least 2 folds."""
+    if folds < 2:
+        raise OptionError("folds", f"k-fold needs at least 2 folds, got {folds} (0: no k-fold)")
+    if not 1 <= fold <= folds:
+        raise OptionError("fold", f"folds count from 1, so it must be between 1 and {folds}, got {fold}")
 
 
 def train_config(flags: dict[str, Any], *, config_file: Path | None = None) -> TrainConfig:

@@ -21,15 +21,9 @@ from collections.abc import Callable
 from PIL import Image
 
 from trapcls.core.frames.preprocess import INTERPOLATIONS, PreprocessSpec
+from trapcls.core.options import check_value
 from trapcls.core.system.deps import require
-from trapcls.core.system.exceptions import DataError
-from trapcls.training.config import AUGMENTS, OPTIMIZERS
-
-
-def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
-    """Raise DataError naming `flag` unless `value` is one of `choices`."""
-    if value not in choices:
-        raise DataError(f"Invalid {flag} {value!r}. Only {', '.join(choices)} are supported.")
+from trapcls.training.config import TrainConfig
 
 
 def crop_box(width: int, height: int, *, min_scale: float, rng: random.Random) -> tuple[int, int, int, int]:
@@ -44,9 +38,8 @@ def crop_box(width: int, height: int, *, min_scale: float, rng: random.Random) -
 
 def train_transform(spec: PreprocessSpec, *, augment: str, min_scale: float) -> Callable[[Image.Image], Image.Image]:
     """Decoded RGB frame -> augmented frame at the input size (normalisation stays in `to_array`)."""
-    check_choice("--augment", augment, AUGMENTS)
-    if not 0.1 <= min_scale <= 1.0:
-        raise DataError(f"--crop-scale must be between 0.1 and 1, got {min_scale}.")
+    check_value(TrainConfig, "augment", augment)
+    check_value(TrainConfig, "crop_scale", min_scale)
     policy = None
     if augment != "none":
         transforms = require("torchvision.transforms")
@@ -66,9 +59,8 @@ def train_transform(spec: PreprocessSpec, *, augment: str, min_scale: float) -> 
 def make_optimizer(model, *, name: str, lr: float, weight_decay: float, layer_decay: float | None):
     """SGD (momentum 0.9, Nesterov) or AdamW over timm's groups: no decay on norms and biases,
     and per-block learning rates lr * layer_decay**depth-from-head when `layer_decay` is set."""
-    check_choice("--optimizer", name, OPTIMIZERS)
-    if layer_decay is not None and not 0 < layer_decay <= 1:
-        raise DataError(f"--layer-decay must be in (0, 1], got {layer_decay}.")
+    check_value(TrainConfig, "optimizer", name)
+    check_value(TrainConfig, "layer_decay", layer_decay)
     optim = require("timm.optim")
     kwargs = {"momentum": 0.9, "nesterov": True} if name == "sgd" else {}
     optimizer = optim.create_optimizer_v2(model, name, lr=lr, weight_decay=weight_decay, layer_decay=layer_decay,
@@ -129,8 +121,7 @@ class BalancedSampler:
 def ema_model(model, decay: float):
     """An exponential moving average of `model`'s weights (buffers copied), updated per optimizer step."""
     torch = require("torch")
-    if not 0 < decay < 1:
-        raise DataError(f"--ema-decay must be in (0, 1), got {decay}.")
+    check_value(TrainConfig, "ema_decay", decay)
     swa = torch.optim.swa_utils
     return swa.AveragedModel(model, multi_avg_fn=swa.get_ema_multi_avg_fn(decay), use_buffers=True)
 

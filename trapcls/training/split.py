@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trapcls.core.frames.labels import Sample, cell, listing, read_rows, require_files, resolve_path
+from trapcls.core.options import check_value
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import write_csv
-from trapcls.training.config import GROUP_BY
+from trapcls.training.config import TrainConfig, check_folds
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,12 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> t
 
 
 def _check_fraction(val_fraction: float) -> None:
-    if not 0 <= val_fraction < 1:
-        raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
+    check_value(TrainConfig, "val_fraction", val_fraction)
 
 
 def resolve_grouping(samples: list[Sample], group_by: str) -> str:
     """The grouping `group_by` stands for: "auto" is "site" when any sample has a site, else "none"."""
-    if group_by not in GROUP_BY:
-        raise DataError(f"Invalid --group-by {group_by!r}. Only {', '.join(GROUP_BY)} are supported.")
+    check_value(TrainConfig, "group_by", group_by)
     if group_by == "auto":
         return "site" if any(s.site for s in samples) else "none"
     if group_by == "site":
@@ -144,10 +143,7 @@ def kfold_split(samples: list[Sample], *, folds: int, fold: int, seed: int,
                 group_by: str = "auto") -> tuple[list[Sample], list[Sample], str]:
     """Fold `fold` (1-based) of `folds`: its images validate, the rest train; folds are group-disjoint,
     or stratified per class when the grouping is "none"."""
-    if folds < 2:
-        raise DataError(f"--folds {folds}: k-fold needs at least 2 folds.")
-    if not 1 <= fold <= folds:
-        raise DataError(f"--fold {fold}: folds count from 1, so it must be between 1 and {folds}.")
+    check_folds(folds, fold)
     grouping = resolve_grouping(samples, group_by)
     rng = random.Random(seed)
     if grouping == "none":

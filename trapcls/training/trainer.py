@@ -29,19 +29,18 @@ from trapcls.core.model.bundle import load_bundle
 from trapcls.core.model.checkpoint import BEST, load_checkpoint
 from trapcls.core.model.probs import probabilities
 from trapcls.core.system.deps import require
-from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.exceptions import DataError, OptionError
 from trapcls.core.system.fsutil import atomic_write_bytes, atomic_write_text, write_csv
 from trapcls.training import distributed
 from trapcls.training.calibrate import Calibration, fit_temperature
 from trapcls.training.checkpoint import LAST, CheckpointKeeper, GlobalRng, LoaderRng, load_train_state
-from trapcls.training.config import AUGMENTS, BALANCES, OPTIMIZERS, TrainConfig
+from trapcls.training.config import TrainConfig
 from trapcls.training.dataset import make_loaders
 from trapcls.training.epoch import Stepper, check_ranks_agree, collect_logits, evaluate, train_one_epoch, trainable
 from trapcls.training.lr_find import LrFind, find_lr
 from trapcls.training.plots import plot_curves, plot_lr_find
 from trapcls.training.recipe import (
     autocast_dtype,
-    check_choice,
     class_weights,
     ema_model,
     make_optimizer,
@@ -316,30 +315,20 @@ class Trainer:
 def check_config(config: TrainConfig, dist: distributed.Dist) -> None:
     """Refuse options that cannot work together, before any data is read."""
     if dist.world > 1 and config.batch_size % dist.world:
-        raise DataError(f"--batch-size {config.batch_size} (the global batch) must divide by the "
-                        f"{dist.world} processes.")
+        raise OptionError("batch_size", f"{config.batch_size} (the global batch) must divide by the {dist.world} "
+                                        "processes")
     if config.from_bundle is not None:
         if config.weights is not None or config.pretrained:
-            raise DataError("--from-bundle already gives the starting weights; drop --weights/--pretrained.")
+            raise OptionError("from_bundle", "already gives the starting weights: leave out {weights} and "
+                                             "{pretrained}")
         previous = load_bundle(config.from_bundle)
         if config.arch and config.arch != previous.arch:
-            raise DataError(f"--arch {config.arch} differs from the bundle's {previous.arch}; drop --arch or "
-                            "start from another bundle.")
+            raise OptionError("arch", f"{config.arch} differs from the bundle's {previous.arch}: leave it out, or "
+                                      "start from another bundle")
         if previous.weights_path is None:
             raise DataError(f"{previous.root} has no weights.safetensors to start from.")
     elif not config.arch:
-        raise DataError("--arch is required (or --from-bundle to continue from an earlier model).")
-    check_choice("--optimizer", config.optimizer, OPTIMIZERS)
-    check_choice("--balance", config.balance, BALANCES)
-    check_choice("--augment", config.augment, AUGMENTS)
-    for flag, value, least in (("--accumulate", config.accumulate, 1), ("--epochs", config.epochs, 1),
-                               ("--batch-size", config.batch_size, 1)):
-        if value < least:
-            raise DataError(f"{flag} must be at least {least}, got {value}.")
-    if config.freeze_epochs < 0 or config.early_stop < 0 or config.warmup_epochs < 0:
-        raise DataError("--freeze-epochs, --early-stop and --warmup-epochs must not be negative.")
-    if config.img_size is not None and config.img_size < 32:
-        raise DataError(f"--img-size must be at least 32, got {config.img_size}.")
+        raise OptionError("arch", "is required (or {from_bundle} to continue from an earlier model)")
 
 
 def prepare_run_dir(out: Path, overwrite: bool, *, resume: bool) -> Path:

@@ -1,40 +1,39 @@
-"""The options of `trapcls watch`, each default written once; the CLI reads them from here."""
+"""The options of `trapcls watch`, each default and bound written once; the CLI reads them from here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from trapcls.results.config import DEFAULT_GAP
+from trapcls.core.options import check_options, option
+from trapcls.predict.config import RunOptions
+from trapcls.results.config import EventOptions
 
 CSV_NAME = "predictions.csv"  # each camera folder's CSV, under --out
 
 
-@dataclass(frozen=True)
-class WatchConfig:
+@dataclass(frozen=True, kw_only=True)
+class WatchConfig(RunOptions, EventOptions):
     """Everything `trapcls watch` needs; the CLI only fills this in."""
 
     inbox: Path
     bundle: Path
     out: Path | None = None  # default: the inbox itself (each camera folder gets its predictions.csv)
-    folder_depth: int = 1
-    settle: float = 5.0
-    rescan_interval: float = 60.0
+    folder_depth: int = option(1, low=0, hint="0: one CSV for the whole inbox")
+    settle: float = option(5.0, low=0)
+    rescan_interval: float = option(60.0, low=0)
     polling: bool = False
-    poll_interval: float = 2.0
+    poll_interval: float = option(2.0, low=0)
     file_events: bool = True  # inotify/polling events; False relies on the rescans alone
     events: bool = False  # also keep an events.csv next to each predictions.csv
-    gap: float = DEFAULT_GAP  # seconds between frames that start a new event
-    backend: str = "auto"
-    batch_size: int | None = None
-    threads: int | None = None
-    workers: int | None = None
-    max_attempts: int = 3
-    flush_interval: float = 5.0
+    max_attempts: int = option(3, low=1)
+    flush_interval: float = option(5.0, low=0)
     all_csv: Path | None = None
-    blank_threshold: float | None = None
-    idle_exit: float | None = None  # stop after this long with nothing to do (batch runs, tests)
-    min_free: float = 64.0  # MiB that must stay free on OUT's disk (and --all-csv's) to take work; 0: no reserve
+    idle_exit: float | None = option(None, low=0)  # stop after this long with nothing to do (batch runs, tests)
+    min_free: float = option(64.0, low=0)  # MiB that must stay free on OUT's disk (and --all-csv's); 0: no reserve
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
     @property
     def out_dir(self) -> Path:

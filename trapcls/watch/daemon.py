@@ -39,16 +39,13 @@ from trapcls.core.frames.discover import ImageFile, TreeScanner, Unclassified, d
 from trapcls.core.model.bundle import load_bundle
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import check_writable, free_mib, storage_fault, write_csv
+from trapcls.core.table.append import CsvAppender
+from trapcls.core.table.read import parse_table
+from trapcls.core.table.row import Row
 from trapcls.predict.backends import choose_backend, create_backend
 from trapcls.predict.config import DEFAULT_BATCH
-from trapcls.predict.output import (
-    CsvAppender,
-    Layout,
-    Result,
-)
 from trapcls.predict.runner import classify_batches
 from trapcls.results.events import group_events, write_events
-from trapcls.results.table import FieldTable, Frame
 from trapcls.watch.config import CSV_NAME, WatchConfig
 from trapcls.watch.journal import (
     CorruptJournal,
@@ -100,14 +97,6 @@ class Watcher:
         self.inbox = config.inbox.resolve()
         if not self.inbox.is_dir():
             raise DataError(f"Inbox {config.inbox} is not a folder.")
-        if config.folder_depth < 0:
-            raise DataError(f"--folder-depth must be 0 (one CSV for the whole inbox) or more, "
-                            f"got {config.folder_depth}.")
-        for name in ("settle", "rescan_interval", "poll_interval", "flush_interval", "gap", "min_free"):
-            if getattr(config, name) < 0:
-                raise DataError(f"--{name.replace('_', '-')} must not be negative.")
-        if config.max_attempts < 1:
-            raise DataError(f"--max-attempts must be at least 1, got {config.max_attempts}.")
         self.out = config.out_dir.resolve()
         self._events: queue.Queue[str] = queue.Queue()
         self._waiting: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, unchanged since)
@@ -179,10 +168,9 @@ class Watcher:
         log.info("backend %s on %s (%s)", choice.name, backend.device, choice.reason)
         self._bundle, self._backend = bundle, backend
         self._batch = config.batch_size or DEFAULT_BATCH.get(backend.device, 8)
-        threshold, why = bundle.blank_threshold(config.blank_threshold)
-        self._layout = Layout("field", bundle.classes, blank_threshold=threshold, model=bundle.model_id)
-        if self._layout.blank is not None:
-            log.info("is_blank: P(blank) >= %g (%s)", threshold, why)
+        self._layout = bundle.layout("field", config.blank_threshold)
+        if self._layout.blank_rule is not None:
+            log.info("%s", self._layout.blank_rule.describe())
         return choice
 
     def _open_outputs(self) -> None:
@@ -643,8 +631,9 @@ class Watcher:
                                    workers=self.config.workers)
         try:
             for results in batches:
-                done = [(entries[r.file.rel], [float(p) for p in r.probs], r.captured) for r in results if r.ok]
-                failed = [(entries[r.file.rel], r.error or "unknown error", r.captured) for r in results if not r.ok]
+                done = [(entries[r.path], [float(p) for p in r.probs], r.captured or None) for r in results if r.ok]
+                failed = [(entries[r.path], r.error or "unknown error", r.captured or None) for r in results
+                          if not r.ok]
                 final = self.journal.record(done, failed, max_attempts=self.config.max_attempts,
                                             backoff=max(self.config.settle, 1.0))
                 for entry, error, _ in failed:
@@ -653,7 +642,7 @@ class Watcher:
                 self.summary.errors += len(final)
                 if self._all is not None:
                     finished = {e.path for e in final} | {e.path for e, _, _ in done}
-                    self._all.append([r for r in results if r.file.rel in finished])
+                    self._all.append([r for r in results if r.path in finished])
                 notifier.watchdog()
                 if self._stop:
                     break
@@ -673,31 +662,28 @@ class Watcher:
             rows = self.journal.finished(folder)
             target = self.out / folder / CSV_NAME
             prefix = "" if folder == "." else folder + "/"
-            results = [_result(entry, entry.path[len(prefix):]) for entry in rows]
-            write_csv(target, self._layout.header(), (self._layout.row(r) for r in results))
+            cells = [self._layout.cells(_row(entry, entry.path[len(prefix):])) for entry in rows]
+            write_csv(target, self._layout.header(), cells)
             if self.config.events:
-                self._write_events(folder, results)
+                self._write_events(folder, cells)
             self.journal.written(folder, as_of=as_of)
             self.summary.csv_writes += 1
             log.debug("wrote %s (%d rows)", target, len(rows))
 
-    def _write_events(self, folder: str, results: list[Result]) -> None:
-        """events.csv for one camera folder (its deployment), from the same rows as its predictions.csv."""
-        frames = [Frame(path=r.file.rel, captured=r.captured or "", probs=r.probs, error=r.error or "")
-                  for r in results]
-        table = FieldTable(source=self.out / folder / CSV_NAME, classes=self._bundle.classes,
-                           model=self._bundle.model_id, frames=frames)
+    def _write_events(self, folder: str, cells: list[list[str]]) -> None:
+        """events.csv for one camera folder (its deployment), from its predictions.csv's cells exactly as written,
+        read back as `trapcls events` reads the file: the two agree to the last digit on every CPU."""
+        table = parse_table(self.out / folder / CSV_NAME, self._layout.header(), cells)
         grouped = group_events(table, gap=self.config.gap, deployment=lambda _: folder)
-        write_events(grouped, table, self.out / folder / EVENTS_NAME, threshold=self._layout.blank_threshold)
+        write_events(grouped, table, self.out / folder / EVENTS_NAME, rule=self._layout.blank_rule)
 
     def _catch_up_all_csv(self) -> None:
         """After a crash, append to --all-csv the results the journal has but the CSV does not."""
         if self._all is None:
             return
-        missing = [e for e in self.journal.finished() if self._layout.key(ImageFile(Path(e.path), e.path))
-                   not in self._all.done]
+        missing = [e for e in self.journal.finished() if self._layout.key(Row(e.path, None)) not in self._all.done]
         if missing:
-            self._all.append([_result(e, e.path) for e in missing])
+            self._all.append([_row(e, e.path) for e in missing])
 
 
 @dataclass
@@ -765,8 +751,8 @@ def _counts(unclassified: Unclassified | None) -> tuple[int, int] | None:
     return None if unclassified is None else (unclassified.videos, unclassified.others)
 
 
-def _result(entry: Entry, rel: str) -> Result:
-    file = ImageFile(path=Path(entry.path), rel=rel)
+def _row(entry: Entry, rel: str) -> Row:
+    """A journal entry as the row its camera folder's CSV lists (`rel`: its path inside that folder)."""
     if entry.status == "done":
-        return Result(file=file, probs=np.asarray(entry.probs), captured=entry.captured)
-    return Result(file=file, probs=None, error=entry.last_error or "error", captured=entry.captured)
+        return Row(rel, np.asarray(entry.probs), captured=entry.captured or "")
+    return Row(rel, None, captured=entry.captured or "", error=entry.last_error or "error")

@@ -15,7 +15,9 @@ from pathlib import Path, PurePosixPath
 from trapcls.core.model.bundle import Bundle
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import fsync_dir
-from trapcls.predict.output import Columns, Layout, neutralise, parse_header, read_table, short, unneutralise
+from trapcls.core.table.layout import Layout, parse_header, short
+from trapcls.core.table.read import parse_table, read_table
+from trapcls.core.table.row import Row, neutralise
 from trapcls.watch.config import CSV_NAME
 from trapcls.watch.journal import DONE, ERROR, UNKNOWN, Entry, Journal, aside_name, replace_damaged
 
@@ -122,29 +124,21 @@ class Rebuild:
             raise _OtherModel(", ".join(others) or f"classes {', '.join(columns.classes)}")
         if header != self.layout.header():
             raise DataError(f"its columns are not the ones this model writes ({short(header)})")
-        return [self._csv_entry(row, columns, folder, updated) for row in rows]
+        return [self._csv_entry(row, folder, updated) for row in parse_table(csv_path, header, rows).rows]
 
-    def _csv_entry(self, row: list[str], columns: Columns, folder: str, updated: float) -> Entry:
+    def _csv_entry(self, row: Row, folder: str, updated: float) -> Entry:
         """One CSV row as a finished journal row, with the size and mtime its file has now."""
-        rel = unneutralise(row[0])
+        rel = row.path
         if not rel or PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
-            raise DataError(f"the row {row[0]!r} names no file inside the inbox")
+            raise DataError(f"the row {rel!r} names no file inside the inbox")
         path = rel if folder == "." else f"{folder}/{rel}"
         try:
             st = os.stat(self.inbox / path)
             size, mtime_ns = st.st_size, st.st_mtime_ns
         except OSError:  # gone, or on a share not mounted now: the row stands (Journal.observe takes it when seen)
             size = mtime_ns = UNKNOWN
-        at = columns.status
-        known = {"path": path, "folder": folder, "size": size, "mtime_ns": mtime_ns, "captured": row[1] or None,
+        known = {"path": path, "folder": folder, "size": size, "mtime_ns": mtime_ns, "captured": row.captured or None,
                  "updated": updated}
-        if row[at] == "ok":
-            try:
-                probs = [float(cell) for cell in row[columns.first:at]]
-            except ValueError:
-                raise DataError(f"the row {row[0]!r} has a probability that is not a number") from None
-            return Entry(status=DONE, probs=probs, attempts=0, last_error=None, **known)
-        if row[at] == "error":
-            return Entry(status=ERROR, probs=None, attempts=self.max_attempts,
-                         last_error=unneutralise(row[at + 1]) or "error", **known)
-        raise DataError(f"the row {row[0]!r} has the status {row[at]!r} (expected ok or error)")
+        if row.ok:
+            return Entry(status=DONE, probs=[float(p) for p in row.probs], attempts=0, last_error=None, **known)
+        return Entry(status=ERROR, probs=None, attempts=self.max_attempts, last_error=row.error or "error", **known)

@@ -9,7 +9,7 @@ from typing import Any
 
 from trapcls.core.frames.preprocess import PreprocessSpec
 from trapcls.core.system.deps import require
-from trapcls.core.system.exceptions import DataError, TrapclsError
+from trapcls.core.system.exceptions import DataError, OptionError, TrapclsError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def check_arch(arch: str) -> None:
     """Raise unless `arch` is a timm ResNet/EfficientNet name."""
     timm = require("timm")
     if not arch.startswith(ARCH_FAMILIES) or not timm.is_model(arch):
-        raise DataError(f"Invalid --arch {arch!r}. Use a timm ResNet or EfficientNet name, e.g. {ARCH_EXAMPLES}.")
+        raise OptionError("arch", f"{arch!r} is not a timm ResNet or EfficientNet name; e.g. {ARCH_EXAMPLES}")
 
 
 def create_model(arch: str, num_classes: int, *, weights: Path | None = None, pretrained: bool = False,
@@ -40,7 +40,7 @@ def create_model(arch: str, num_classes: int, *, weights: Path | None = None, pr
     timm = require("timm")
     check_arch(arch)
     if weights is not None and pretrained:
-        raise DataError("Pass either --weights FILE or --pretrained, not both.")
+        raise OptionError("weights", "give either {weights} FILE or {pretrained}, not both")
     try:
         model = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes)
     except Exception as exc:  # hub downloads fail in many ways offline

@@ -18,16 +18,15 @@ from typing import Any
 
 from trapcls import __version__
 from trapcls.core.frames.preprocess import PreprocessSpec
-from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
-from trapcls.core.system.exceptions import BundleError
+from trapcls.core.model.blank import BlankRule, blank_index, given_rule, model_rule
+from trapcls.core.system.exceptions import BundleError, OptionError
 from trapcls.core.system.fsutil import atomic_write_text, sha256_file
+from trapcls.core.table.layout import RESERVED_NAMES, Layout
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
 ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.safetensors"
-# Column names the CSV writers use besides the classes; a class may not take one of them.
-RESERVED_NAMES = frozenset({"id", "path", "captured", "label", "probability", "is_blank", "status", "error", "model"})
 SHORT_SHA = 12  # hex digits of model.onnx's sha256 in a model id: enough to tell any two models apart
 
 
@@ -71,17 +70,21 @@ class Bundle:
         """The certified blank threshold `trapcls evaluate --blank-miss --write-bundle` stored, if any."""
         return self.manifest.get("blank_policy")
 
-    def blank_threshold(self, override: float | None = None) -> tuple[float, str]:
-        """The is_blank threshold to use and why: --blank-threshold, else the certified policy, else the default."""
-        if override is not None:
-            return override, f"--blank-threshold {override:g}"
-        policy = self.blank_policy
-        if policy:
-            return float(policy["threshold"]), (
-                f"the bundle's certified blank policy: at most {policy.get('target_miss', float('nan')):.1%} of "
-                f"animal frames set aside, {policy.get('confidence', float('nan')):.0%} confidence, from "
-                f"{policy.get('animal_frames', '?')} labelled non-blank frames")
-        return DEFAULT_BLANK_THRESHOLD, f"the default {DEFAULT_BLANK_THRESHOLD:g} (no certified policy in the bundle)"
+    def blank_rule(self, given: float | None = None) -> BlankRule:
+        """The rule for is_blank when this model runs: the threshold given, else its certified policy, else the
+        default (trapcls.core.model.blank)."""
+        return given_rule(given) if given is not None else model_rule(self.blank_policy, self.model_id)
+
+    def layout(self, fmt: str, blank_threshold: float | None = None) -> Layout:
+        """The CSV a run of this model writes: its blank rule (or the threshold given) where an is_blank column is
+        written; a threshold given where there is none is refused."""
+        if blank_index(self.classes) is None:
+            if blank_threshold is not None:
+                raise OptionError("blank_threshold", "does not apply: the bundle has no blank class (classes: "
+                                                     f"{', '.join(self.classes)})")
+            return Layout(fmt, self.classes, model=self.model_id)
+        rule = self.blank_rule(blank_threshold) if fmt == "field" else None
+        return Layout(fmt, self.classes, rule, model=self.model_id)
 
     @property
     def class_counts(self) -> dict[str, int] | None:

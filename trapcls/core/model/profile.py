@@ -7,25 +7,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trapcls.core.system.exceptions import BundleError
+from trapcls.core.options import check_options, option
+from trapcls.core.system.exceptions import OptionError
 
 
 @dataclass(frozen=True)
 class Profile:
     """The optimisation profile's batch sizes and the builder's workspace limit."""
 
-    min_batch: int = 1
-    opt_batch: int = 8
-    max_batch: int = 16
-    workspace_mib: int = 1024  # fits an 8 GB Jetson, whose GPU shares memory with the CPU
+    min_batch: int = option(1, low=1)
+    opt_batch: int = option(8, low=1)
+    max_batch: int = option(16, low=1)
+    workspace_mib: int = option(1024, low=64, hint="MiB")  # fits an 8 GB Jetson, whose GPU shares its memory
 
-    def check(self) -> None:
-        """Raise BundleError unless the batch sizes are ordered and the workspace is usable."""
-        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise BundleError(f"Batch sizes must satisfy 1 <= --min-batch <= --opt-batch <= --max-batch; got "
-                              f"{self.min_batch}, {self.opt_batch}, {self.max_batch}.")
-        if self.workspace_mib < 64:
-            raise BundleError(f"--workspace is in MiB and must be at least 64, got {self.workspace_mib}.")
+    def __post_init__(self) -> None:
+        check_options(self)
+        if self.opt_batch < self.min_batch:
+            raise OptionError("opt_batch", f"must be at least {{min_batch}} ({self.min_batch}), got {self.opt_batch}")
+        if self.max_batch < self.opt_batch:
+            raise OptionError("max_batch", f"must be at least {{opt_batch}} ({self.opt_batch}), got {self.max_batch}")
 
     def flags(self) -> str:
         """The `trapcls export tensorrt` flags that give this profile."""

@@ -1,4 +1,9 @@
-"""Errors trapcls raises; the CLI turns each into a message and exit status 1."""
+"""Errors trapcls raises; the CLI turns each into a message and exit status 1 (2 for an OptionError)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 
 class TrapclsError(Exception):
@@ -31,3 +36,20 @@ class ExportError(TrapclsError):
 
 class MissingDependencyError(TrapclsError):
     """An optional dependency (the `train` or `tensorrt` extra) is not installed."""
+
+
+class OptionError(TrapclsError):
+    """An option's value is outside what it accepts, or does not go with another option's.
+
+    `field` names the config field and `problem` says what is wrong and what is valid; other options the
+    problem mentions are written `{field_name}`. The CLI renders them as flags (`render`) and exits 2, as for
+    any other bad usage; in Python the message names the fields.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"{field}: {self.render(lambda name: name)}")
+
+    def render(self, name_of: Callable[[str], str | None]) -> str:
+        """The problem with each `{field_name}` replaced by `name_of(field_name)` (kept as written if None)."""
+        return re.sub(r"\{([a-z][a-z0-9_]*)\}", lambda m: name_of(m[1]) or m[0], self.problem)

@@ -1,0 +1,230 @@
+"""What tests share besides fixtures: paths, real and synthetic images, one CLI runner, one daemon launcher, one
+CSV reader. Test modules import from here (and take fixtures from conftest.py), never from each other."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "examples" / "demo"
+FRAMES = DEMO / "frames"
+BURST = REPO / "tests" / "data" / "reconyx_burst"
+SAMPLES = REPO / "trapcls" / "samples"
+LITE0_WEIGHTS = REPO / "examples" / "weights" / "efficientnet-lite0-57934424.pth"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+# --- the CLI as a user runs it ---------------------------------------------------------------------------
+
+
+def trapcls(*args, rc: int | None = 0, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m trapcls ARGS` as a real process; fails the test unless it exits `rc` (None: any status)."""
+    proc = subprocess.run([sys.executable, "-m", "trapcls", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+    if rc is not None:
+        assert proc.returncode == rc, f"rc={proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n" \
+                                      f"{proc.stderr[-3000:]}"
+    return proc
+
+
+# --- images ----------------------------------------------------------------------------------------------
+
+
+def write_jpeg(path: Path, size=(320, 240), color=(120, 80, 40), **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, "JPEG", **kwargs)
+    return path
+
+
+def noise_image(size=(320, 240), seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def make_bad_inputs(folder: Path) -> dict[str, Path]:
+    """A truncated JPEG, a zero-byte .jpg, a text file named .jpg, and a valid PNG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = folder / "good.jpg"
+    noise_image().save(good, "JPEG", quality=90)
+    truncated = folder / "truncated.jpg"
+    data = good.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    empty = folder / "empty.jpg"
+    empty.write_bytes(b"")
+    text = folder / "notes.jpg"
+    text.write_text("this is not an image\n")
+    png = folder / "frame.png"
+    noise_image(seed=1).save(png, "PNG")
+    return {"good": good, "truncated": truncated, "empty": empty, "text": text, "png": png}
+
+
+def make_input_zoo(folder: Path) -> None:
+    """make_bad_inputs plus every other kind RELIABILITY.md names: a decompression bomb, CMYK, 16-bit,
+    greyscale, palette, RGBA, EXIF-rotated, a GIF named .jpg, and a FIFO named .jpg."""
+    make_bad_inputs(folder)  # good.jpg, truncated.jpg, empty.jpg, notes.jpg, frame.png
+    Image.new("1", (10_000, 10_000)).save(folder / "bomb.png")
+    noise_image().convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(np.full((40, 60), 40000, dtype=np.uint16)).save(folder / "sixteen.png")
+    noise_image().convert("L").save(folder / "grey.jpg")
+    noise_image().convert("P").save(folder / "palette.png")
+    noise_image().convert("RGBA").save(folder / "rgba.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    noise_image().save(folder / "rotated.jpg", exif=exif.tobytes())
+    noise_image().save(folder / "really_a_gif.jpg", "GIF")
+    os.mkfifo(folder / "pipe.jpg")  # opening it would block: walks skip it
+
+
+# --- CSVs ------------------------------------------------------------------------------------------------
+
+
+def csv_rows(path: Path, key: str | None = None) -> dict[str, dict[str, str]]:
+    """A CSV as key -> row (the key: `key`'s column, else the first); fails the test on a repeated key."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        key = key or reader.fieldnames[0]
+    keys = [r[key] for r in rows]
+    assert len(keys) == len(set(keys)), f"repeated {key}s in {path}: {sorted(keys)}"
+    return {r[key]: r for r in rows}
+
+
+def csv_paths(path: Path) -> set[str]:
+    """The first column's values of a CSV, or nothing when it does not exist."""
+    return set(csv_rows(path)) if path.exists() else set()
+
+
+# --- the watch daemon as a real process ------------------------------------------------------------------
+
+READY_LINE = "trapcls.watch.daemon: watching "
+# Fast defaults for every run; a test overrides any of them by keyword.
+FAST = {"settle": 0.3, "flush_interval": 0.2, "rescan_interval": 3600, "workers": 1, "threads": 1, "idle_exit": 2}
+NOTIFY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+class Daemon:
+    """One `trapcls watch` process; its log (stdout and stderr) is collected line by line."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+        self.cmd = cmd
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_until(lambda: READY_LINE in self.log or not self.running(), timeout, "the daemon to start", self)
+        assert self.running(), f"the daemon exited early ({self.proc.returncode}):\n{self.log}"
+
+    def finish(self, timeout: float = 30) -> int:
+        """Wait for the daemon to exit by itself (--idle-exit); its exit status."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"the daemon did not exit within {timeout} s:\n{self.log}")
+        self._reader.join(timeout=5)
+        return rc
+
+    def terminate(self, timeout: float = 15, sig: int = signal.SIGTERM) -> int:
+        """Send `sig` (SIGTERM, or SIGINT as Ctrl-C does) and wait for the exit status."""
+        self.proc.send_signal(sig)
+        return self.finish(timeout)
+
+    def kill(self) -> None:
+        if self.running():
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def wait_until(predicate, timeout: float, what: str, daemon: Daemon | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            log = f"; daemon log:\n{daemon.log}" if daemon else ""
+            pytest.fail(f"timed out after {timeout} s waiting for {what}{log}")
+        time.sleep(0.05)
+
+
+def launch(started: list[Daemon], bundle: Path, inbox: Path, *flags: str, env: dict[str, str] | None = None,
+           ready: bool = True, **options) -> Daemon:
+    """Start `trapcls watch INBOX --bundle BUNDLE [flags] --option value ...` (FAST options unless given; None
+    leaves an option out). The daemon joins `started` before it is waited for, so a fixture kills it even when it
+    never got ready."""
+    cmd = [sys.executable, "-m", "trapcls", "watch", str(inbox), "--bundle", str(bundle), *flags]
+    for name, value in {**FAST, **options}.items():
+        if value is not None:
+            cmd += [f"--{name.replace('_', '-')}", str(value)]
+    environment = {k: v for k, v in os.environ.items() if k not in NOTIFY_ENV}
+    environment.update(PYTHONUNBUFFERED="1", **(env or {}))
+    daemon = Daemon(cmd, environment)
+    started.append(daemon)
+    if ready:
+        daemon.wait_ready()
+    return daemon
+
+
+def journal(out: Path) -> dict[str, dict]:
+    """The watch journal's files table as path -> row (read-only, safe while the daemon runs)."""
+    db = sqlite3.connect(f"file:{out / '.trapcls' / 'journal.sqlite'}?mode=ro", uri=True, timeout=30)
+    db.row_factory = sqlite3.Row
+    try:
+        return {r["path"]: dict(r) for r in db.execute("SELECT * FROM files")}
+    finally:
+        db.close()
+
+
+def status(out: Path, *flags: str) -> str:
+    """`trapcls status OUT [flags]`'s report (it must exit 0)."""
+    return trapcls("status", out, *flags, timeout=60).stdout
+
+
+class NotifyListener:
+    """A bound AF_UNIX datagram socket standing in for systemd; collects what arrives."""
+
+    def __init__(self, address: str) -> None:
+        self.messages: list[str] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(address)
+        self.sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def close(self) -> list[str]:
+        time.sleep(0.2)  # let the last datagrams in
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+        return self.messages

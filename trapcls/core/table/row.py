@@ -1,0 +1,84 @@
+"""One classified file as every output holds it, and the rules for its cells (numbers, formula-safe text)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import PurePosixPath
+
+import numpy as np
+
+# Cells a spreadsheet would run as a formula start with one of these (a file name can carry one).
+_FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+# Probabilities are written with this many significant digits: enough to tell any two apart that matter,
+# few enough that a CSV stays readable. Everything computed from a written row uses these values.
+DIGITS = 8
+
+
+@dataclass(frozen=True)
+class Row:
+    """The outcome for one file: probabilities in class order, or the reason it failed.
+
+    `path` is relative and '/'-separated, exactly the key the CSV's first cell holds (for a submission,
+    its stem is the id). `captured` is the EXIF capture time as ISO 8601 camera-local time, with an offset
+    when EXIF had one, "" when there is none.
+    """
+
+    path: str
+    probs: np.ndarray | None
+    captured: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.probs is not None
+
+    @property
+    def stem(self) -> str:
+        """The submission id: the file name without its extension."""
+        return PurePosixPath(self.path).stem
+
+    @property
+    def time(self) -> datetime | None:
+        """The camera's wall-clock time (offset dropped: frames of one camera share one clock)."""
+        return parse_time(self.captured)
+
+    @property
+    def offset(self) -> str | None:
+        """The UTC offset EXIF recorded ("+02:00"), or None."""
+        if not self.captured:
+            return None
+        offset = datetime.fromisoformat(self.captured).utcoffset()
+        if offset is None:
+            return None
+        minutes = int(offset.total_seconds()) // 60
+        return f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+    def as_written(self) -> Row:
+        """This row with its probabilities as a CSV holds them (DIGITS significant digits), so that anything
+        computed from it (is_blank, the label, events) is what a reader of the CSV computes too."""
+        if self.probs is None:
+            return self
+        return replace(self, probs=np.array([float(number(p)) for p in self.probs], dtype=np.float64))
+
+
+def parse_time(text: str) -> datetime | None:
+    """A capture time cell as naive wall-clock time, or None when empty."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text).replace(tzinfo=None)
+
+
+def number(p: float) -> str:
+    """A probability as a cell."""
+    return f"{float(p):.{DIGITS}g}"
+
+
+def neutralise(cell: str) -> str:
+    """Prefix a quote to text a spreadsheet would run as a formula (a file name can carry one)."""
+    return "'" + cell if cell.startswith(_FORMULA_LEADS) else cell
+
+
+def unneutralise(cell: str) -> str:
+    """The text `neutralise` was given: its quote before a formula-leading cell taken off again."""
+    return cell[1:] if cell.startswith("'") and neutralise(cell[1:]) == cell else cell
