@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trapcls.core.model.bundle import MANIFEST, ONNX_FILE, Bundle
+from trapcls.core.model.bundle import MANIFEST, Bundle
 from trapcls.core.model.profile import Profile
+from trapcls.core.model.records import Judged, device_problem, judge, model_problem, version_problem
 from trapcls.core.system.exceptions import BundleError
 from trapcls.core.system.fsutil import atomic_write_text, sha256_file
 from trapcls.core.system.hardware import Gpu
@@ -145,19 +146,13 @@ def engine_problems(bundle: Bundle, engine_file: str, meta: EngineMeta, *, tenso
         problems.append(f"{path} does not match the sha256 recorded for it (changed or corrupted after export)")
     if meta.engine_file != engine_file:
         problems.append(f"its metadata describes {meta.engine_file}, not {engine_file}")
-    onnx_sha = bundle.onnx_sha256
-    if meta.onnx_sha256 != onnx_sha:
-        problems.append(f"it was built from another {ONNX_FILE} (sha256 {meta.onnx_sha256[:12]}…, the bundle's "
-                        f"is {str(onnx_sha)[:12]}…)")
-    if tensorrt_version is None:
-        problems.append("TensorRT is not installed here")
-    elif meta.tensorrt_version != tensorrt_version:
-        problems.append(f"it was built with TensorRT {meta.tensorrt_version}, this machine has {tensorrt_version}")
+    problems += [p for p in (model_problem(meta.onnx_sha256, bundle, "it was built from"),
+                             version_problem("TensorRT", meta.tensorrt_version, tensorrt_version, "it was built with"))
+                 if p]
     if gpu is None:
         problems.append("no CUDA GPU is visible here")
     else:
-        if meta.gpu_name != gpu.name:
-            problems.append(f"it was built on a {meta.gpu_name}, this GPU is a {gpu.name}")
+        problems += [p for p in [device_problem("GPU", meta.gpu_name, gpu.name, "it was built on")] if p]
         if meta.compute_capability != gpu.compute_capability:
             problems.append(f"it was built for compute capability {meta.compute_capability}, this GPU has "
                             f"{gpu.compute_capability}")
@@ -186,18 +181,14 @@ class EngineMatch:
                 + f"\nRebuild it here with: {rebuild_command(bundle, profile)}")
 
 
-def check_engines(bundle: Bundle, *, tensorrt_version: str | None,
-                  gpu: Gpu | None) -> Iterator[tuple[str, EngineMeta | None, list[str]]]:
-    """Each engine bundle.json records: its name, its metadata (None if unreadable), and why it may not
-    run here (empty when it may). A generator, so a caller looking for one match stops at the first."""
-    for engine_file, record in recorded_engines(bundle).items():
-        try:
-            meta = read_metadata(bundle.root / str(record.get("metadata", Path(engine_file).with_suffix(".json"))))
-        except BundleError as exc:
-            yield engine_file, None, [str(exc)]
-            continue
-        yield engine_file, meta, engine_problems(bundle, engine_file, meta, tensorrt_version=tensorrt_version,
-                                                 gpu=gpu)
+def check_engines(bundle: Bundle, *, tensorrt_version: str | None, gpu: Gpu | None) -> Iterator[Judged]:
+    """Each engine bundle.json records, judged (trapcls.core.model.records): its name, its metadata (None if
+    unreadable), and why it may not run here (empty when it may)."""
+    def parse(engine_file: str, record: dict) -> EngineMeta:
+        return read_metadata(bundle.root / str(record.get("metadata", Path(engine_file).with_suffix(".json"))))
+
+    return judge(recorded_engines(bundle).items(), parse,
+                 lambda name, meta: engine_problems(bundle, name, meta, tensorrt_version=tensorrt_version, gpu=gpu))
 
 
 def find_engine(bundle: Bundle, *, tensorrt_version: str | None, gpu: Gpu | None) -> EngineMatch:

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from trapcls.core.model.bundle import MANIFEST, ONNX_FILE, Bundle, default_bundle
+from trapcls.core.model.bundle import MANIFEST, Bundle, default_bundle
+from trapcls.core.model.records import Judged, device_problem, judge, model_problem, version_problem
 from trapcls.core.system.exceptions import BundleError
 from trapcls.core.system.fsutil import atomic_write_text
 from trapcls.core.system.hardware import Cpu
@@ -87,17 +88,9 @@ def parse_check(record: Any) -> PrecisionCheck:
 
 def check_problems(check: PrecisionCheck, bundle: Bundle, *, cpu: Cpu, openvino_version: str | None) -> list[str]:
     """Why `check` does not apply to this CPU, this OpenVINO and the bundle's model.onnx; empty when it does."""
-    problems = []
-    onnx_sha = str(bundle.onnx_sha256)
-    if check.onnx_sha256 != onnx_sha:
-        problems.append(f"it checked another {ONNX_FILE} (sha256 {check.onnx_sha256[:12]}…, the bundle's is "
-                        f"{onnx_sha[:12]}…)")
-    if openvino_version is None:
-        problems.append("OpenVINO is not installed here")
-    elif check.openvino_version != openvino_version:
-        problems.append(f"it ran on OpenVINO {check.openvino_version}, this machine has {openvino_version}")
-    if check.cpu != cpu.name:
-        problems.append(f"it ran on a {check.cpu}, this CPU is a {cpu.name}")
+    problems = [p for p in (model_problem(check.onnx_sha256, bundle, "it checked"),
+                            version_problem("OpenVINO", check.openvino_version, openvino_version, "it ran on"),
+                            device_problem("CPU", check.cpu, cpu.name, "it ran on")) if p]
     here = cpu.isa(tuple(check.isa)) if check.isa else cpu.isa()
     if here != check.isa:
         problems.append(f"it ran on a CPU with {_flags(check.isa)}, this one has {_flags(here)}")
@@ -119,17 +112,12 @@ class CheckMatch:
     rejected: list[str]
 
 
-def judged_checks(bundle: Bundle, *, cpu: Cpu, openvino_version: str | None
-                  ) -> Iterator[tuple[str, PrecisionCheck | None, list[str]]]:
-    """Each record in bundle.json as ("record N", the check, why it does not apply here); an unreadable
-    record comes as ("record N", None, [what is wrong with it])."""
-    for index, record in enumerate(recorded_checks(bundle)):
-        try:
-            check = parse_check(record)
-        except ValueError as exc:
-            yield f"record {index + 1}", None, [str(exc)]
-            continue
-        yield f"record {index + 1}", check, check_problems(check, bundle, cpu=cpu, openvino_version=openvino_version)
+def judged_checks(bundle: Bundle, *, cpu: Cpu, openvino_version: str | None) -> Iterator[Judged]:
+    """Each record in bundle.json judged (trapcls.core.model.records): ("record N", the check, why it does not
+    apply here); an unreadable record comes as ("record N", None, [what is wrong with it])."""
+    entries = ((f"record {index + 1}", record) for index, record in enumerate(recorded_checks(bundle)))
+    return judge(entries, lambda _, record: parse_check(record),
+                 lambda _, check: check_problems(check, bundle, cpu=cpu, openvino_version=openvino_version))
 
 
 def find_check(bundle: Bundle, precision: str, *, cpu: Cpu, openvino_version: str | None) -> CheckMatch:
