@@ -119,6 +119,9 @@ def test_certify_store_in_the_bundle_and_predict_uses_it(tiny_run, tmp_path):
     assert policy["animal_frames"] == 18 and policy["blank_frames"] == 3 and policy["model"] == load_bundle(
         bundle).model_id
     assert policy["certified_miss_bound"] <= 0.3 and policy["target_miss"] == 0.3 and policy["confidence"] == 0.8
+    # bundle.json travels: the files it was certified on are named, not this machine's paths to them.
+    assert policy["labels"] == "train" and policy["predictions"] == "pred.csv"
+    assert not any(str(tmp_path) in str(v) or str(DEMO) in str(v) for v in policy.values())
     assert {n: (bundle / n).read_bytes() for n in files} == files  # the model files are untouched; it still loads
     # predict now uses the policy, says so, and --blank-threshold overrides it.
     again = trapcls("predict", DEMO / "train", "--bundle", bundle, "--out", tmp_path / "again.csv")

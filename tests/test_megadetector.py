@@ -7,19 +7,15 @@ import copy
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+from helpers import BURST, SAMPLES, trapcls
 from trapcls.core.system.exceptions import DataError
 from trapcls.results import ConvertConfig, run_convert
 from trapcls.results.megadetector import DETECTION_CATEGORIES, UNKNOWN_MODEL, WHOLE_FRAME
 
-BURST = REPO / "tests" / "data" / "reconyx_burst"
-SAMPLES = REPO / "trapcls" / "samples"
 MODEL = "test-model v3 sha256:0123456789ab"
 
 
@@ -61,9 +57,7 @@ def predicted(tmp_path_factory) -> tuple[Path, Path]:
     whole = (SAMPLES / "impala-1.jpg").read_bytes()
     (inbox / "cam_samples" / "truncated.jpg").write_bytes(whole[: len(whole) // 3])
     out = root / "pred.csv"
-    proc = subprocess.run([sys.executable, "-m", "trapcls", "predict", str(inbox), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    trapcls("predict", inbox, "--out", out)
     return inbox, out
 
 
@@ -118,6 +112,18 @@ def test_real_predictions_convert_to_json_the_validator_accepts(predicted, tmp_p
     classes = header[header.index("is_blank") + 1:header.index("status")]
     assert list(doc["classification_categories"].values()) == [c for c in classes if c != "blank"]
     assert set(doc["classification_category_descriptions"]) == set(doc["classification_categories"])
+
+
+def test_no_absolute_path_of_this_machine_reaches_the_csv_or_the_json(predicted, tmp_path):
+    inbox, field = predicted  # predicted from the inbox given by its absolute path
+    where = str(inbox.parent)
+    doc, _ = convert(field, tmp_path / "results.json")
+    text = (tmp_path / "results.json").read_text(encoding="utf-8")
+    assert where not in field.read_text(encoding="utf-8") and where not in text
+    [failed] = [im for im in doc["images"] if im["detections"] is None]
+    assert failed["file"] == "cam_samples/truncated.jpg"  # the file is named once, relative to the inbox
+    assert failed["failure"] == read_rows(field)["cam_samples/truncated.jpg"]["error"]
+    assert failed["failure"].startswith("truncated or corrupt image: image file is truncated")
 
 
 def test_real_predictions_follow_the_whole_frame_convention(predicted, tmp_path):
@@ -238,11 +244,10 @@ def test_bad_outputs_and_inputs_are_refused_with_one_line(hand_made, tmp_path):
 def test_the_cli_writes_the_json_and_refuses_to_overwrite(predicted, tmp_path):
     inbox, field = predicted
     out = tmp_path / "results.json"
-    run = [sys.executable, "-m", "trapcls", "convert", str(field), "--to", "megadetector", "--out", str(out)]
-    proc = subprocess.run(run, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    run = ["convert", field, "--to", "megadetector", "--out", out]
+    proc = trapcls(*run)
     assert "15 frames" in proc.stdout and "unreadable" in proc.stderr
     assert validate(out, image_root=inbox)["errors"] == []
-    again = subprocess.run(run, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 1 and "pass --overwrite" in again.stderr
+    again = trapcls(*run, rc=1)
+    assert "pass --overwrite" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1

@@ -98,6 +98,31 @@ def test_bad_files_get_their_defined_outcome_in_both_formats(tiny_run, tmp_path)
     assert bad["good"].exists()
 
 
+def test_error_cells_hold_no_absolute_path_and_the_log_names_the_file(tiny_run, tmp_path, caplog, monkeypatch):
+    make_bad_inputs(tmp_path / "cards" / "cam1")
+    out = tmp_path / "field.csv"
+    with caplog.at_level("WARNING", logger="trapcls.predict.runner"):
+        run_predict(PredictConfig(inputs=[(tmp_path / "cards").absolute()], bundle=tiny_run / "bundle", out=out))
+    df = _read(out).set_index("path")
+    assert str(tmp_path) not in out.read_text()  # the CSV is shared: this machine's folders stay out of it
+    assert df.loc["cam1/truncated.jpg", "error"].startswith("truncated or corrupt image: image file is truncated")
+    assert df.loc["cam1/empty.jpg", "error"] == "empty file (0 bytes)"
+    assert df.loc["cam1/notes.jpg", "error"] == "not a JPEG or PNG image"
+    assert "cam1/truncated.jpg: truncated or corrupt image" in caplog.text  # the log line names the file
+
+    # An unexpected decoder failure whose text quotes the path: the file name stands in for it.
+    import trapcls.predict.runner as runner
+
+    def broken(path, spec):
+        raise RuntimeError(f"decoder fell over on {path}")
+
+    monkeypatch.setattr(runner, "preprocess_frame", broken)
+    run_predict(PredictConfig(inputs=[tmp_path / "cards"], bundle=tiny_run / "bundle", out=out, overwrite=True))
+    assert str(tmp_path) not in out.read_text()
+    assert _read(out).set_index("path").loc["cam1/good.jpg", "error"] == \
+        "unexpected error while decoding: RuntimeError: decoder fell over on good.jpg"
+
+
 def test_duplicate_stems_are_refused_for_submissions_only(tiny_run, tmp_path):
     write_jpeg(tmp_path / "cam1" / "IMG_0001.jpg")
     write_jpeg(tmp_path / "cam2" / "IMG_0001.jpg")

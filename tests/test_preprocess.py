@@ -107,6 +107,32 @@ def test_bad_files_raise_named_errors(tmp_path):
     assert load_image(bad["png"]).mode == "RGB"
 
 
+def test_read_errors_name_the_file_in_the_message_and_never_in_the_reason(tmp_path):
+    bad = make_bad_inputs(tmp_path / "cards" / "cam1")
+    (tmp_path / "folder.jpg").mkdir()
+    cases = {bad["truncated"]: "truncated or corrupt image: image file is truncated",
+             bad["empty"]: "empty file (0 bytes)", bad["text"]: "not a JPEG or PNG image",
+             tmp_path / "missing.jpg": "cannot read file: No such file or directory",
+             tmp_path / "folder.jpg": "not a regular file"}
+    for path, reason in cases.items():
+        with pytest.raises(ImageReadError) as caught:
+            load_image(path)
+        # The message is for this machine's logs: it names the file. The reason goes into shared files (the CSV's
+        # error cell, exports): no absolute path of this machine, not even the temporary folder's name.
+        assert str(path) in str(caught.value) and caught.value.path == str(path)
+        assert caught.value.reason.startswith(reason), caught.value.reason
+        assert str(tmp_path) not in caught.value.reason and tmp_path.name not in caught.value.reason
+
+
+def test_a_detail_quoting_the_path_names_the_file_only():
+    error = ImageReadError("truncated or corrupt image", "/home/me/cards/cam1/IMG_1.jpg",
+                           OSError(5, "Input/output error", "/home/me/cards/cam1/IMG_1.jpg"), captured="2024-05-01")
+    assert str(error) == ("truncated or corrupt image: /home/me/cards/cam1/IMG_1.jpg: [Errno 5] Input/output error: "
+                          "'/home/me/cards/cam1/IMG_1.jpg'")
+    assert error.reason == "truncated or corrupt image: [Errno 5] Input/output error: 'IMG_1.jpg'"
+    assert error.captured == "2024-05-01"
+
+
 def test_spec_round_trips_and_rejects_unknown_policies():
     assert PreprocessSpec.from_dict(SPEC.to_dict()) == SPEC
     with pytest.raises(BundleError, match="resize policy"):

@@ -174,6 +174,8 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "preds &lt;1&gt;.csv&quot; --labels a&amp;b.csv" in page
     assert "&lt;missing&gt;&amp;&#x27;q&#x27;.jpg" in page
+    # The page is shared: images are named by file name, never by this machine's path to them.
+    assert str(tmp_path) not in page and str(FRAMES[0].parent) not in page
     # Missing images: one placeholder per gallery item without a readable file, none for real frames.
     shown = [item for gallery in built for item in gallery.items]
     unreadable = [item for item in shown if item.image is None or not Path(item.image).exists()]

@@ -1,8 +1,17 @@
 """Labels for the default model: ../shared/data mapped to coarse groups by label_map.csv.
 
-make_labels.py DATA OUT             -> OUT/labels.csv (filepath,label) for training, without the demo frames
-make_labels.py --held-out SPLIT OUT -> OUT/held_out.txt and OUT/held_out_labels.csv: the run's validation
-                                       split plus the demo frames (never trained on)
+make_labels.py DATA OUT                    -> OUT/labels.csv (filepath,label) for training, without the demo frames
+make_labels.py --held-out SPLIT OUT [DATA] -> OUT/held_out.txt and OUT/held_out_labels.csv: the run's validation
+                                              split plus the demo frames (never trained on); with DATA also
+                                              OUT/held_out.csv: the same frames with paths relative to DATA, to
+                                              commit with the model
+make_labels.py --shipped-held-out DATA OUT -> OUT/held_out.txt and OUT/held_out_labels.csv from the committed
+                                              held_out.csv (the shipped model's 92 held-out frames) and DATA on
+                                              this machine: rescoring or recertifying needs no retraining
+
+held_out.csv holds no absolute path, so it means the same frames on any machine with the data. The run
+files hold this machine's absolute paths (predict's --file-list and evaluate's --labels take them as
+they are) and stay in OUT.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEMO_FRAMES = HERE.parents[1] / "examples" / "demo" / "frames"
+SHIPPED_HELD_OUT = HERE / "held_out.csv"
 SOURCES = ("ena24_small", "cct_sample", "serengeti", "gorongosa")
 
 
@@ -43,17 +53,35 @@ def write(path: Path, rows: list[tuple[str, str]]) -> None:
         writer.writerows(rows)
 
 
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """(filepath, label) rows of a filepath,label CSV."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [(r["filepath"], r["label"]) for r in csv.DictReader(fh)]
+
+
+def write_held_out(out: Path, held: list[tuple[str, str]]) -> None:
+    """OUT/held_out_labels.csv and OUT/held_out.txt (predict's --file-list) for frames given by absolute paths."""
+    write(out / "held_out_labels.csv", held)
+    (out / "held_out.txt").write_text("".join(f"{p}\n" for p, _ in held))
+    print(f"held out: {len(held)} frames -> {out / 'held_out.txt'}, {out / 'held_out_labels.csv'}")
+
+
 def main(argv: list[str]) -> None:
     mapping = label_map()
     if argv[0] == "--held-out":
         split, out = Path(argv[1]), Path(argv[2])
         with open(split, newline="", encoding="utf-8") as fh:
             held = [(r["filepath"], r["label"]) for r in csv.DictReader(fh) if r["part"] == "val"]
-        with open(out / "demo_frames.csv", newline="", encoding="utf-8") as fh:
-            held += [(r["filepath"], r["label"]) for r in csv.DictReader(fh)]
-        write(out / "held_out_labels.csv", held)
-        (out / "held_out.txt").write_text("".join(f"{p}\n" for p, _ in held))
-        print(f"held out: {len(held)} frames (validation split + demo frames)")
+        held += read_pairs(out / "demo_frames.csv")  # validation split plus demo frames
+        write_held_out(out, held)
+        if len(argv) > 3:
+            data = Path(argv[3]).resolve()
+            write(out / "held_out.csv", [(Path(p).resolve().relative_to(data).as_posix(), label) for p, label in held])
+        return
+    if argv[0] == "--shipped-held-out":
+        data, out = Path(argv[1]).resolve(), Path(argv[2])
+        out.mkdir(parents=True, exist_ok=True)
+        write_held_out(out, [(str(data / rel), label) for rel, label in read_pairs(SHIPPED_HELD_OUT)])
         return
     data, out = Path(argv[0]).resolve(), Path(argv[1])
     demo = {p.name for p in DEMO_FRAMES.iterdir()}

@@ -5,7 +5,9 @@
 #   bash train/recipes/default-model-v2.sh [DATA]        # DATA defaults to ../shared/data
 #   ALL=1 bash train/recipes/default-model-v2.sh         # also train and score the fine-tuning candidates
 #   INSTALL=1 bash train/recipes/default-model-v2.sh     # copy the bundle into trapcls/default_bundle/, only
-#                                                        # if its held-out log loss is below v1's
+#                                                        # if its held-out log loss is below v1's, and
+#                                                        # certify its blank policy (step 6)
+#   bash train/default-model/certify_blank.sh [DATA]     # step 6 alone: recertify the shipped model, no training
 # Environment: OUT (default runs/default-model-v2), BASELINE (the v1 bundle to beat; default
 # trapcls/default_bundle while that is still v1; once v2 is installed, point it at v1 as committed
 # before the install: `git log -- trapcls/default_bundle`), WEIGHTS (the ImageNet Lite2 state dict,
@@ -53,8 +55,13 @@ fi
 
 # 5. Held-out scores: the validation split plus the demo frames, for v1, v2 and (ALL=1) the other
 #    candidates, overall and per source (train/default-model/per_source.py, which refuses models that
-#    scored other frames). Each candidate's validation split must be v2's, frame for frame.
-"$PYTHON" train/default-model/make_labels.py --held-out "$OUT/lite2-frozen/split.csv" "$OUT"
+#    scored other frames). Each candidate's validation split must be v2's, frame for frame. The split
+#    depends only on the labels and the seed, so on the same data it is the shipped model's, committed as
+#    train/default-model/held_out.csv (paths relative to DATA).
+"$PYTHON" train/default-model/make_labels.py --held-out "$OUT/lite2-frozen/split.csv" "$OUT" "$DATA"
+if ! cmp -s "$OUT/held_out.csv" train/default-model/held_out.csv; then
+  echo "note: these held-out frames are not the shipped model's (train/default-model/held_out.csv): other data?" >&2
+fi
 scored=()
 score() {  # score NAME BUNDLE CSV: predict the held-out frames with BUNDLE into CSV, evaluate them
   "$TRAPCLS" predict --file-list "$OUT/held_out.txt" --bundle "$2" --out "$3" --overwrite --backend onnxruntime
@@ -74,10 +81,15 @@ done
 
 if [ "${INSTALL:-0}" = 1 ]; then
   "$PYTHON" train/default-model/summarise.py "$OUT" --install-v2 trapcls/default_bundle
-  # 5. Its blank policy, certified on the held-out frames and stored in the installed bundle: at most 5%
-  #    of animal frames set aside, 95% confidence (README, "Setting blanks aside safely").
-  "$TRAPCLS" predict --file-list "$OUT/held_out.txt" --bundle trapcls/default_bundle --out "$OUT/shipped-held-out.csv" \
-      --overwrite --backend onnxruntime
-  "$TRAPCLS" evaluate "$OUT/shipped-held-out.csv" --labels "$OUT/held_out_labels.csv" --blank-miss 0.05 \
-      --confidence 0.95 --write-bundle trapcls/default_bundle
+  cp "$OUT/held_out.csv" train/default-model/held_out.csv  # its held-out frames, committed with it
+  # 6. Its blank policy, certified on the held-out frames and stored in the installed bundle: at most 5%
+  #    of animal frames set aside, 95% confidence (README, "Setting blanks aside safely"). The predictions
+  #    are the ones users get: `trapcls predict` with no --bundle and no --backend (train/default-model/
+  #    certify_blank.sh, which also records the backend and precision they ran on). Rerun that script alone
+  #    to recertify the shipped model without retraining, e.g. after a change to predict's backends.
+  OUT="$OUT" TRAPCLS="$TRAPCLS" PYTHON="$PYTHON" bash train/default-model/certify_blank.sh "$DATA"
+  # 7. The committed report (train/default-model/report.html): the shipped model on those predictions.
+  "$TRAPCLS" evaluate "$OUT/shipped-held-out.csv" --labels "$OUT/held_out_sources.csv" --bundle trapcls/default_bundle \
+      --report "$OUT/report.html"
+  cp "$OUT/report.html" train/default-model/report.html
 fi

@@ -214,7 +214,8 @@ def _gallery(number: int, gallery: Gallery, cache: dict[Path | None, str | None]
         uri = cache[key]
         if uri is None:
             stats["thumbnails_missing"] += 1
-        name = str(key) if key is not None else "(no path)"
+        # The file name only: the page is shared, and the caption gives the row's path relative to the inputs.
+        name = key.name if key is not None else "(no path)"
         if uri:
             picture = f'<img src="{uri}" alt="{_e(name)}" loading="lazy">'
         else:

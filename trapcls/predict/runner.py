@@ -58,6 +58,46 @@ class PredictSummary:
     # Videos and other non-image files in the folders walked, per folder (relative to the inputs' common parent).
     unclassified: dict[str, Unclassified] = field(default_factory=dict)
 
+    def lines(self) -> list[str]:
+        """What the run did, for the terminal."""
+        if self.classified or not self.skipped:
+            rate = self.classified / self.seconds if self.seconds > 0 else 0.0
+            return [f"{self.classified} images -> {self.out} ({self.failed} unreadable) in {self.seconds:.1f}s, "
+                    f"{rate:.1f} images/s"]
+        return [f"nothing to do: all {self.images} images are already in {self.out}"]
+
+    def notices(self, *, submission: bool = False) -> list[str]:
+        """What the user should know besides: the backend and blank rule used, a resume, files left out, failures
+        (`submission`: the CSV is in the submission format, where a failure is a uniform row)."""
+        notes = [f"backend: {self.backend} on {self.device} ({self.reason})"]
+        notes += [f"precision: {self.precision}"] if self.precision else []
+        notes += [self.blank_rule.describe()] if self.blank_rule else []
+        notes += [f"resumed: {self.skipped} files were already in {self.out}"] if self.skipped else []
+        notes += [f"repaired: cut an incomplete last line from {self.out}"] if self.repaired else []
+        notes += unclassified_lines(self.unclassified)
+        notes += [f"  {row.path}: {row.error}" for row in self.failures[:5]]
+        if self.failed and submission:
+            notes.append("warning: unreadable images got the uniform distribution in the submission")
+        return notes
+
+
+def unclassified_lines(per_folder: dict[str, Unclassified], limit: int = 10) -> list[str]:
+    """Videos and other non-image files a walk met: the totals, then a line per folder (never silent)."""
+    total = Unclassified()
+    for folder in per_folder.values():
+        total.merge(folder)
+    lines = []
+    if total.videos:
+        lines.append(f"{total.videos} video{'s' if total.videos > 1 else ''} not classified: trapcls classifies "
+                     "still images (JPEG, PNG)")
+    if total.others:
+        lines.append(f"{total.others} other file{'s' if total.others > 1 else ''} not classified: not JPEG or PNG")
+    lines += [f"  {name}: {per_folder[name].describe()} ({per_folder[name].example()})"
+              for name in sorted(per_folder)[:limit]]
+    if len(per_folder) > limit:
+        lines.append(f"  ... and {len(per_folder) - limit} more folders")
+    return lines
+
 
 def run_predict(
     config: PredictConfig,
@@ -156,20 +196,23 @@ def classify_batches(
 
 @dataclass(frozen=True)
 class _Failure:
-    """A frame that could not be decoded: why, and its capture time when the EXIF header was readable."""
+    """A frame that could not be decoded: why (without the file's path: its row names the file), and its capture
+    time when the EXIF header was readable."""
 
     error: str
     captured: str | None = None
 
 
 def _decode(path: Path, spec: PreprocessSpec) -> tuple[np.ndarray, str | None] | _Failure:
+    # The error cell travels (MegaDetector JSON, shared CSVs): this machine's absolute path stays out of it.
     try:
         return preprocess_frame(path, spec)
     except ImageReadError as exc:
-        return _Failure(str(exc), exc.captured)
+        return _Failure(exc.reason, exc.captured)
     except Exception as exc:  # a decoder bug on one odd file must not stop a 50,000-file run
         log.exception("unexpected error decoding %s", path)
-        return _Failure(f"unexpected error while decoding: {path}: {type(exc).__name__}: {exc}")
+        detail = str(exc).replace(str(path), path.name)
+        return _Failure(f"unexpected error while decoding: {type(exc).__name__}: {detail}")
 
 
 def _infer(batch: list[ImageFile], decoded: list[Future], bundle: Bundle, backend: Backend, tta: bool) -> list[Row]:

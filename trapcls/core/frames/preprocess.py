@@ -28,6 +28,7 @@ RESIZE_POLICIES = ("squash",)
 DRAFT_FACTOR = 2
 _ORIENTATION, _DATETIME, _EXIF_IFD = 0x0112, 0x0132, 0x8769
 _DATETIME_ORIGINAL, _OFFSET_ORIGINAL = 0x9003, 0x9011
+_TOO_LARGE = "image too large (decompression bomb guard)"
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
@@ -94,7 +95,7 @@ def load_frame(path: str | Path, *, min_size: tuple[int, int] | None = None) -> 
     captured = None
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ImageReadError(f"not a regular file: {path}")
+            raise ImageReadError("not a regular file", path)
         with Image.open(path, formats=ALLOWED_FORMATS) as img:
             _check_pixels(img, path)
             exif = img.getexif()
@@ -110,14 +111,14 @@ def load_frame(path: str | Path, *, min_size: tuple[int, int] | None = None) -> 
     except UnidentifiedImageError as exc:
         size = path.stat().st_size if path.exists() else None
         reason = "empty file (0 bytes)" if size == 0 else "not a JPEG or PNG image"
-        raise ImageReadError(f"{reason}: {path}") from exc
+        raise ImageReadError(reason, path) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning when run with -W error
-        raise ImageReadError(f"image too large (decompression bomb guard): {path}: {exc}", captured=captured) from exc
+        raise ImageReadError(_TOO_LARGE, path, exc, captured=captured) from exc
     except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as exc:
-        raise ImageReadError(f"cannot read file: {path}: {exc.strerror or exc}") from exc
+        raise ImageReadError("cannot read file", path, exc.strerror or exc) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow raises OSError("image file is truncated ...") and friends for broken data.
-        raise ImageReadError(f"truncated or corrupt image: {path}: {exc}", captured=captured) from exc
+        raise ImageReadError("truncated or corrupt image", path, exc, captured=captured) from exc
 
 
 def load_image(path: str | Path, *, min_size: tuple[int, int] | None = None) -> Image.Image:
@@ -151,10 +152,7 @@ def _check_pixels(img: Image.Image, path: Path) -> None:
     # batch run, so anything above the limit becomes an error before decoding starts.
     limit = Image.MAX_IMAGE_PIXELS
     if limit and img.width * img.height > limit:
-        raise ImageReadError(
-            f"image too large (decompression bomb guard): {path}: {img.width}x{img.height} pixels "
-            f"exceeds the limit of {limit}"
-        )
+        raise ImageReadError(_TOO_LARGE, path, f"{img.width}x{img.height} pixels exceeds the limit of {limit}")
 
 
 def _upright_request(min_size: tuple[int, int], orientation: int | None) -> tuple[int, int]:

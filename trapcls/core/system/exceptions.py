@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 
@@ -21,12 +22,21 @@ class DataError(TrapclsError):
 class ImageReadError(TrapclsError):
     """One image could not be decoded; predict records it as a row, it never stops a run.
 
+    The message names the file (`problem: path: detail`) for logs and tracebacks on this machine.
+    `reason` is the same text without the path (`problem: detail`): it is what goes into the files a
+    user shares (the CSV's error cell and every export made from it), whose rows already name the
+    file relative to the folders given, so this machine's folder names never leave it.
     `captured` keeps the EXIF capture time when the header was readable (a JPEG cut short keeps
     its EXIF), so an unreadable frame still falls into its event.
     """
 
-    def __init__(self, message: str, *, captured: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, problem: str, path: str | os.PathLike[str], detail: object = "", *,
+                 captured: str | None = None) -> None:
+        where, text = os.fspath(path), str(detail)
+        super().__init__(f"{problem}: {where}" + (f": {text}" if text else ""))
+        # A library's detail may quote the path it was given (an OSError's filename): the file name stands in.
+        self.reason = problem + (f": {text.replace(where, os.path.basename(where))}" if text else "")
+        self.path = where
         self.captured = captured
 
 
