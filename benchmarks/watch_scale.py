@@ -6,17 +6,18 @@ Method (one run; nothing is cached):
             2,000, as cameras write them), and a journal in a separate --out holding every one of them as
             classified (Journal.restore: one transaction), with the default bundle's classes. Folder mtimes
             are set a minute back, as on a station where the cards came in earlier.
-  rescan    in a fresh process per repeat, a Watcher on that inbox with the journal loaded as the daemon
-            loads it (`_known`, from `Journal.known`), then one call, timed by CPU (time.process_time) and wall clock:
-              before       the rescan as it was: discover_images over the whole inbox, `_saw` for every file;
-              full         Watcher._scan(full=True): every folder listed (every 10th rescan, and the first);
-              incremental  Watcher._scan() after a first scan: only folders whose mtime changed are listed.
+  rescan    in a fresh process per repeat, the daemon's Intake on that inbox with the journal loaded as the
+            daemon loads it (`known`, from `Journal.known`), then one call, timed by CPU (time.process_time) and
+            wall clock:
+              before       the rescan as it was: discover_images over the whole inbox, `saw` for every file;
+              full         Intake.scan(full=True): every folder listed (every 10th rescan, and the first);
+              incremental  Intake.scan() after a first scan: only folders whose mtime changed are listed.
             "% of a core" is CPU seconds / the default --rescan-interval (60 s); "as run" weighs 9
             incremental rescans and 1 full one, the daemon's cycle (FULL_SCAN_EVERY).
   status    `python -m trapcls status OUT` as a user runs it: CPU (utime + stime) and peak RSS from wait4, wall.
-  flush     one camera folder's 20,000-frame predictions.csv rebuilt from the journal (Watcher._flush with
+  flush     one camera folder's 20,000-frame predictions.csv rebuilt from the journal (Writers.flush with
             that folder marked stale), in a fresh process.
-Peak RSS of the in-process measures is ru_maxrss of their process: the Watcher with the journal loaded
+Peak RSS of the in-process measures is ru_maxrss of their process: the Intake with the journal loaded
 (the daemon's state, its model aside) plus the step. Every figure is the median of --repeats.
 
 Usage:
@@ -52,8 +53,8 @@ def say(message: str) -> None:
 def build(inbox: Path, out: Path, *, files: int, cameras: int, subfolders: int) -> None:
     """The inbox of zero-byte frames and a journal that holds every one of them as done."""
     from trapcls.core.model.bundle import default_bundle, load_bundle
-    from trapcls.watch.daemon import journal_path
     from trapcls.watch.journal import DONE, Entry, Journal
+    from trapcls.watch.paths import journal_path
 
     bundle = load_bundle(default_bundle())
     probs = [round(1 / len(bundle.classes), 6)] * len(bundle.classes)
@@ -81,36 +82,39 @@ def build(inbox: Path, out: Path, *, files: int, cameras: int, subfolders: int) 
 
 
 def measure(kind: str, inbox: Path, out: Path) -> dict:
-    """One timed step on a Watcher in the daemon's state (journal loaded), in this fresh process."""
+    """One timed step on the daemon's intake or writers in its state (journal loaded), in this fresh process."""
     import resource
 
     from trapcls.core.frames.discover import discover_images
     from trapcls.core.model.bundle import default_bundle, load_bundle
     from trapcls.watch.config import WatchConfig
-    from trapcls.watch.daemon import Watcher, journal_path
+    from trapcls.watch.intake import Intake
     from trapcls.watch.journal import Journal
+    from trapcls.watch.paths import journal_path
+    from trapcls.watch.writers import Writers
 
     bundle = load_bundle(default_bundle())
-    watcher = Watcher(WatchConfig(inbox=inbox, bundle=bundle.root, out=out))
-    watcher._bundle, watcher._layout = bundle, bundle.layout("field")
-    watcher.journal = Journal(journal_path(out))  # as Watcher._open_outputs does
-    watcher._known = watcher.journal.known()  # as Watcher._open does
+    config = WatchConfig(inbox=inbox, bundle=bundle.root, out=out)
+    intake = Intake(config, inbox.resolve(), out.resolve())  # the daemon's parts, as Watcher makes them
+    writers = Writers(config, out.resolve(), bundle.layout("field"))
+    journal = Journal(journal_path(out))
+    intake.attach(journal)  # as Watcher._open_outputs does: `known` from the journal
     if kind == "incremental":
-        watcher._scan()  # the first scan of a run is full; the ones after it are measured
+        intake.scan()  # the first scan of a run is full; the ones after it are measured
     if kind == "flush":
-        watcher.journal._db.execute("UPDATE folders SET dirty = 1 WHERE folder = 'cam00'")
+        journal._db.execute("UPDATE folders SET dirty = 1 WHERE folder = 'cam00'")
     rss_before = _vmrss()
 
     def before() -> None:
-        for f in discover_images([watcher.inbox]):
-            watcher._saw(f.rel)
+        for f in discover_images([intake.inbox]):
+            intake.saw(f.rel)
 
-    step = {"before": before, "full": lambda: watcher._scan(full=True), "incremental": watcher._scan,
-            "flush": watcher._flush}[kind]
+    step = {"before": before, "full": lambda: intake.scan(full=True), "incremental": intake.scan,
+            "flush": lambda: writers.flush(journal)}[kind]
     cpu, wall = time.process_time(), time.perf_counter()
     step()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    assert not watcher._waiting, f"{kind}: {len(watcher._waiting)} files taken for new"
+    assert not intake.waiting, f"{kind}: {len(intake.waiting)} files taken for new"
     rows = len((out / "cam00" / "predictions.csv").read_text().splitlines()) - 1 if kind == "flush" else None
     return {"cpu_s": cpu, "wall_s": wall, "rss_before_mib": rss_before,
             "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rows": rows}
@@ -182,7 +186,7 @@ def print_table(args: argparse.Namespace, results: dict[str, list[dict]], flush_
     sys.path.insert(0, str(HERE.parent))
     from environment import machine, versions
 
-    import trapcls.watch.daemon as daemon
+    import trapcls.watch.intake as intake
 
     for runs in results.values():
         for r in runs:  # VmRSS read before the step and ru_maxrss differ by rounding; a peak is never below
@@ -202,7 +206,7 @@ def print_table(args: argparse.Namespace, results: dict[str, list[dict]], flush_
     print()
     print(f"{'measure':<52}{'CPU s':>8}{'wall s':>8}{'RSS MiB before/peak':>21}{'% of a core at 60 s':>21}")
     labels = {"before": "rescan before: discover_images + stat every file",
-              "full": f"rescan full (first, and every {daemon.FULL_SCAN_EVERY}th)",
+              "full": f"rescan full (first, and every {intake.FULL_SCAN_EVERY}th)",
               "incremental": "rescan incremental (folders unchanged)",
               "status": "trapcls status (a process)",
               "flush": f"flush: rebuild one {flush_rows:,}-frame CSV"}
@@ -211,7 +215,7 @@ def print_table(args: argparse.Namespace, results: dict[str, list[dict]], flush_
         share = f"{100 * m['cpu_s'] / INTERVAL:.3f}" if kind in ("before", "full", "incremental") else "-"
         rss = f"{m['rss_before_mib']:.0f} / {m['rss_peak_mib']:.0f}" if kind != "status" else f"{m['rss_peak_mib']:.0f}"
         print(f"{labels[kind]:<52}{m['cpu_s']:>8.3f}{m['wall_s']:>8.3f}{rss:>21}{share:>21}")
-    n = daemon.FULL_SCAN_EVERY
+    n = intake.FULL_SCAN_EVERY
     cycle = ((n - 1) * med["incremental"]["cpu_s"] + med["full"]["cpu_s"]) / n
     print(f"{f'rescan as run: ({n - 1} incremental + 1 full) / {n}':<52}{cycle:>8.3f}{'':>8}{'':>21}"
           f"{100 * cycle / INTERVAL:>21.3f}")

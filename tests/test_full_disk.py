@@ -82,7 +82,7 @@ def fill(disk: Path, leave: int = 0) -> Path:
 
 
 # Every command here is expected to stop, cleanly or not: the exit status is each test's to check.
-trapcls = partial(helpers.trapcls, rc=None, timeout=120)
+trapcls = partial(helpers.trapcls, rc=None, here=False, timeout=120)
 
 
 def one_error_line(done: subprocess.CompletedProcess) -> str:
@@ -293,6 +293,7 @@ def test_watch_keeps_its_reserve_waits_out_a_read_only_folder_and_a_full_disk_at
     wait_until(lambda: "paused: disk full at " in again.log, 60, "the daemon to wait at start", again)
     time.sleep(1)
     assert again.running(), again.log
+    assert f"daemon: paused: disk full at {out}" in status(out)  # it could not record itself: found, and inferred
     filler.unlink()
     again.wait_ready()
     expected |= copy_in(names[6:7], inbox / "cam1")
@@ -301,3 +302,34 @@ def test_watch_keeps_its_reserve_waits_out_a_read_only_folder_and_a_full_disk_at
     for log in (daemon.log, again.log):
         assert "Traceback" not in log, log
     assert {e["status"] for e in journal(out).values()} == {"done"} and len(journal(out)) == len(expected)
+
+
+def test_status_of_a_daemon_that_started_on_a_full_disk_says_it_runs_paused_and_why(mounts, daemons, tmp_path):
+    """Full before the daemon ever wrote a byte: no daemon.json, maybe no journal. `trapcls status` finds the
+    process itself (its --out is this folder) and reads the pause from the disk, as for a running daemon."""
+    disk = mounts("tmpfs", tmp_path / "disk", kib=1024)
+    inbox, out = tmp_path / "inbox", disk / "out"
+    expected = copy_in([p.name for p in FRAMES[:2]], inbox / "cam1")
+    filler = fill(disk)
+    daemon = daemons(inbox, out, ready=False, min_free=0)
+    wait_until(lambda: "paused: disk full at " in daemon.log, 60, "the daemon to wait at start", daemon)
+    assert not (out / ".trapcls" / "daemon.json").exists()
+
+    report = status(out)
+    assert f"daemon: paused: disk full at {out}" in report and " MiB free now)" in report, report
+    assert "not running" not in report and "nothing written yet" in report, report
+    state = json.loads(status(out, "--json"))
+    assert state["daemon"]["state"] == "paused" and state["daemon"]["reason"] == "disk full", state
+    assert state["daemon"]["path"] == str(out) and state["daemon"]["pid"] == daemon.proc.pid, state
+    assert state["daemon"]["free_mib"] < 1 and state["daemon"]["inferred"] is True, state
+    assert state["journal"] is None, state  # nothing written yet: no counts, not an error
+
+    filler.unlink()
+    daemon.wait_ready()
+    wait_until(lambda: rows_of(out, "cam1") == expected, 30, "the rows once there is room", daemon)
+    assert f"daemon: running (process {daemon.proc.pid})" in status(out)
+    assert daemon.terminate() == 0, daemon.log
+    report = status(out)
+    assert "daemon: not running" in report and "done: 2" in report, report
+    assert "was damaged" not in daemon.log and "Traceback" not in daemon.log, daemon.log  # no empty journal left
+    assert not [p.name for p in (out / ".trapcls").iterdir() if ".corrupt-" in p.name]

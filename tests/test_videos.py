@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import csv_paths, status, write_jpeg
+from helpers import csv_paths, status, trapcls, write_jpeg
 from trapcls.core.frames.discover import RACY_NS, TreeScanner, Unclassified, discover, discover_images
 from trapcls.core.system.exceptions import DataError
 
@@ -64,11 +62,9 @@ def test_a_folder_of_videos_only_says_so(tmp_path):
 def test_predict_reports_what_it_did_not_classify_per_folder(tiny_run, tmp_path):
     _card(tmp_path / "in")
     out = tmp_path / "in" / "pred.csv"  # inside the input folder: never counted as another file
-    cmd = [sys.executable, "-m", "trapcls", "predict", str(tmp_path / "in"), "--bundle", str(tiny_run / "bundle"),
-           "--out", str(out), "--workers", "1", "--threads", "1"]
     for _ in range(2):  # the same report when resuming
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
+        proc = trapcls("predict", tmp_path / "in", "--bundle", tiny_run / "bundle", "--out", out, "--workers", "1",
+                       "--threads", "1")
         lines = proc.stderr.splitlines()
         assert "8 videos not classified: trapcls classifies still images (JPEG, PNG)" in lines
         assert "2 other files not classified: not JPEG or PNG" in lines
@@ -80,15 +76,12 @@ def test_predict_reports_what_it_did_not_classify_per_folder(tiny_run, tmp_path)
 def test_predict_says_nothing_when_there_is_nothing_to_say(tiny_run, tmp_path):
     write_jpeg(tmp_path / "in" / "a.jpg")
     (tmp_path / "in" / ".DS_Store").write_bytes(b"x")
-    proc = subprocess.run([sys.executable, "-m", "trapcls", "predict", str(tmp_path / "in"), "--bundle",
-                           str(tiny_run / "bundle"), "--out", str(tmp_path / "o.csv")], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    proc = trapcls("predict", tmp_path / "in", "--bundle", tiny_run / "bundle", "--out", tmp_path / "o.csv")
     assert "not classified" not in proc.stderr
 
 
 @pytest.mark.slow
-def test_watch_logs_each_folder_once_and_status_lists_the_counts(watch, tmp_path):  # noqa: F811
+def test_watch_logs_each_folder_once_and_status_lists_the_counts(watch, tmp_path):
     inbox = tmp_path / "inbox"
     _card(inbox)
     # Rescans every 0.3 s: a folder's counts are logged once they held for one rescan, and never again.
@@ -166,29 +159,30 @@ def test_a_file_rewritten_in_place_waits_for_the_full_walk_and_a_fresh_folder_is
     assert sorted(scanner.scan().images) == ["cam1/a.jpg", "cam1/b.jpg"]  # still fresh: read again
 
 
-def test_the_daemon_rescan_is_incremental_and_finds_new_files_new_folders_and_additions(tmp_path, tiny_run, caplog):
+def test_the_daemon_rescan_is_incremental_and_finds_new_files_new_folders_and_additions(tmp_path, caplog):
     from trapcls.watch.config import WatchConfig
-    from trapcls.watch.daemon import Watcher
+    from trapcls.watch.intake import Intake
     from trapcls.watch.journal import Journal
 
     for name in ("cam1/a.jpg", "cam2/DCIM/b.jpg", "old/c.jpg"):
         write_jpeg(tmp_path / "inbox" / name)
     _age(tmp_path / "inbox")
-    watcher = Watcher(WatchConfig(inbox=tmp_path / "inbox", bundle=tiny_run / "bundle", out=tmp_path / "out"))
-    watcher.journal = Journal(tmp_path / "journal.sqlite")
+    config = WatchConfig(inbox=tmp_path / "inbox", bundle=tmp_path / "unused", out=tmp_path / "out")  # no model
+    intake = Intake(config, config.inbox.resolve(), config.out_dir.resolve())  # the daemon's, without the model
+    intake.attach(Journal(tmp_path / "journal.sqlite"))
     caplog.set_level(logging.DEBUG, logger="trapcls.watch.daemon")
-    watcher._scan()
-    assert set(watcher._waiting) == {"cam1/a.jpg", "cam2/DCIM/b.jpg", "old/c.jpg"}
-    watcher._known = {rel: state[:2] for rel, state in watcher._waiting.items()}  # as if classified
-    watcher._waiting.clear()
+    intake.scan()
+    assert set(intake.waiting) == {"cam1/a.jpg", "cam2/DCIM/b.jpg", "old/c.jpg"}
+    intake.known = {rel: state[:2] for rel, state in intake.waiting.items()}  # as if classified
+    intake.waiting.clear()
     write_jpeg(tmp_path / "inbox" / "cam1" / "later.jpg")
     write_jpeg(tmp_path / "inbox" / "cam3" / "sub" / "new.jpg")
     write_jpeg(tmp_path / "inbox" / "top.jpg")
     caplog.clear()
-    watcher._scan()
-    assert set(watcher._waiting) == {"cam1/later.jpg", "cam3/sub/new.jpg", "top.jpg"}
+    intake.scan()
+    assert set(intake.waiting) == {"cam1/later.jpg", "cam3/sub/new.jpg", "top.jpg"}
     assert "incremental rescan: 4 folders listed, 3 unchanged" in caplog.text  # root, cam1, cam3, cam3/sub
-    watcher._scan(full=True)
+    intake.scan(full=True)
     assert "full rescan: 7 folders listed, 0 unchanged" in caplog.text
 
 

@@ -12,8 +12,6 @@ import random
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -21,17 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from trapcls.watch.daemon import CSV_NAME, EVENTS_NAME, journal_path
 from trapcls.watch.journal import Entry, Journal
+from trapcls.watch.paths import CSV_NAME, EVENTS_NAME, journal_path
 
 KILLS = 22
 
 
-def _daemon(inbox: Path, bundle: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "trapcls", "watch", str(inbox), "--bundle", str(bundle),
-                             "--settle", "0.3", "--rescan-interval", "1", "--flush-interval", "0.3",
-                             "--batch-size", "8", "--workers", "1", "--threads", "1", "--events", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+# The daemons here: --events, batches of 8, a rescan every second, no idle exit unless given; not waited for
+# (a kill may land during start-up), and SIGKILLed or SIGTERMed by the test.
+CRASH = {"settle": 0.3, "rescan_interval": 1, "flush_interval": 0.3, "batch_size": 8, "idle_exit": None,
+         "ready": False}
 
 
 def _rows(csv_path: Path) -> list[dict]:
@@ -74,10 +71,10 @@ def _feed(frames: list[Path], inbox: Path, stop: threading.Event) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tiny_run, shared_data, tmp_path):
+def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(watch, shared_data, tmp_path):
     frames = _real_frames(shared_data)[:300]
     assert len(frames) >= 200
-    inbox, bundle = tmp_path / "inbox", tiny_run / "bundle"
+    inbox = tmp_path / "inbox"
     inbox.mkdir()
     stop = threading.Event()
     feeder = threading.Thread(target=_feed, args=(frames, inbox, stop), daemon=True)
@@ -85,10 +82,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tiny_run
     rng, kills = random.Random(7), 0
     try:
         for _ in range(KILLS):
-            proc = _daemon(inbox, bundle)
+            daemon = watch(inbox, "--events", **CRASH)
             time.sleep(rng.uniform(0.4, 2.5))  # startup, scanning, classifying, writing: anywhere
-            proc.kill()
-            proc.wait()
+            daemon.kill()  # SIGKILL
             kills += 1
             for csv_path in inbox.glob(f"*/{CSV_NAME}"):
                 _rows(csv_path)  # every CSV parses after every kill: the writes are atomic
@@ -97,9 +93,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tiny_run
         feeder.join(timeout=120)
         assert not feeder.is_alive()
         before_final = sum(len(_rows(p)) for p in inbox.glob(f"*/{CSV_NAME}"))
-        final = _daemon(inbox, bundle, "--idle-exit", "3")
-        _, stderr = final.communicate(timeout=300)
-        assert final.returncode == 0, stderr[-3000:]
+        final = watch(inbox, "--events", **{**CRASH, "idle_exit": 3})
+        assert final.finish(timeout=300) == 0, final.log[-3000:]
     finally:
         stop.set()
     expected = {f"cam{i % 3}": set() for i in range(3)}
@@ -128,13 +123,13 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tiny_run
     assert integrity == "ok" and pending == 0
 
 
-def test_sigterm_mid_batch_exits_0_quickly_with_whole_rows(tiny_run, shared_data, tmp_path):
+def test_sigterm_mid_batch_exits_0_quickly_with_whole_rows(watch, shared_data, tmp_path):
     inbox = tmp_path / "inbox"
     camera = inbox / "cam"
     camera.mkdir(parents=True)
     for i, frame in enumerate(_real_frames(shared_data)[:200]):
         shutil.copyfile(frame, camera / f"{i:04d}{frame.suffix}")
-    proc = _daemon(inbox, tiny_run / "bundle", "--settle", "0")
+    daemon = watch(inbox, "--events", **{**CRASH, "settle": 0})
     journal_file = journal_path(inbox)
     deadline = time.monotonic() + 60
     done = 0
@@ -145,11 +140,10 @@ def test_sigterm_mid_batch_exits_0_quickly_with_whole_rows(tiny_run, shared_data
                 done = db.execute("SELECT COUNT(*) FROM files WHERE status = 'done'").fetchone()[0]
     assert done >= 16, "the daemon never got going"
     sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=30)
+    rc = daemon.terminate(timeout=30, sig=signal.SIGTERM)
     took = time.monotonic() - sent
-    assert proc.returncode == 0 and took < 10, (proc.returncode, took, stderr[-2000:])
-    assert "SIGTERM: finishing the current batch" in stderr
+    assert rc == 0 and took < 10, (rc, took, daemon.log[-2000:])
+    assert "SIGTERM: finishing the current batch" in daemon.log
     rows = _rows(camera / CSV_NAME)
     journal = Journal(journal_file, readonly=True)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,16 +24,20 @@ import pytest
 from helpers import (
     FRAMES,
     SHARED_DATA,
+    Daemon,
     NotifyListener,
     csv_paths,
     csv_rows,
     journal,
+    launch,
     make_input_zoo,
     noise_image,
     status,
+    trapcls,
     wait_until,
     write_jpeg,
 )
+from trapcls.core.model.bundle import store_blank_policy
 from trapcls.predict.runner import PredictConfig, run_predict
 
 
@@ -262,6 +267,31 @@ def test_changed_file_is_reclassified_in_place_and_status_matches(watch, tmp_pat
     assert "done: 2\nerrors: 1\n" in status(inbox)
 
 
+def test_status_finds_a_daemon_that_recorded_nothing_by_its_command_line(tmp_path):
+    """A daemon that has not written its daemon.json (nor a journal) yet is found among the processes: here a
+    stand-in named `trapcls`, run as `trapcls watch inbox --polling --min-free 5` from tmp_path, so its --out is
+    its inbox, given relative to its own working folder."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    stand_in = tmp_path / "bin" / "trapcls"
+    stand_in.parent.mkdir()
+    stand_in.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
+    stand_in.chmod(0o755)
+    # Raw Popen: the point is a process of another name and working folder than `python -m trapcls`.
+    proc = subprocess.Popen([str(stand_in), "watch", "inbox", "--polling", "--min-free", "5"], cwd=tmp_path)
+    try:
+        wait_until(lambda: b"watch" in Path(f"/proc/{proc.pid}/cmdline").read_bytes(), 10, "the stand-in to start")
+        assert f"daemon: running (process {proc.pid})\njournal: nothing written yet" in status(inbox)
+        report = json.loads(status(inbox, "--json"))
+        assert report["daemon"]["pid"] == proc.pid and report["daemon"]["min_free_mib"] == 5.0, report
+        assert report["journal"] is None and "backlog" not in report, report
+    finally:
+        proc.kill()
+        proc.wait()
+    done = trapcls("status", inbox, rc=1)  # no daemon and no journal: as before, one line
+    assert done.stderr.startswith("error: No journal at ") and "Traceback" not in done.stderr, done.stderr
+
+
 # --- 8. --out elsewhere -------------------------------------------------------------------------------------
 
 
@@ -367,18 +397,56 @@ def test_inotify_watcher_survives_the_inbox_being_deleted_and_made_again(watch, 
 # --- 10. --events ------------------------------------------------------------------------------------------------
 
 
+def policy_bundle(tiny_run, folder: Path, frames: list[Path]) -> tuple[Path, float]:
+    """A copy of the tiny bundle with a certified blank policy whose threshold lies between two of these frames'
+    P(blank) below 0.5 (read from a first predict), so the policy and 0.5 disagree about some of them."""
+    bundle = Path(shutil.copytree(tiny_run / "bundle", folder / "bundle"))
+    first = folder / "first.csv"
+    run_predict(PredictConfig(inputs=frames, bundle=bundle, out=first))
+    below = sorted({float(r["blank"]) for r in csv_rows(first).values() if float(r["blank"]) < 0.5})
+    assert len(below) >= 4, below
+    middle = range(len(below) // 4, 3 * len(below) // 4)  # the widest gap in the middle half: far from any frame
+    low, high = max(((below[i], below[i + 1]) for i in middle), key=lambda pair: pair[1] - pair[0])
+    threshold = (low + high) / 2
+    store_blank_policy(bundle, {"threshold": threshold, "target_miss": 0.02, "confidence": 0.95,
+                                "animal_frames": 100})
+    return bundle, threshold
+
+
+def blank_column_follows(path: Path, threshold: float, p_blank: str) -> int:
+    """Check that every row's is_blank of `path` is P(blank) (column `p_blank`) >= `threshold`; how many rows lie
+    between the threshold and 0.5 (blank by the policy, not by the default)."""
+    rows = list(csv_rows(path).values())
+    assert rows and all(r["is_blank"] == str(float(r[p_blank]) >= threshold).lower() for r in rows), rows
+    return sum(threshold <= float(r[p_blank]) < 0.5 for r in rows)
+
+
 @pytest.mark.slow
-def test_events_csv_next_to_each_camera_csv_matches_trapcls_events(watch, tmp_path):
+def test_events_csv_next_to_each_camera_csv_matches_trapcls_events(tiny_run, tmp_path):
     """The RECONYX burst (real EXIF) lands in cam1 while the daemon runs: one event of 10 frames in cam1/events.csv,
-    the same rows `trapcls events` makes from cam1/predictions.csv (deployment named after the camera folder)."""
+    the same rows `trapcls events` makes from cam1/predictions.csv (deployment named after the camera folder).
+
+    The bundle has a certified blank policy below 0.5: is_blank follows it in the daemon's CSVs, `trapcls events
+    --bundle` with that bundle makes a byte-identical events.csv from the same predictions.csv (the demo frames
+    straight in the inbox: one deployment, "."), and the bundle without the policy is refused."""
     inbox = tmp_path / "inbox"
+    demo = sorted(FRAMES.iterdir())
+    bundle, threshold = policy_bundle(tiny_run, tmp_path, demo)
     copy_frame("baboon-3.jpg", inbox / "cam2" / "a.jpg")
-    daemon = watch(inbox, "--events")
-    burst = sorted((Path(__file__).parent / "data" / "reconyx_burst").glob("*.JPG"))
-    (inbox / "cam1").mkdir()
-    for frame in burst:
-        shutil.copyfile(frame, inbox / "cam1" / frame.name)
-    assert daemon.finish() == 0, daemon.log
+    for frame in demo:
+        copy_frame(frame.name, inbox / frame.name)
+    started: list[Daemon] = []
+    try:
+        daemon = launch(started, bundle, inbox, "--events")
+        burst = sorted((Path(__file__).parent / "data" / "reconyx_burst").glob("*.JPG"))
+        (inbox / "cam1").mkdir()
+        for frame in burst:
+            shutil.copyfile(frame, inbox / "cam1" / frame.name)
+        assert daemon.finish() == 0, daemon.log
+    finally:
+        for process in started:
+            process.kill()
+    assert f"is_blank: P(blank) >= {threshold:g} (the certified blank policy of " in daemon.log, daemon.log
     with open(inbox / "cam1" / "events.csv", newline="", encoding="utf-8") as f:
         cam1 = list(csv.DictReader(f))
     assert len(cam1) == 1 and cam1[0]["frames"] == "10" and cam1[0]["deployment"] == "cam1"
@@ -386,11 +454,26 @@ def test_events_csv_next_to_each_camera_csv_matches_trapcls_events(watch, tmp_pa
     with open(inbox / "cam2" / "events.csv", newline="", encoding="utf-8") as f:
         cam2 = list(csv.DictReader(f))
     assert len(cam2) == 1 and cam2[0]["untimed"] == "true"  # the demo frame has no EXIF time
-    made = subprocess.run([sys.executable, "-m", "trapcls", "events", str(inbox / "cam1" / "predictions.csv"),
-                           "--out", str(tmp_path / "events.csv")], capture_output=True, text=True, timeout=120)
-    assert made.returncode == 0, made.stderr
+    trapcls("events", inbox / "cam1" / "predictions.csv", "--bundle", bundle, "--out", tmp_path / "events.csv")
     with open(tmp_path / "events.csv", newline="", encoding="utf-8") as f:
         again = list(csv.DictReader(f))
     ignore = ("event_id", "deployment")
     assert [{k: v for k, v in r.items() if k not in ignore} for r in again] == \
         [{k: v for k, v in r.items() if k not in ignore} for r in cam1]
+
+    # One blank rule: the policy's, in the frames' CSV and the events' alike, and `trapcls events` agrees to the byte.
+    assert blank_column_follows(inbox / "predictions.csv", threshold, "blank") >= 1
+    assert blank_column_follows(inbox / "events.csv", threshold, "blank") >= 1  # untimed: one event per frame
+    made = trapcls("events", inbox / "predictions.csv", "--bundle", bundle, "--deployment-depth", "0",
+                   "--out", tmp_path / "root-events.csv")
+    assert f"is_blank: P(blank) >= {threshold:g}" in made.stdout + made.stderr
+    assert (tmp_path / "root-events.csv").read_bytes() == (inbox / "events.csv").read_bytes()
+
+    # The same model without the policy (the bundle as trained): its 0.5 is not the rule the CSV was written with.
+    refused = trapcls("events", inbox / "predictions.csv", "--bundle", tiny_run / "bundle", "--out",
+                      tmp_path / "refused.csv", rc=1)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    fits = re.search(r"written with a threshold above ([0-9.e-]+) and at most ([0-9.e-]+)", errors[0])
+    assert fits and float(fits[1]) < threshold <= float(fits[2]), errors[0]
+    assert not (tmp_path / "refused.csv").exists()

@@ -12,15 +12,13 @@ import os
 import re
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import DEMO, FAST, NOTIFY_ENV, Daemon, csv_rows, journal
-from trapcls.watch.daemon import CSV_NAME, journal_path
+from helpers import DEMO, Daemon, csv_rows, journal, launch, trapcls
 from trapcls.watch.journal import SCHEMA_VERSION
+from trapcls.watch.paths import CSV_NAME, journal_path
 
 # real daemons, journals damaged and rebuilt: about 35 s: slow (full suite and CI).
 pytestmark = pytest.mark.slow
@@ -30,19 +28,10 @@ CAMERAS = ("cam1", "cam2")
 ASIDE = re.compile(r"journal\.sqlite\.corrupt-\d{8}T\d{6}")
 
 
-def _command(inbox: Path, bundle: Path, **options) -> list[str]:
-    cmd = [sys.executable, "-m", "trapcls", "watch", str(inbox), "--bundle", str(bundle)]
-    for name, value in {**FAST, **options}.items():
-        cmd += [f"--{name.replace('_', '-')}", str(value)]
-    return cmd
-
-
-def _env() -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if k not in NOTIFY_ENV}, "PYTHONUNBUFFERED": "1"}
-
-
-def _run(cmd: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env(), check=False)
+def _run(watch, inbox: Path) -> tuple[int, str]:
+    """`trapcls watch INBOX` (the tiny bundle, FAST options: it exits once idle) to its end: exit status and log."""
+    daemon = watch(inbox, ready=False)
+    return daemon.finish(timeout=120), daemon.log
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +40,13 @@ def finished(tiny_run, tmp_path_factory) -> Path:
     inbox = tmp_path_factory.mktemp("finished") / "inbox"
     for camera in CAMERAS:
         shutil.copytree(FRAMES, inbox / camera)
-    done = _run(_command(inbox, tiny_run / "bundle", idle_exit=1))
-    assert done.returncode == 0, done.stderr
+    started: list[Daemon] = []
+    try:
+        daemon = launch(started, tiny_run / "bundle", inbox, ready=False, idle_exit=1)
+        assert daemon.finish(timeout=120) == 0, daemon.log
+    finally:
+        for process in started:
+            process.kill()
     assert all(len(csv_rows(inbox / camera / CSV_NAME)) == 10 for camera in CAMERAS)
     return inbox
 
@@ -76,7 +70,7 @@ def _first_page_zeroed(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", [_garbage, _half, _first_page_zeroed], ids=["garbage", "half", "zeroed-page"])
-def test_damaged_journal_is_kept_aside_rebuilt_and_nothing_is_classified_again(inbox, tiny_run, tmp_path, damage):
+def test_damaged_journal_is_kept_aside_rebuilt_and_nothing_is_classified_again(inbox, watch, tmp_path, damage):
     csv_bytes = {camera: (inbox / camera / CSV_NAME).read_bytes() for camera in CAMERAS}
     rows_before = csv_rows(inbox / "cam1" / CSV_NAME)
     path = journal_path(inbox)
@@ -85,8 +79,7 @@ def test_damaged_journal_is_kept_aside_rebuilt_and_nothing_is_classified_again(i
     away = tmp_path / "zebra-3.jpg"
     os.rename(inbox / "cam2" / "zebra-3.jpg", away)  # not there during the rebuild, like a share not mounted yet
 
-    daemon = Daemon(_command(inbox, tiny_run / "bundle"), _env())
-    daemon.wait_ready()
+    daemon = watch(inbox)
     assert "was damaged (" in daemon.log and "moved it aside to " in daemon.log, daemon.log
     assert "journal rebuilt: 20 rows recovered from 2 CSVs (20 done, 0 errors; 1 for files not in the inbox now)" \
         in daemon.log, daemon.log
@@ -111,7 +104,7 @@ def test_damaged_journal_is_kept_aside_rebuilt_and_nothing_is_classified_again(i
         db.close()
 
 
-def test_damage_only_quick_check_sees_is_found_and_a_torn_csv_is_kept_aside(inbox, tiny_run):
+def test_damage_only_quick_check_sees_is_found_and_a_torn_csv_is_kept_aside(inbox, watch):
     """The root page of the files table zeroed: the schema and meta still read, only `PRAGMA quick_check` sees it
     (without it the daemon would fail later, at every start). A CSV cut mid-line cannot be imported: it is kept
     aside and its frames are classified again. So is a frame replaced after its CSV was written (a reused card
@@ -126,13 +119,13 @@ def test_damage_only_quick_check_sees_is_found_and_a_torn_csv_is_kept_aside(inbo
     cam1_before = csv_rows(inbox / "cam1" / CSV_NAME)
     shutil.copyfile(FRAMES / "zebra-3.jpg", inbox / "cam1" / "baboon-3.jpg")
 
-    done = _run(_command(inbox, tiny_run / "bundle"))
-    assert done.returncode == 0, done.stderr
-    assert "was damaged (quick_check: " in done.stderr, done.stderr
-    assert f"{torn} cannot be imported (" in done.stderr, done.stderr
-    assert "journal rebuilt: 9 rows recovered from 1 CSVs" in done.stderr, done.stderr
-    assert "1 files changed after their row was written will be classified again" in done.stderr, done.stderr
-    assert "stopped: 11 classified, 0 errors" in done.stderr, done.stderr  # cam2's frames and the new baboon-3.jpg
+    rc, log = _run(watch, inbox)
+    assert rc == 0, log
+    assert "was damaged (quick_check: " in log, log
+    assert f"{torn} cannot be imported (" in log, log
+    assert "journal rebuilt: 9 rows recovered from 1 CSVs" in log, log
+    assert "1 files changed after their row was written will be classified again" in log, log
+    assert "stopped: 11 classified, 0 errors" in log, log  # cam2's frames and the new baboon-3.jpg
     kept = [p for p in torn.parent.iterdir() if p.name.startswith(f"{CSV_NAME}.unusable-")]
     assert len(kept) == 1 and kept[0].read_bytes() == data[: len(data) - 40]
     assert len(csv_rows(torn)) == 10
@@ -142,7 +135,7 @@ def test_damage_only_quick_check_sees_is_found_and_a_torn_csv_is_kept_aside(inbo
     assert {**cam1["baboon-3.jpg"], "path": ""} == {**cam1["zebra-3.jpg"], "path": ""}  # the zebra now
 
 
-def test_journal_of_a_newer_trapcls_is_refused_and_left_alone(inbox, tiny_run):
+def test_journal_of_a_newer_trapcls_is_refused_and_left_alone(inbox, watch):
     path = journal_path(inbox)
     db = sqlite3.connect(path)
     with db:
@@ -151,24 +144,24 @@ def test_journal_of_a_newer_trapcls_is_refused_and_left_alone(inbox, tiny_run):
     before = path.read_bytes()
     message = (f"was written by a newer trapcls (schema 99; this one reads {SCHEMA_VERSION}): upgrade trapcls or "
                "use a new --out")
-    done = _run(_command(inbox, tiny_run / "bundle"))
-    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    rc, log = _run(watch, inbox)
+    assert rc == 1 and message in log and "Traceback" not in log, log
     assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["journal.sqlite"]
-    status = _run([sys.executable, "-m", "trapcls", "status", str(inbox)])
-    assert status.returncode == 1 and message in status.stderr, status.stderr
+    status = trapcls("status", inbox, rc=1)
+    assert message in status.stderr, status.stderr
 
 
 @pytest.mark.parametrize("damage", [_garbage, _half], ids=["garbage", "half"])
 def test_status_on_a_damaged_journal_says_so_in_one_line(inbox, damage):
     damage(journal_path(inbox))
-    done = _run([sys.executable, "-m", "trapcls", "status", str(inbox)])
-    assert done.returncode == 1 and done.stdout == "", (done.stdout, done.stderr)
+    done = trapcls("status", inbox, rc=1)
+    assert done.stdout == "", (done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: The journal ") and " is damaged (" in lines[0], lines
     assert "Traceback" not in done.stderr
 
 
-def test_csv_of_another_model_is_not_imported(inbox, tiny_run, tmp_path):
+def test_csv_of_another_model_is_not_imported(inbox, watch, tmp_path):
     """Rebuilding would overwrite that model's results: the daemon stops, as for a journal of another model,
     and goes on once the CSV is moved away (its frames are then classified by this model)."""
     other = inbox / "cam2" / CSV_NAME
@@ -183,17 +176,17 @@ def test_csv_of_another_model_is_not_imported(inbox, tiny_run, tmp_path):
     _garbage(path)
     damaged = path.read_bytes()
 
-    refused = _run(_command(inbox, tiny_run / "bundle"))
-    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
-    assert f"{other} (other-model v1 sha256:0123456789ab)" in refused.stderr, refused.stderr
+    rc, log = _run(watch, inbox)
+    assert rc == 1 and "Traceback" not in log, log
+    assert f"{other} (other-model v1 sha256:0123456789ab)" in log, log
     assert path.read_bytes() == damaged and sorted(p.name for p in path.parent.iterdir()) == ["journal.sqlite"]
     assert other.read_bytes() == other_bytes
 
     os.rename(other, tmp_path / "other-model.csv")
-    done = _run(_command(inbox, tiny_run / "bundle"))
-    assert done.returncode == 0, done.stderr
-    assert "journal rebuilt: 10 rows recovered from 1 CSVs" in done.stderr, done.stderr
-    assert "stopped: 10 classified, 0 errors" in done.stderr, done.stderr  # cam2's frames, by this model
+    rc, log = _run(watch, inbox)
+    assert rc == 0, log
+    assert "journal rebuilt: 10 rows recovered from 1 CSVs" in log, log
+    assert "stopped: 10 classified, 0 errors" in log, log  # cam2's frames, by this model
     assert (inbox / "cam1" / CSV_NAME).read_bytes() == cam1_bytes
     rows = csv_rows(inbox / "cam2" / CSV_NAME)
     assert len(rows) == 10 and all(r["model"] != "other-model v1 sha256:0123456789ab" for r in rows.values())

@@ -1,6 +1,7 @@
 """The folder-watch daemon: classify every image that lands in an inbox exactly once, crash-safe.
 
-Entry point: `Watcher(WatchConfig(...)).run()`; `trapcls status` reads the journal it keeps.
+Entry point: `Watcher(WatchConfig(...)).run()`; `trapcls status` reads the journal it keeps
+(`trapcls.watch.status.watch_status`).
 """
 
 from __future__ import annotations

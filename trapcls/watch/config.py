@@ -9,8 +9,6 @@ from trapcls.core.options import check_options, option
 from trapcls.predict.config import RunOptions
 from trapcls.results.config import EventOptions
 
-CSV_NAME = "predictions.csv"  # each camera folder's CSV, under --out
-
 
 @dataclass(frozen=True, kw_only=True)
 class WatchConfig(RunOptions, EventOptions):

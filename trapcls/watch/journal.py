@@ -115,6 +115,8 @@ class Journal:
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except BaseException as exc:
             self._db.close()
+            if not existed and not readonly:
+                _remove_new(path)  # made by this open (on a full disk): the next would take it for a damaged one
             if isinstance(exc, sqlite3.Error):
                 raise _open_error(path, exc) from exc
             raise
@@ -428,6 +430,15 @@ def disk_full(exc: BaseException, path: Path) -> bool:
 def _damaged(exc: sqlite3.Error) -> bool:
     name = getattr(exc, "sqlite_errorname", None)  # Python 3.11+; before it, damage is a plain DatabaseError
     return name.startswith(_DAMAGED) if name else type(exc) is sqlite3.DatabaseError
+
+
+def _remove_new(path: Path) -> None:
+    """Remove a journal this process just failed to create (with its -wal and -shm); best effort."""
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only or vanished disk: nothing was made there either
 
 
 def aside_name(path: Path, tag: str) -> Path:

@@ -18,8 +18,8 @@ from trapcls.core.system.fsutil import fsync_dir
 from trapcls.core.table.layout import Layout, parse_header, short
 from trapcls.core.table.read import parse_table, read_table
 from trapcls.core.table.row import Row, neutralise
-from trapcls.watch.config import CSV_NAME
 from trapcls.watch.journal import DONE, ERROR, UNKNOWN, Entry, Journal, aside_name, replace_damaged
+from trapcls.watch.paths import CSV_NAME
 
 log = logging.getLogger("trapcls.watch.daemon")  # the daemon's log: one stream for the operator
 

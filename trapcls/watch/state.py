@@ -2,12 +2,12 @@
 
 The daemon keeps OUT/.trapcls/daemon.json while it runs, and removes it when it stops cleanly (a
 file left behind by a process that is gone means the daemon died). It is written atomically while
-there is room. On a full
-disk an atomic write cannot happen (its temp file needs new space), so the file, always written at
-the same size (FILE_BYTES), is overwritten in place instead, which needs no new blocks on the usual
-file systems. Where even that fails (a read-only or vanished disk) the file keeps the last state, and
-`daemon_state` infers the pause from the disk itself: read-only, full, or below the --min-free the
-daemon recorded at start.
+there is room. On a full disk an atomic write cannot happen (its temp file needs new space), so the
+file, always written at the same size (FILE_BYTES), is overwritten in place instead, which needs no
+new blocks on the usual file systems. Where even that fails (a read-only or vanished disk) the file
+keeps the last state, and `daemon_state` infers the pause from the disk itself: read-only, full, or
+below the --min-free the daemon recorded at start. A daemon whose disk was full from the start never
+wrote the file: it is found by its command line (trapcls.watch.running), its pause inferred the same way.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 from trapcls.core.system.fsutil import atomic_write_bytes, free_mib
+from trapcls.watch.running import find_watch
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "daemon.json"
 FILE_BYTES = 4096  # one page: an in-place rewrite reuses the blocks the file already has
 RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
 
@@ -74,8 +74,16 @@ def read_state(path: Path) -> dict | None:
 def daemon_state(out: Path, path: Path) -> dict:
     """What the daemon writing into `out` is doing, from its state file `path` and the disk: `state` (running,
     paused, stopped, or gone: its process ended without stopping cleanly), with `reason`, `path` and `since`
-    when paused, `inferred` when the pause is read from the disk rather than recorded."""
+    when paused, `inferred` when the pause is read from the disk rather than recorded.
+
+    A daemon that could never record itself (its disk full from the start) is found among this machine's
+    processes by its command line (trapcls.watch.running), and its pause read from the disk likewise."""
     recorded = read_state(path) or {"state": STOPPED}
+    if recorded["state"] not in (RUNNING, PAUSED) or not _alive(recorded):
+        found = find_watch(out)
+        if found is not None:
+            recorded = {"state": RUNNING, "pid": found.pid, "min_free_mib": found.min_free,
+                        "host": socket.gethostname()}
     state = {key: recorded.get(key) for key in ("state", "reason", "path", "since", "pid", "min_free_mib")}
     state["free_mib"] = free_mib(out)
     state["inferred"] = False
@@ -121,8 +129,8 @@ def _fault_now(out: Path, free: float | None, min_free: float) -> str | None:
         return f"not reachable ({exc.strerror or exc})"
     if readonly:
         return "read-only file system"
+    if free is not None and free <= 0:  # said first, as the daemon says it: a write failed for want of space
+        return "disk full"
     if free is not None and min_free and free < min_free:
         return f"less than {min_free:g} MiB free (--min-free)"
-    if free is not None and free <= 0:
-        return "disk full"
     return None

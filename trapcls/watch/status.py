@@ -1,0 +1,74 @@
+"""`trapcls status`: what the watch writing into a folder is doing, from its journal, its state file and the disk.
+
+`watch_status` collects the report (a dict, as `--json` prints it), `status_lines` renders it as text.
+Both read only, so they are safe while the daemon runs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from trapcls.core.frames.discover import Unclassified
+from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import storage_fault
+from trapcls.watch.journal import CorruptJournal, Journal
+from trapcls.watch.paths import journal_path, state_path
+from trapcls.watch.state import PAUSED, RUNNING, daemon_state, describe
+
+
+def watch_status(out: Path) -> dict:
+    """The report on the watch writing into `out`: "daemon" (trapcls.watch.state.daemon_state), "journal" (its
+    path, None when a running daemon has written nothing yet), the journal's counts and failing files, and
+    "unclassified" (videos and other files per camera folder, as the rescans found them).
+
+    No journal, or one that cannot be opened, is an error (DataError) unless a daemon runs for `out`: one whose
+    disk was full from the start may not have made it yet, and on a full or failing disk the journal may not
+    open even to be read (then "unreadable" says why)."""
+    daemon = daemon_state(out, state_path(out))
+    path = journal_path(out)
+    live = daemon["state"] in (RUNNING, PAUSED)
+    if live and _nothing_written(path):
+        return {"daemon": daemon, "journal": None, "unclassified": {}}
+    try:
+        journal = Journal(path, readonly=True)
+    except DataError as exc:
+        if not live or isinstance(exc, CorruptJournal) or storage_fault(exc) is None:
+            raise
+        # SQLite needs room even to read a WAL journal: on a full disk the daemon's pause is the news.
+        return {"daemon": daemon, "journal": str(path), "unreadable": str(exc), "unclassified": {}}
+    try:
+        stats = journal.stats()
+        unclassified = journal.unclassified()
+    finally:
+        journal.close()
+    return {"daemon": daemon, "journal": str(path), **stats, "unclassified": unclassified}
+
+
+def status_lines(report: dict) -> list[str]:
+    """The report of `watch_status` as text, one line per fact."""
+    lines = [f"daemon: {describe(report['daemon'])}"]
+    if report["journal"] is None:
+        return [*lines, "journal: nothing written yet (no results, no backlog recorded)"]
+    if "unreadable" in report:
+        return [*lines, f"journal: {report['unreadable']}"]
+    stamp = report["last_activity"]
+    last = datetime.fromtimestamp(stamp).isoformat(timespec="seconds") if stamp else "never"
+    lines += [f"backlog: {report['backlog']}", f"done: {report['done']}", f"errors: {report['errors']}",
+              f"last activity: {last}",
+              f"throughput (last {report['recent_window_s'] / 60:.0f} min): {report['files_per_s_recent']:.2f} files/s"]
+    for f in report["failing"]:
+        state = "gave up" if f["status"] == "error" else f"will retry ({f['attempts']} tries so far)"
+        lines.append(f"failing: {f['path']}: {f['error']} [{state}]")
+    for name, counts in report["unclassified"].items():
+        u = Unclassified(**counts)
+        lines.append(f"not classified: {name}: {u.describe()} ({u.example()}); trapcls classifies still images")
+    return lines
+
+
+def _nothing_written(path: Path) -> bool:
+    """No journal yet, or the empty file SQLite makes before the first write that failed."""
+    try:
+        return path.stat().st_size == 0
+    except FileNotFoundError:
+        return True
