@@ -30,14 +30,60 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # --- the CLI as a user runs it ---------------------------------------------------------------------------
 
 
-def trapcls(*args, rc: int | None = 0, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """`python -m trapcls ARGS` as a real process; fails the test unless it exits `rc` (None: any status)."""
-    proc = subprocess.run([sys.executable, "-m", "trapcls", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+def trapcls(*args, rc: int | None = 0, here: bool = True, env: dict[str, str] | None = None,
+            cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`trapcls ARGS` as a user runs it; fails the test unless it exits `rc` (None: any status).
+
+    By default through the console script's own entry point, `trapcls.cli.main`, in this process: sys.argv, the
+    environment, stdout and stderr swapped for the run, the same exit status and output as a real process in a
+    fraction of the time. Only what the runner swaps is put back; whatever `main` itself changes (logging, signal
+    handlers) it must undo, and tests/test_no_traceback.py checks that it does. With `here=False` a real process
+    (`python -m trapcls`): for what only a process shows (interpreter shutdown, a full disk under a real file
+    system, training's determinism in a fresh interpreter). `env` is the whole environment (default: this one
+    without $TRAPCLS_BUNDLE, so the shipped model is the default), `cwd` the working folder.
+    """
+    env = env if env is not None else {k: v for k, v in os.environ.items() if k != "TRAPCLS_BUNDLE"}
+    if here:
+        proc = _in_process([str(a) for a in args], env, cwd)
+    else:
+        proc = subprocess.run([sys.executable, "-m", "trapcls", *map(str, args)], capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=cwd)
     if rc is not None:
         assert proc.returncode == rc, f"rc={proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n" \
                                       f"{proc.stderr[-3000:]}"
     return proc
+
+
+def _in_process(args: list[str], env: dict[str, str], cwd: Path | None) -> subprocess.CompletedProcess:
+    import io
+    import traceback
+
+    from trapcls.cli import main
+
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="\n") for _ in range(2))
+    saved = sys.argv, sys.stdout, sys.stderr, os.getcwd(), dict(os.environ)
+    sys.argv, sys.stdout, sys.stderr = ["trapcls", *args], out, err
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        os.chdir(cwd or saved[3])
+        main()
+        code = 0
+    except SystemExit as exc:  # as the interpreter maps it: None is 0, an int itself, anything else 1
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    except Exception:  # an uncaught error: the traceback on stderr and exit 1, as a real process
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.argv, sys.stdout, sys.stderr = saved[:3]
+        os.chdir(saved[3])
+        os.environ.clear()
+        os.environ.update(saved[4])
+    texts = []
+    for stream in (out, err):
+        stream.flush()
+        texts.append(stream.buffer.getvalue().decode("utf-8"))
+    return subprocess.CompletedProcess(["trapcls", *args], code, *texts)
 
 
 # --- images ----------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""The command line as a user runs it: real processes, exit codes, the end-to-end slice."""
+"""The command line as a user runs it: help, usage errors, exit codes, and the end-to-end slice as real processes."""
 
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 
@@ -12,12 +13,22 @@ import pytest
 from helpers import DEMO, make_bad_inputs, trapcls
 from trapcls import __version__
 
+COMMANDS = ["train", "predict", "merge", "watch", "status", "evaluate", "events", "convert", "adapt", "doctor",
+            "export"]
+
+
+def _listed(help_text: str) -> list[str]:
+    """The commands a --help lists: the first word of each row of its Commands section (rich's box or click's
+    plain list), not words that happen to be in the description."""
+    section = help_text.split("Commands")[1].splitlines()[1:]
+    return [m[1] for line in section if (m := re.match(r"(?:│ | {2})([a-z][a-z0-9-]*)(?: |$)", line))]
+
 
 def test_version_and_help():
     assert trapcls("--version").stdout.strip() == f"trapcls {__version__}"
-    help_text = trapcls("--help").stdout
-    for command in ("train", "export", "predict", "merge", "watch", "evaluate"):
-        assert command in help_text
+    assert _listed(trapcls("--help").stdout) == COMMANDS
+    assert _listed(trapcls("export", "--help").stdout) == ["onnx", "tensorrt", "openvino"]
+    assert _listed("Offline camera-trap image classifier: train, export, and classify\nCommands\n") == []
 
 
 def test_bad_usage_exits_2():
@@ -79,20 +90,25 @@ def test_unreadable_images_exit_0_unless_strict(tiny_run, tmp_path):
     assert "3 unreadable" in proc.stdout and "uniform distribution" in proc.stderr
     assert len(pd.read_csv(tmp_path / "o.csv")) == 5
     assert "already in" in trapcls(*args).stderr  # the same command again resumes: nothing left to do
-    trapcls(*args, "--strict", "--overwrite", rc=1)
+    strict = trapcls(*args, "--strict", "--overwrite", rc=1)
+    assert "3 unreadable" in strict.stdout  # the summary first, then the one error line
+    assert strict.stderr.splitlines()[-1] == f"error: 3 images could not be read (--strict); their rows in " \
+                                             f"{tmp_path / 'o.csv'} say why."
+    assert "Traceback" not in strict.stderr
 
 
 @pytest.mark.slow
 def test_train_export_predict_on_ena24_from_the_cli(tmp_path, shared_data):
+    """The end-to-end slice as real processes, as a user types it."""
     run = tmp_path / "run"
     trapcls("train", shared_data / "ena24_small" / "labels.csv", "--arch", "test_resnet", "--epochs", "1",
-            "--img-size", "64", "--batch-size", "8", "--workers", "0", "--out", run, "--no-export")
+            "--img-size", "64", "--batch-size", "8", "--workers", "0", "--out", run, "--no-export", here=False)
     proc = trapcls("export", "onnx", run, "--out", tmp_path / "bundle",
-                   "--verify-images", shared_data / "ena24_small")
+                   "--verify-images", shared_data / "ena24_small", here=False)
     assert "top-1 agreement 100.0%" in proc.stdout
     out = tmp_path / "submission.csv"
     trapcls("predict", shared_data / "ena24_small", "--bundle", tmp_path / "bundle", "--out", out,
-            "--format", "submission")
+            "--format", "submission", here=False)
     labels = pd.read_csv(shared_data / "ena24_small" / "labels.csv")
     classes = sorted(labels["label"].unique())
     with open(out) as fh:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import DEMO
+from helpers import DEMO, trapcls
 from trapcls.core.system.exceptions import DataError
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.predict.config import PredictConfig
@@ -80,10 +78,8 @@ def test_a_run_is_rerun_from_its_config_json(tiny_run, tmp_path):
     """`trapcls train --config RUN/config.json --out NEW` repeats the recipe (DATA from the file); a typed
     flag still wins, and the new run's config.json differs from the old one only where it should."""
     again = tmp_path / "again"
-    proc = subprocess.run([sys.executable, "-m", "trapcls", "train", "--config", str(tiny_run / "config.json"),
-                           "--out", str(again), "--epochs", "1", "--no-export", "--workers", "0"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    trapcls("train", "--config", tiny_run / "config.json", "--out", again, "--epochs", "1", "--no-export",
+            "--workers", "0")
     old, new = (json.loads((run / "config.json").read_text()) for run in (tiny_run, again))
     assert new["data"] == old["data"] == str(DEMO / "train")
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))

@@ -210,7 +210,7 @@ def test_regex_that_misses_files_names_them_and_counts(tmp_path):
 ])
 def test_bad_regexes_are_explained(tmp_path, regex, message):
     write_jpeg(tmp_path / "cat_1.jpg", size=(16, 16))
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(OptionError, match=f"label_regex: .*{message}"):
         load_samples(tmp_path, label_regex=regex)
 
 

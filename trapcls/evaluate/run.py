@@ -224,7 +224,7 @@ class Evaluation:
 
 def evaluate(config: EvaluateConfig) -> Evaluation:
     """Score one predictions file (or two side by side) against labels; write the HTML report if asked."""
-    check_certify_options(config)
+    refuse_a_bad_write_bundle(config)
     samples = read_labels(config.labels, label_regex=config.label_regex)
     loaded = [read_predictions(p) for p in config.predictions]
     matched = [match(p, samples) for p in loaded]
@@ -260,7 +260,7 @@ def evaluate(config: EvaluateConfig) -> Evaluation:
     return result
 
 
-def check_certify_options(config: EvaluateConfig) -> None:
+def refuse_a_bad_write_bundle(config: EvaluateConfig) -> None:
     """A bundle to store a certified policy in is refused before any work is done."""
     if config.write_bundle is not None:
         load_bundle(config.write_bundle)  # a bad bundle is refused now, not after the scoring

@@ -59,6 +59,19 @@ class ExportReport:
     fp16_parity: ParityReport | None = None  # the stored FP16 graph against the FP32 graph, with --fp16
     int8_parity: ParityReport | None = None  # the stored INT8 graph against the FP32 graph, with --int8
 
+    def lines(self) -> list[str]:
+        """The checks the bundle passed, with their tolerances, and where it went."""
+        p = self.parity
+        lines = [f"parity on {p.images} images: max abs probability difference {p.max_abs_diff:.2e} "
+                 f"(tolerance {MAX_ABS_TOL:.0e}), mean {p.mean_abs_diff:.2e}, top-1 agreement {p.top1_agreement:.1%}"]
+        for label, q in (("fp16", self.fp16_parity), ("int8", self.int8_parity)):
+            if q is not None:
+                lines.append(f"{label} parity on {q.images} images: max abs probability difference "
+                             f"{q.max_abs_diff:.2e}, mean {q.mean_abs_diff:.2e} (tolerance {FP16_MEAN_ABS_TOL:.0e}), "
+                             f"top-1 agreement {q.top1_agreement:.1%}, {q.top1_agreement_excusing_near_ties:.1%} "
+                             f"excusing near-ties (minimum {FP16_MIN_TOP1:.0%})")
+        return [*lines, f"bundle: {self.bundle.root}"]
+
 
 def _bundle_name(out: Path) -> str:
     """The model's name in CSVs and exports: the bundle folder's, or the run's for a run's RUN/bundle."""

@@ -53,6 +53,22 @@ class OpenVinoExport:
     bundle: Path
     checks: list[PrecisionCheck]
 
+    def lines(self) -> list[str]:
+        """Each precision's verdict, where it was recorded, and what predict --backend openvino will run here."""
+        lines = [f"{c.precision}: {'passed' if c.passed else 'refused'}: {c.summary}" for c in self.checks]
+        f32, bf16 = (next(c for c in self.checks if c.precision == p) for p in ("f32", "bf16"))
+        then = "bf16" if bf16.passed else "f32" if f32.passed else "nothing (use --backend onnxruntime)"
+        return [*lines, f"recorded for {bf16.cpu}, OpenVINO {bf16.openvino_version} in {self.bundle / MANIFEST}; "
+                        f"predict --backend openvino will run {then} here"]
+
+    def notices(self) -> list[str]:
+        """A warning when the check ran on few frames."""
+        frames = max(c.verification.get("images", 0) for c in self.checks)
+        if frames >= FEW_FRAMES:
+            return []
+        return [f"note: checked on only {frames} frames; --verify-images with frames from your cameras makes the "
+                "check mean more."]
+
 
 def export_openvino(bundle_dir: Path, *, verify_images: list[Path] | None = None) -> OpenVinoExport:
     """Check f32 and bf16 OpenVINO against ONNX Runtime FP32 on this CPU and record both in bundle.json."""

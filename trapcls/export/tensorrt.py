@@ -68,6 +68,15 @@ class TensorRTExport:
     engine: Path
     meta: EngineMeta
 
+    def lines(self) -> list[str]:
+        """The engine and the check it passed, with its tolerances."""
+        meta, check = self.meta, self.meta.verification
+        return [f"engine: {self.engine} ({meta.engine_bytes / 2**20:.1f} MiB, {meta.precision} via {meta.fp16_mode}, "
+                f"TensorRT {meta.tensorrt_version}, {meta.gpu_name})",
+                f"verified on {check['images']} images against ONNX Runtime: top-1 agreement "
+                f"{check['top1_agreement']:.1%} (needs {FP16_MIN_TOP1:.0%}), mean abs probability difference "
+                f"{check['mean_abs_diff']:.2e} (tolerance {FP16_MEAN_ABS_TOL:.0e}), max {check['max_abs_diff']:.2e}"]
+
 
 def fp16_mode(tensorrt_version: str) -> str:
     """How to get FP16 from this TensorRT: BUILDER_FLAG before 10.12, STRONGLY_TYPED from 10.12 on."""

@@ -46,6 +46,9 @@ class PredictConfig(RunOptions):
 
     def __post_init__(self) -> None:
         check_options(self)
+        if not self.inputs and self.file_list is None:
+            raise OptionError("inputs", "no input given: name at least one folder, image file or glob, or give "
+                                        "{file_list}")
         if self.shard is not None:
             check_shard(*self.shard)
         if self.blank_threshold is not None and self.fmt == "submission":

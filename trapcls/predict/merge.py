@@ -21,6 +21,10 @@ class MergeSummary:
     sources: int
     out: Path
 
+    def lines(self) -> list[str]:
+        """What the merge wrote, for the terminal."""
+        return [f"{self.rows} rows from {self.sources} files -> {self.out}"]
+
 
 def merge_csvs(sources: list[Path], out: Path) -> MergeSummary:
     """Write the rows of every source under their shared header to `out`, sorted by first cell.

@@ -68,6 +68,19 @@ class AdaptSummary:
     notes: list[str] = field(default_factory=list)
     rule: BlankRule | None = None  # the is_blank rule of the adapted CSV (None: no blank class)
 
+    def lines(self) -> list[str]:
+        """A table of the deployments (estimated priors, top 3, against the training priors) and where it all went."""
+        lines = [f"{'deployment':<24}{'frames':>8}  estimated priors (training prior), top 3"]
+        for e in self.estimates:
+            top = sorted(range(len(self.classes)), key=lambda i: -e.prior[i])[:3]
+            mix = ", ".join(f"{self.classes[i]} {e.prior[i]:.2f} ({self.training_prior[i]:.2f})" for i in top)
+            lines.append(f"{e.deployment[:23]:<24}{e.frames:>8}  {mix if e.adapted else 'not adapted: ' + e.reason}")
+        return [*lines, f"-> {self.out}; priors in {self.report}"]
+
+    def notices(self) -> list[str]:
+        """What the user should know besides: the blank rule of the adapted CSV and why, then the notes."""
+        return ([self.rule.describe()] if self.rule else []) + [f"note: {note}" for note in self.notes]
+
 
 def em_priors(probs: np.ndarray, train_prior: np.ndarray, *, strength: float) -> tuple[np.ndarray, np.ndarray, int]:
     """Saerens et al.'s EM with a Dirichlet(strength * train_prior) prior: (priors, adapted probs, iterations)."""

@@ -72,6 +72,15 @@ class ConvertSummary:
     notes: list[str] = field(default_factory=list)  # what the user should know (placeholders, frames left out)
     rule: BlankRule | None = None  # the blank rule applied, and why (None: no blank class)
 
+    def lines(self) -> list[str]:
+        """What was written, for the terminal."""
+        events = f", {self.events} events" if self.events else ""
+        return [f"{self.frames} frames{events} -> {self.out} ({self.to})"]
+
+    def notices(self) -> list[str]:
+        """What the user should know besides: the blank rule applied and why, then the notes."""
+        return ([self.rule.describe()] if self.rule else []) + [f"note: {note}" for note in self.notes]
+
 
 # trapcls adapt: a deployment needs this many readable frames before its priors are re-estimated,
 # and the estimate is pulled towards the training priors by this many pseudo-frames (a Dirichlet

@@ -163,6 +163,22 @@ class EventsSummary:
     blank_events: int | None  # None when the model has no blank class
     rule: BlankRule | None  # the blank rule applied, and why (None: no blank class)
 
+    def lines(self) -> list[str]:
+        """What was written, for the terminal."""
+        blank = "" if self.blank_events is None else f", {self.blank_events} blank"
+        return [f"{self.frames} frames -> {self.events} events{blank} in {self.deployments} deployments -> {self.out}"]
+
+    def notices(self) -> list[str]:
+        """What the user should know besides: the blank rule applied and why, frames that stand alone."""
+        notes = [self.rule.describe()] if self.rule else []
+        if self.untimed:
+            notes.append(f"note: {self.untimed} frames have no capture time; each is an event of its own "
+                         "(untimed = true).")
+        if self.unreadable:
+            notes.append(f"note: {self.unreadable} frames were unreadable; they are counted in their events "
+                         "(unreadable) but add no evidence.")
+        return notes
+
 
 def run_events(config: EventsConfig) -> EventsSummary:
     """Group a field CSV's frames into events and write one row per event."""

@@ -82,6 +82,22 @@ class TrainResult:
     validation: Validation | None = None
     verify_images: tuple[Path, ...] = ()  # real frames of this run, for the export checks
 
+    def lines(self) -> list[str]:
+        """The run for the terminal: the suggested LR of a sweep, or the best epoch, calibration and outputs."""
+        if not self.main:
+            return []  # a torchrun process other than rank 0: rank 0 reports
+        if self.lr_find:
+            return [f"suggested --lr {self.lr_find.suggestion:.2g} (plot: {self.run_dir / 'lr_find.png'})"]
+        scores = ", ".join(f"{k}={self.best_metrics[k]:.4f}" for k in ("val_accuracy", "val_log_loss")
+                           if k in self.best_metrics)
+        lines = [f"best epoch {self.best_epoch}{': ' + scores if scores else ''}"]
+        if self.calibration:
+            c = self.calibration
+            lines.append(f"calibration: temperature {c.temperature:.3f}, validation log loss "
+                         f"{c.val_log_loss_before:.4f} -> {c.val_log_loss_after:.4f}")
+        lines.append(f"run folder: {self.run_dir}")
+        return lines + ([f"bundle: {self.bundle_dir}"] if self.bundle_dir else [])
+
 
 def train(config: TrainConfig, *, show_progress: bool = False, dist: distributed.Dist | None = None) -> TrainResult:
     """Run a training job as `config` describes and return where its outputs are.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trapcls.core.frames.discover import discover_images
-from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.exceptions import DataError, OptionError
 
 log = logging.getLogger(__name__)
 
@@ -225,11 +225,11 @@ def _from_file_names(root: Path, label_regex: str) -> list[Sample]:
     try:
         pattern = re.compile(label_regex)
     except re.error as exc:
-        raise DataError(f"--label-regex {label_regex!r} is not a valid regular expression: {exc}.") from exc
+        raise OptionError("label_regex", f"{label_regex!r} is not a valid regular expression: {exc}") from exc
     label_group = pattern.groupindex.get("label", 1)
     if pattern.groups == 0 or label_group == pattern.groupindex.get("site"):
-        raise DataError(f"--label-regex {label_regex!r} has no group for the label; put the label in parentheses "
-                        r"or a (?P<label>...) group, e.g. '(.+)_\d+\.jpg$'.")
+        raise OptionError("label_regex", f"{label_regex!r} has no group for the label; put the label in parentheses "
+                                         r"or a (?P<label>...) group, e.g. '(.+)_\d+\.jpg$'")
     if not root.is_dir():
         raise DataError(f"--label-regex needs a folder of images to search; {root} is a file.")
     samples, unmatched = [], []

@@ -1,0 +1,126 @@
+"""`trapcls train`: fine-tune a timm model on labelled images into a run folder and a verified bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from trapcls.cli.options import choices, command_line, options, show
+from trapcls.core.system.exceptions import TrapclsError
+from trapcls.export import parse_targets
+from trapcls.training.config import AUGMENTS, BALANCES, DEFAULT_LR, GROUP_BY, OPTIMIZERS, TrainConfig
+
+Optimizer = choices("Optimizer", OPTIMIZERS)
+Augment = choices("Augment", AUGMENTS)
+Balance = choices("Balance", BALANCES)
+GroupBy = choices("GroupBy", GROUP_BY)
+T = TrainConfig  # the defaults: a field's default is its class attribute
+
+
+def _export_targets(value: str) -> str:
+    """--export checked at parse time, so a typo is a usage error (exit 2) before anything starts."""
+    try:
+        parse_targets(value)
+    except TrapclsError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def train(
+    ctx: typer.Context,
+    data: Annotated[Optional[Path], typer.Argument(
+        help="Class-per-folder tree (DATA/<class>/*.jpg), a filepath,label[,site] CSV, a DrivenData folder "
+             "(train_features.csv + train_labels.csv), or a folder of images with --label-regex. May come from "
+             "--config instead.", show_default=False, metavar="DATA")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder to create (checkpoint, metrics, bundle).")] = ...,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="Options from a JSON file, e.g. an earlier run's RUN/config.json to rerun its recipe. "
+                         "Precedence: defaults < this file < the flags you type.")] = None,
+    arch: Annotated[Optional[str], typer.Option(
+        help="timm ResNet/EfficientNet name, e.g. tf_efficientnet_lite0, resnet50 (default with --from-bundle: "
+             "the bundle's).")] = T.arch,
+    from_bundle: Annotated[Optional[Path], typer.Option(
+        help="Start from an earlier bundle's weights (a new season's labels); the classifier is re-initialised "
+             "when the class list changed.")] = T.from_bundle,
+    weights: Annotated[Optional[Path], typer.Option(
+        help="Initial weights: .safetensors or torch state dict (efficientnet_pytorch keys are mapped).")] = T.weights,
+    pretrained: Annotated[bool, typer.Option(
+        help="Download ImageNet weights from the timm hub (needs internet).")] = T.pretrained,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
+    img_size: Annotated[Optional[int], typer.Option(
+        help="Square input size; default: the architecture's.")] = T.img_size,
+    batch_size: Annotated[int, typer.Option(help="Images per step (across all processes).")] = T.batch_size,
+    optimizer: Annotated[Optimizer, typer.Option(help="adamw, or sgd (momentum 0.9, Nesterov).")]
+    = Optimizer(T.optimizer),
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate; default: " + ", ".join(
+        f"{rate:g} ({name})" for name, rate in DEFAULT_LR.items()) + ".")] = T.lr,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay (never on norms and biases).")] = T.weight_decay,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the loss.")] = T.label_smoothing,
+    freeze_backbone: Annotated[bool, typer.Option(
+        help="Train only the classifier head (good for tiny datasets).")] = T.freeze_backbone,
+    freeze_epochs: Annotated[int, typer.Option(
+        help="Warm-up epochs that train only the head before the whole network is unfrozen.")] = T.freeze_epochs,
+    layer_decay: Annotated[Optional[float], typer.Option(
+        help="Discriminative learning rates: each block's LR is lr * layer_decay^(depth from the head), e.g. 0.7.")]
+    = T.layer_decay,
+    warmup_epochs: Annotated[float, typer.Option(
+        help="Linear LR warm-up (epochs), then cosine decay to 0.")] = T.warmup_epochs,
+    augment: Annotated[Augment, typer.Option(
+        help="TrivialAugmentWide, RandAugment or none; always with a random crop keeping most of the frame and a "
+             "horizontal flip.")] = Augment(T.augment),
+    crop_scale: Annotated[float, typer.Option(
+        help="Smallest share of the frame's area a training crop keeps.")] = T.crop_scale,
+    balance: Annotated[Balance, typer.Option(
+        help="For skewed classes: class-balanced sampling, inverse-frequency loss weights, or none.")]
+    = Balance(T.balance),
+    accumulate: Annotated[int, typer.Option(help="Batches per optimizer step (gradient accumulation).")] = T.accumulate,
+    ema_decay: Annotated[Optional[float], typer.Option(
+        help="Keep an exponential moving average of the weights (e.g. 0.999) and validate/save it.")] = T.ema_decay,
+    early_stop: Annotated[int, typer.Option(
+        help="Stop after this many epochs without a better validation log loss (0 = never).")] = T.early_stop,
+    amp: Annotated[bool, typer.Option(help="Mixed precision (bf16, else fp16) and channels_last on CUDA.")] = T.amp,
+    val_fraction: Annotated[float, typer.Option(
+        help="Share of the images held out for validation (0 = none).")] = T.val_fraction,
+    group_by: Annotated[GroupBy, typer.Option(
+        help="Keep each group on one side of the split: auto (site when the data has sites, else stratified by "
+             "class), site, folder (camera folder) or none.")] = GroupBy(T.group_by),
+    folds: Annotated[int, typer.Option(help="k-fold cross-validation by group: the number of folds (0 = off).")]
+    = T.folds,
+    fold: Annotated[int, typer.Option(help="Which fold (1..--folds) is validation in this run.")] = T.fold,
+    label_regex: Annotated[Optional[str], typer.Option(
+        help="Label images by file name: a regex whose first (or 'label') group is the class, "
+             "e.g. '(.+)_\\d+\\.jpg$'.")]
+    = T.label_regex,
+    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = T.seed,
+    workers: Annotated[Optional[int], typer.Option(help="Data loader processes; default min(2, cores).")] = T.workers,
+    overwrite: Annotated[bool, typer.Option(help="Reuse a non-empty --out folder.")] = T.overwrite,
+    resume: Annotated[bool, typer.Option(
+        help="Continue the interrupted run in --out after its last finished epoch (same options, same result).")]
+    = T.resume,
+    export: Annotated[str, typer.Option(
+        callback=_export_targets,
+        help="Re-export the best checkpoint at the end: onnx (OUT/bundle), onnx,tensorrt (also an FP16 engine "
+             "built on this machine's GPU, verified) or none.")] = T.export,
+    no_export: Annotated[bool, typer.Option("--no-export", help="Same as --export none.")] = False,
+    find_lr: Annotated[bool, typer.Option(
+        help="Run the learning-rate range test instead of training: writes OUT/lr_find.png and .csv and prints "
+             "a suggested --lr.")] = T.find_lr,
+    find_lr_steps: Annotated[int, typer.Option(help="Optimizer steps in the LR range test (1e-7 to 10).")]
+    = T.find_lr_steps,
+    calibrate: Annotated[bool, typer.Option(
+        help="Fit a temperature on the validation split (minimising log loss) and store it in the bundle.")]
+    = T.calibrate,
+) -> None:
+    """Fine-tune a timm model on labelled images; writes OUT/best.pt, metrics.csv, split.csv and OUT/bundle."""
+    from trapcls.training.config import train_config
+    from trapcls.workflow import run_train
+
+    if data is None and config is None:
+        raise typer.BadParameter("give the training data, or --config with a file that names it.", param_hint="DATA")
+    flags = options(ctx, TrainConfig, typed_only=True)
+    if no_export:
+        flags["export"] = "none"
+    result = run_train(train_config({**flags, "command": command_line()}, config_file=config), show_progress=True)
+    show(result.lines())
