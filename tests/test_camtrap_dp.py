@@ -13,14 +13,13 @@ import csv
 import json
 import shutil
 import socket
-import subprocess
-import sys
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from helpers import BURST, REPO, SAMPLES, trapcls
 from trapcls.core.system.exceptions import DataError, OptionError
 from trapcls.core.table.read import read_field
 from trapcls.results import ConvertConfig, run_convert
@@ -36,10 +35,7 @@ from trapcls.results.camtrapdp import (
 from trapcls.results.events import deployment_of, group_events
 from trapcls.results.taxa import OBSERVATION_TYPES, taxa_for
 
-REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO.parent / "shared" / "schemas" / "camtrap-dp-1.0.2"
-BURST = REPO / "tests" / "data" / "reconyx_burst"
-SAMPLES = REPO / "trapcls" / "samples"
 TABLES = ("deployments", "media", "observations")
 SCHEMA_URL = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0.2/{}-table-schema.json"
 REMOTE_REFS = {"https://specs.frictionlessdata.io/schemas/data-package.json": "data-package.json",
@@ -167,9 +163,7 @@ def predictions(tmp_path_factory) -> Path:
     whole = (BURST / "20210531082538-RCNX0031.JPG").read_bytes()
     (inbox / "camB" / "cut-short.jpg").write_bytes(whole[: len(whole) // 3])  # EXIF kept, pixels cut
     out = inbox.parent / "pred.csv"
-    done = subprocess.run([sys.executable, "-m", "trapcls", "predict", str(inbox), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    trapcls("predict", inbox, "--out", out)
     return out
 
 
@@ -424,11 +418,8 @@ def test_the_package_may_go_into_the_classified_folder_so_file_paths_resolve(pre
 
 def test_cli_convert(predictions, schemas, tmp_path):
     out = tmp_path / "dp"
-    done = subprocess.run([sys.executable, "-m", "trapcls", "convert", str(predictions), "--to", "camtrap-dp",
-                           "--out", str(out), "--timezone", "Europe/Brussels"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    done = trapcls("convert", predictions, "--to", "camtrap-dp", "--out", out, "--timezone", "Europe/Brussels")
     assert "11 frames" in done.stdout and "no capture time" in done.stderr
     assert validate_package(out, schemas) == []
-    bad = subprocess.run([sys.executable, "-m", "trapcls", "convert", str(predictions), "--to", "camtrap-dp",
-                          "--out", str(tmp_path / "dp2")], capture_output=True, text=True)
-    assert bad.returncode == 1 and "--timezone" in bad.stderr and "Traceback" not in bad.stderr
+    bad = trapcls("convert", predictions, "--to", "camtrap-dp", "--out", tmp_path / "dp2", rc=1)
+    assert "--timezone" in bad.stderr and "Traceback" not in bad.stderr

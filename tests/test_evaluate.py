@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import DEMO
+from helpers import DEMO, trapcls
 from trapcls.core.system.exceptions import DataError
 from trapcls.evaluate.run import EvaluateConfig, evaluate, match, read_labels, read_predictions
 
@@ -116,20 +114,15 @@ def test_two_models_side_by_side_on_the_rows_both_scored(tmp_path):
 
 def test_cli_text_json_and_report_on_real_frames(tiny_run, tmp_path):
     """predict -> evaluate on the committed demo frames, labelled from their file names."""
-    trapcls = [sys.executable, "-m", "trapcls"]
     out = tmp_path / "p.csv"
-    subprocess.run([*trapcls, "predict", str(DEMO / "train"), "--bundle", str(tiny_run / "bundle"), "--out",
-                    str(out)], check=True, capture_output=True)
-    proc = subprocess.run([*trapcls, "evaluate", str(out), "--labels", str(DEMO / "train"), "--report",
-                           str(tmp_path / "r.html"), "--bundle", str(tiny_run / "bundle")],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    trapcls("predict", DEMO / "train", "--bundle", tiny_run / "bundle", "--out", out)
+    proc = trapcls("evaluate", out, "--labels", DEMO / "train", "--report", tmp_path / "r.html", "--bundle",
+                   tiny_run / "bundle")
     for fragment in ("log loss", "balanced accuracy", "macro-F1", "precision", "clipped to [1e-15",
                      f"report: {tmp_path / 'r.html'}"):
         assert fragment in proc.stdout, fragment
     html = (tmp_path / "r.html").read_text()
     assert 'id="confusion"' in html and 'class="gallery"' in html and "trapcls evaluate" in html
-    data = json.loads(subprocess.run([*trapcls, "evaluate", str(out), "--labels", str(DEMO / "train"), "--json"],
-                                     capture_output=True, text=True, check=True).stdout)
+    data = json.loads(trapcls("evaluate", out, "--labels", DEMO / "train", "--json").stdout)
     assert data["metrics"][0]["n"] == sum(1 for p in (DEMO / "train").rglob("*") if p.is_file() and
                                           p.suffix.lower() in (".jpg", ".jpeg", ".png"))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import REPO, SHARED_DATA, trapcls
+from helpers import BURST, REPO, SAMPLES, SHARED_DATA, trapcls
 from trapcls.core.model.blank import model_rule
 from trapcls.core.model.bundle import load_bundle
 from trapcls.core.system.exceptions import OptionError
@@ -28,9 +28,7 @@ from trapcls.core.table.row import Row
 from trapcls.results import EventsConfig, run_events
 from trapcls.results.events import event_probs
 
-BURST = REPO / "tests" / "data" / "reconyx_burst"
 SHARED_BURST = SHARED_DATA / "reconyx_burst"
-SAMPLES = REPO / "trapcls" / "samples"
 CLASSES = ("blank", "deer", "fox")
 MODEL = "test-model v3 sha256:0123456789ab"
 T0 = datetime(2024, 5, 1, 3, 12, 0)

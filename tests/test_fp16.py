@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from helpers import DEMO, LITE0_WEIGHTS
+from helpers import DEMO, LITE0_WEIGHTS, trapcls
 from trapcls.core.frames.discover import discover_images
 from trapcls.core.frames.preprocess import PreprocessSpec, preprocess
 from trapcls.core.model.build import create_model, preprocess_spec
@@ -230,9 +228,7 @@ def test_fp16_export_that_loses_precision_is_refused_and_writes_nothing(tiny_run
 @pytest.mark.slow
 def test_cli_export_fp16(tiny_run, tmp_path):
     out = tmp_path / "bundle"
-    proc = subprocess.run([sys.executable, "-m", "trapcls", "export", "onnx", str(tiny_run), "--out", str(out),
-                           "--fp16"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    proc = trapcls("export", "onnx", tiny_run, "--out", out, "--fp16")
     assert "fp16 parity on 4 images: max abs probability difference" in proc.stdout
     assert "top-1 agreement 100.0%, 100.0% excusing near-ties (minimum 99%)" in proc.stdout
     assert json.loads((out / "bundle.json").read_text())["export"]["precision"] == "fp16"

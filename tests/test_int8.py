@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from helpers import DEMO, REPO
+from helpers import DEMO, REPO, trapcls
 from trapcls.core.frames.discover import discover_images
 from trapcls.core.frames.preprocess import PreprocessSpec, preprocess
 from trapcls.core.model.build import create_model
@@ -155,11 +153,6 @@ def test_calibration_frames_must_not_be_verification_frames(tiny_run, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trapcls", "export", "onnx", *map(str, args)], capture_output=True,
-                          text=True, timeout=300)
-
-
 @pytest.mark.slow  # the CLI on real frames
 def test_cli_refuses_a_model_int8_cannot_keep_and_leaves_the_old_bundle(tiny_run, tmp_path):
     # Logits 20 times larger: the same INT8 rounding moves the probabilities ~4e-3 on average, past 1e-3.
@@ -170,9 +163,8 @@ def test_cli_refuses_a_model_int8_cannot_keep_and_leaves_the_old_bundle(tiny_run
     (tmp_path / "verify").mkdir()
     for frame in VERIFICATION:
         (tmp_path / "verify" / frame.name).write_bytes(frame.read_bytes())
-    proc = _cli(checkpoint, "--out", out, "--int8", "--calibration-images", REPO / "tests" / "data" / "reconyx_burst",
-                "--verify-images", tmp_path / "verify")
-    assert proc.returncode == 1, proc.stderr
+    proc = trapcls("export", "onnx", checkpoint, "--out", out, "--int8", "--calibration-images",
+                   REPO / "tests" / "data" / "reconyx_burst", "--verify-images", tmp_path / "verify", rc=1)
     assert "Traceback" not in proc.stderr
     message = proc.stderr.strip().splitlines()[-1]
     assert "The INT8 model does not match the FP32 model on 14 images: mean abs probability difference" in message
@@ -188,7 +180,6 @@ def test_cli_refuses_a_model_int8_cannot_keep_and_leaves_the_old_bundle(tiny_run
     (["--calibration-images", "."], "--int8 and --calibration-images go together"),
 ])
 def test_cli_int8_usage_errors(tiny_run, tmp_path, args, complaint):
-    proc = _cli(tiny_run, "--out", tmp_path / "bundle", *args)
-    assert proc.returncode == 2
+    proc = trapcls("export", "onnx", tiny_run, "--out", tmp_path / "bundle", *args, rc=2)
     assert complaint in " ".join(proc.stderr.replace("│", " ").split())  # rich boxes and wraps the message
     assert not (tmp_path / "bundle").exists()

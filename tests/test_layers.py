@@ -8,6 +8,7 @@ import is a cycle too.
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ ALLOWED = {
 }
 TOP = {"cli", "doctor", "workflow", "__main__"}
 MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 500
 
 
 def module_files(package: Path) -> dict[str, Path]:
@@ -144,7 +146,8 @@ def test_each_stage_exports_its_entry_point():
 
     for entry in (evaluate, export_onnx, export_tensorrt, merge_csvs, run_predict, train, Watcher, TrainResult):
         assert callable(entry)
-    assert {EvaluateConfig, PredictConfig, TrainConfig, WatchConfig}
+    for config in (EvaluateConfig, PredictConfig, TrainConfig, WatchConfig):  # the configs the CLI fills in
+        assert dataclasses.is_dataclass(config) and len(dataclasses.fields(config)) >= 5, config
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         from trapcls import predict
 
@@ -184,3 +187,29 @@ def test_no_function_body_in_trapcls_is_longer_than_80_lines():
     lengths = function_lengths(PACKAGE)
     assert len(lengths) > 300
     assert [(name, n) for name, n in lengths if n > MAX_FUNCTION_LINES] == []
+
+
+def module_lengths(package: Path) -> list[tuple[str, int]]:
+    """(file, lines) for every module of `package`."""
+    return [(str(path.relative_to(package.parent)), len(path.read_text(encoding="utf-8").splitlines()))
+            for path in sorted(package.rglob("*.py"))]
+
+
+def test_no_module_in_trapcls_is_longer_than_500_lines():
+    lengths = module_lengths(PACKAGE)
+    assert len(lengths) > 60
+    assert [(name, n) for name, n in lengths if n > MAX_MODULE_LINES] == []
+
+
+def test_the_size_checks_find_a_long_function_and_a_long_module(tmp_path):
+    """The two size tests above can fail: a module of 501 lines whose one function has an 81-line body
+    (a docstring and a signature of option declarations do not count)."""
+    root = tmp_path / "trapcls"
+    root.mkdir()
+    body = "\n".join(f"    x{i} = {i}" for i in range(81))
+    options = "\n".join(f"    option{i}: int = {i}," for i in range(30))
+    source = f'def command(\n{options}\n):\n    """Docstring."""\n{body}\n'
+    source += "\n" * (MAX_MODULE_LINES + 1 - len(source.splitlines()))
+    (root / "long.py").write_text(source)
+    assert function_lengths(root) == [("trapcls/long.py:command", 81)]
+    assert module_lengths(root) == [("trapcls/long.py", MAX_MODULE_LINES + 1)]

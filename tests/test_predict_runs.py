@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import DEMO, make_input_zoo, noise_image, write_jpeg
+from helpers import DEMO, make_input_zoo, noise_image, trapcls, write_jpeg
 from trapcls.core.frames.preprocess import preprocess
 from trapcls.core.model.bundle import load_bundle
 from trapcls.core.model.probs import probabilities
@@ -37,6 +37,7 @@ def _many_frames(folder: Path, count: int) -> Path:
 
 
 def _cli(*args) -> list[str]:
+    """A predict command line to start with Popen: these tests signal and kill the process while it runs."""
     return [sys.executable, "-m", "trapcls", "predict", *map(str, args)]
 
 
@@ -46,8 +47,7 @@ def job(tiny_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("job")
     images = _many_frames(root / "in", 600)
     reference = root / "reference.csv"
-    subprocess.run(_cli(images, "--bundle", tiny_run / "bundle", "--out", reference), check=True,
-                   capture_output=True)
+    trapcls("predict", images, "--bundle", tiny_run / "bundle", "--out", reference)
     return images, reference
 
 
@@ -80,7 +80,7 @@ def test_resume_after_sigkill_gives_every_file_exactly_once(tiny_run, job, tmp_p
         proc = _interrupt(args, out, signal.SIGKILL, after_rows=50 + 150 * cycle)
         assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
         assert 0 < _rows(out) < 600
-    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    done = trapcls(*args[3:])  # the same command again finishes the file
     assert "were already in" in done.stderr
     df = pd.read_csv(out, keep_default_na=False)
     assert len(df) == 600 and df["path"].is_unique
@@ -111,7 +111,7 @@ def test_ctrl_c_leaves_a_valid_csv_and_exit_130(tiny_run, job, tmp_path):
     assert out.read_bytes().endswith(b"\n")
     partial = pd.read_csv(out, keep_default_na=False)
     assert 0 < len(partial) < 600 and partial["path"].is_unique and set(partial["status"]) == {"ok"}
-    subprocess.run(args, check=True, capture_output=True)
+    trapcls(*args[3:])  # the same command again finishes the file
     assert out.read_bytes() == reference.read_bytes()
 
 
@@ -134,12 +134,10 @@ def test_shards_merged_equal_the_unsharded_csv(tiny_run, job, tmp_path):
         assert 100 < summary.images < 300  # a hash split: roughly a third each
         parts.append(part)
     merged = tmp_path / "merged.csv"
-    subprocess.run([sys.executable, "-m", "trapcls", "merge", *parts, "--out", merged], check=True,
-                   capture_output=True)
+    trapcls("merge", *parts, "--out", merged)
     assert merged.read_bytes() == reference.read_bytes()
-    proc = subprocess.run([sys.executable, "-m", "trapcls", "merge", parts[0], parts[0], "--out", merged],
-                          capture_output=True, text=True)
-    assert proc.returncode == 1 and "more than once" in proc.stderr
+    proc = trapcls("merge", parts[0], parts[0], "--out", merged, rc=1)
+    assert "more than once" in proc.stderr
 
 
 def test_tta_is_the_mean_over_the_frame_and_its_mirror(tiny_run, tmp_path):

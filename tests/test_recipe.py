@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import torch
 
-from helpers import DEMO, noise_image
+from helpers import DEMO, noise_image, trapcls
 from trapcls.core.frames.preprocess import PreprocessSpec
 from trapcls.core.model.build import create_model
 from trapcls.core.system.exceptions import DataError, OptionError
@@ -153,14 +153,16 @@ def test_a_killed_run_resumes_to_the_same_metrics(tmp_path):
     import time
 
     def command(out):
-        return [sys.executable, "-m", "trapcls", "train", str(DEMO / "train"), "--arch", "test_efficientnet",
-                "--epochs", "4", "--img-size", "64", "--batch-size", "4", "--workers", "0", "--no-export",
-                "--ema-decay", "0.9", "--balance", "sampler", "--out", str(out)]
+        return ["train", DEMO / "train", "--arch", "test_efficientnet", "--epochs", "4", "--img-size", "64",
+                "--batch-size", "4", "--workers", "0", "--no-export", "--ema-decay", "0.9", "--balance", "sampler",
+                "--out", out]
 
     reference = tmp_path / "reference"
-    subprocess.run(command(reference), check=True, capture_output=True)
+    trapcls(*command(reference), here=False)
     run = tmp_path / "run"
-    proc = subprocess.Popen(command(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Popen, not the helpers' runner: the run is killed while it trains.
+    proc = subprocess.Popen([sys.executable, "-m", "trapcls", *map(str, command(run))], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
         if (run / "metrics.csv").exists() and len(_metrics(run)) >= 2:
@@ -169,9 +171,9 @@ def test_a_killed_run_resumes_to_the_same_metrics(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and len(_metrics(run)) < 4, "the run ended before it was killed"
-    refused = subprocess.run(command(run), capture_output=True, text=True)
-    assert refused.returncode == 1 and "--resume" in refused.stderr
-    subprocess.run([*command(run), "--resume"], check=True, capture_output=True)
+    refused = trapcls(*command(run), rc=1, here=False)
+    assert "--resume" in refused.stderr
+    trapcls(*command(run), "--resume", here=False)
     timing = {"images_per_s", "seconds"}
     strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
     assert strip(_metrics(run)) == strip(_metrics(reference))
@@ -218,13 +220,9 @@ def test_retraining_from_a_bundle_keeps_or_resets_the_head(tiny_run, tmp_path, c
 
 @pytest.mark.slow
 def test_lr_range_test_writes_a_plot_and_suggests_a_rate(tmp_path):
-    import subprocess
-    import sys
-
     out = tmp_path / "lr"
-    proc = subprocess.run([sys.executable, "-m", "trapcls", "train", str(DEMO / "train"), "--arch", "test_efficientnet",
-                           "--img-size", "64", "--batch-size", "4", "--workers", "0", "--find-lr", "--out", str(out)],
-                          capture_output=True, text=True, check=True)
+    proc = trapcls("train", DEMO / "train", "--arch", "test_efficientnet", "--img-size", "64", "--batch-size", "4",
+                   "--workers", "0", "--find-lr", "--out", out, here=False)
     suggested = float(proc.stdout.split("suggested --lr ")[1].split()[0])
     with open(out / "lr_find.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -243,8 +241,8 @@ def test_torchrun_two_processes_on_cpu_match_one_process(tmp_path):
 
     args = ["-m", "trapcls", "train", str(DEMO / "train"), "--arch", "test_efficientnet", "--epochs", "3",
             "--img-size", "64", "--batch-size", "8", "--workers", "0", "--no-export"]
-    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True)
-    assert single.returncode == 0, single.stderr[-2000:]
+    trapcls(*args[2:], "--out", tmp_path / "one", here=False)
+    # torchrun starts the trapcls processes itself: a raw command line.
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
@@ -275,8 +273,7 @@ def test_torchrun_freezes_balances_and_finds_lr_like_one_process(tmp_path):
     args = ["-m", "trapcls", "train", str(DEMO / "train"), "--arch", "test_efficientnet", "--epochs", "3",
             "--img-size", "64", "--batch-size", "8", "--workers", "0", "--no-export", "--freeze-epochs", "1",
             "--balance", "sampler"]
-    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True)
-    assert single.returncode == 0, single.stderr[-2000:]
+    trapcls(*args[2:], "--out", tmp_path / "one", here=False)
     ddp = subprocess.run([*torchrun, *args, "--out", str(tmp_path / "two")], capture_output=True, text=True,
                          timeout=180)
     assert ddp.returncode == 0, ddp.stderr[-3000:]

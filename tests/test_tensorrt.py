@@ -11,13 +11,12 @@ import dataclasses
 import importlib.util
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from helpers import FRAMES, trapcls
 from trapcls.core.model.bundle import ONNX_FILE, load_bundle
 from trapcls.core.model.engines import (
     EngineMeta,
@@ -153,11 +152,9 @@ def test_predict_without_tensorrt_falls_back_and_says_why(orin_bundle, tmp_path)
         pytest.skip("tensorrt is installed here; this checks the fallback on machines without it")
     choice = choose_backend("auto", bundle)
     assert choice.name == "onnxruntime" and "tensorrt: tensorrt is not installed" in choice.reason
-    frames = Path(__file__).parents[1] / "examples" / "demo" / "frames"
-    proc = subprocess.run([sys.executable, "-m", "trapcls", "predict", str(frames), "--bundle", str(bundle.root),
-                           "--out", str(tmp_path / "p.csv"), "--backend", "tensorrt"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and "TensorRT's Python bindings" in proc.stderr
+    proc = trapcls("predict", FRAMES, "--bundle", bundle.root, "--out", tmp_path / "p.csv", "--backend", "tensorrt",
+                   rc=1, timeout=120)
+    assert "TensorRT's Python bindings" in proc.stderr
     assert not (tmp_path / "p.csv").exists()
 
 
@@ -208,17 +205,14 @@ def test_export_tensorrt_without_tensorrt_says_how_to_get_it(bundle_copy):
         from trapcls.export.tensorrt import export_tensorrt
 
         export_tensorrt(bundle_copy)
-    proc = subprocess.run([sys.executable, "-m", "trapcls", "export", "tensorrt", str(bundle_copy),
-                           "--opt-batch", "4", "--max-batch", "4"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and "tensorrt" in proc.stderr and not (bundle_copy / "engines").exists()
+    proc = trapcls("export", "tensorrt", bundle_copy, "--opt-batch", "4", "--max-batch", "4", rc=1, timeout=120)
+    assert "tensorrt" in proc.stderr and not (bundle_copy / "engines").exists()
 
 
 @pytest.mark.slow
 def test_doctor_reports_this_machine_and_the_bundle_engines(orin_bundle):
     bundle, meta = orin_bundle
-    proc = subprocess.run([sys.executable, "-m", "trapcls", "doctor", "--bundle", str(bundle.root)],
-                          capture_output=True, text=True, timeout=120, check=True)
-    out = proc.stdout
+    out = trapcls("doctor", "--bundle", bundle.root, timeout=120).stdout
     import onnxruntime
 
     for needle in ("trapcls:", "python:", f"onnxruntime:      {onnxruntime.__version__}, providers",
@@ -229,8 +223,7 @@ def test_doctor_reports_this_machine_and_the_bundle_engines(orin_bundle):
         assert "tensorrt:         not installed" in out
         assert "does not match: TensorRT is not installed here" in out
         assert "would use: onnxruntime" in out
-    report = json.loads(subprocess.run([sys.executable, "-m", "trapcls", "doctor", "--bundle", str(bundle.root),
-                                        "--json"], capture_output=True, text=True, timeout=120, check=True).stdout)
+    report = json.loads(trapcls("doctor", "--bundle", bundle.root, "--json", timeout=120).stdout)
     assert report["bundle"]["classes"] == len(bundle.classes) and meta.engine_file in report["bundle"]["engines"]
     print(out)
 
