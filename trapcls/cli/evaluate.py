@@ -39,7 +39,7 @@ def evaluate(
 ) -> None:
     """Score predictions against labels: log loss, accuracy, balanced accuracy, macro-F1, per class and per site.
 
-    With --blank-miss it also certifies a blank threshold (README: "Setting blanks aside safely").
+    With --blank-miss it also certifies a blank threshold (docs/blanks.md).
     """
     import json
 

@@ -26,7 +26,8 @@ def onnx(
              "pooling and classifier stay float), calibrated on --calibration-images and kept only if it passes "
              "the --fp16 check (mean abs probability difference <= 1e-3, top-1 >= 99%) against FP32 on "
              "--verify-images; otherwise nothing is written. ~1.5x faster on one x86 core with VNNI, but the "
-             "EfficientNet-Lite models tried so far missed the check (README). Not with --fp16 or TensorRT.")] = False,
+             "EfficientNet-Lite models tried so far missed the check (docs/cpu-speed.md). Not with --fp16 or "
+             "TensorRT.")] = False,
     calibration_images: Annotated[Optional[Path], typer.Option(
         help="With --int8: folder of frames typical of your cameras (day, night, blank; a few hundred, at most "
              "256 used, spread over the folder) to set the INT8 ranges. Must not share a frame with "

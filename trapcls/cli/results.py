@@ -40,7 +40,7 @@ def events(
     Per deployment, frames are sorted by EXIF capture time and a new event starts after a gap of
     more than --gap seconds; a frame without a capture time is an event of its own (untimed). The
     event is as little blank as its most animal-looking frame; the rest of its probability is
-    shared among the classes by the frames' summed evidence (README, "Results for the field").
+    shared among the classes by the frames' summed evidence (docs/results.md).
     """
     from trapcls.results import run_events
 
@@ -96,7 +96,7 @@ def adapt(
     """Re-estimate each deployment's class priors from its own frames (EM, Saerens et al. 2002) and correct them.
 
     Every camera sees its own species mix; the model's probabilities carry its training mix. The
-    estimate is damped by --prior-strength and skipped below --min-frames (README, "Per-camera priors").
+    estimate is damped by --prior-strength and skipped below --min-frames (docs/blanks.md).
     """
     from trapcls.results import run_adapt
 
