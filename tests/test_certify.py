@@ -59,6 +59,7 @@ def _calibration(rng, n_animals: int, n_blanks: int) -> tuple[np.ndarray, np.nda
     return rng.beta(1, 8, n_animals), rng.beta(8, 1, n_blanks)
 
 
+@pytest.mark.slow  # 1,000 simulated calibration sets, ~5 s
 def test_the_guarantee_holds_over_many_calibration_sets_and_the_naive_rule_breaks_it():
     target, confidence, runs = 0.05, 0.9, 1000
     rng = np.random.default_rng(0)

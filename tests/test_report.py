@@ -128,6 +128,7 @@ def test_thumbnail_upright_small_and_none_for_bad_files(tmp_path):
     assert pictures.thumbnail(None) is None
 
 
+@pytest.mark.slow  # renders pictures for many class counts, ~5 s
 def test_pictures_are_pngs_and_scale_with_classes():
     small = Image.open(io.BytesIO(pictures.confusion_png(fake_metrics()["confusion"], CLASSES, normalised=False)))
     many = [f"species_{i:02d}" for i in range(60)]

@@ -194,6 +194,7 @@ def test_every_bad_input_gets_a_row_and_the_daemon_keeps_going(watch, tmp_path):
 # --- 6. sd_notify -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two daemons under a stand-in systemd, ~8 s: the full suite and CI
 @pytest.mark.parametrize("namespace", ["path", "abstract"])
 def test_sd_notify_ready_watchdog_status_stopping(watch, tmp_path, namespace):
     inbox = tmp_path / "inbox"
