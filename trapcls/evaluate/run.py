@@ -80,18 +80,13 @@ def blank_rule(config: EvaluateConfig, predictions: Predictions) -> BlankRule:
     threshold given, or for a submission CSV (no is_blank column) the bundle's rule, else the default."""
     table = predictions.table
     if table.fmt == "field" and table.blank is not None:
-        bundle = config.bundle if config.bundle is not None and _same_model(config.bundle, table) else None
-        return rule_for_table(table, given=config.blank_threshold, bundle=bundle)
+        return rule_for_table(table, given=config.blank_threshold, bundle=config.bundle, candidate=True)
     if config.blank_threshold is not None:
         return given_rule(config.blank_threshold)
     if config.bundle is not None:
         return load_bundle(config.bundle).blank_rule()
     return BlankRule(DEFAULT_BLANK_THRESHOLD, DEFAULT, f"the default {DEFAULT_BLANK_THRESHOLD:g}: a submission CSV "
                      "names no model, and no bundle was given")
-
-
-def _same_model(bundle: Path, table: Table) -> bool:
-    return table.model is None or load_bundle(bundle).model_id == table.model
 
 
 def read_labels(path: Path, *, label_regex: str | None = None) -> list[Sample]:

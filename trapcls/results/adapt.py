@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.model.blank import BlankRule
+from trapcls.core.model.blank import BlankRule, rule_for
 from trapcls.core.model.bundle import load_bundle
-from trapcls.core.system.exceptions import DataError, OptionError
+from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import atomic_write_text, write_csv, writing
 from trapcls.core.table.layout import Layout
 from trapcls.core.table.read import Table, read_field
@@ -132,10 +132,7 @@ def run_adapt(config: AdaptConfig) -> AdaptSummary:
         estimate, probs = _adapt_one(name, np.stack([table.rows[i].probs for i in rows]), train, config)
         summary.estimates.append(estimate)
         adapted.update({table.rows[i].path: p for i, p in zip(rows, probs)})
-    rule = bundle.blank_rule(config.blank_threshold) if table.blank is not None else None
-    if rule is None and config.blank_threshold is not None:
-        raise OptionError("blank_threshold", "does not apply: the model has no blank class")
-    summary.rule = rule
+    rule = summary.rule = rule_for(table.classes, config.blank_threshold, bundle.blank_rule)
     if bundle.blank_policy and config.blank_threshold is None and table.blank is not None:
         summary.notes.append(f"is_blank uses the bundle's certified threshold {rule.threshold:g}, but it was certified "
                              "on unadapted probabilities: its guarantee does not carry over to adapted ones.")

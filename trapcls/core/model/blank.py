@@ -9,8 +9,11 @@ Free of heavy imports: the CLI shows the default threshold in its help.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from trapcls.core.system.exceptions import OptionError
 
 # Class names that mean "nothing triggered the camera but wind, sun or rain".
 BLANK_NAMES = ("blank", "empty")
@@ -42,6 +45,18 @@ class BlankRule:
     def describe(self) -> str:
         """One line a command prints: "is_blank: P(blank) >= 0.211 (the certified blank policy of ...)"."""
         return f"is_blank: P(blank) >= {self.threshold:g} ({self.why})"
+
+
+def rule_for(classes: tuple[str, ...] | list[str], given: float | None,
+             found: Callable[[], BlankRule]) -> BlankRule | None:
+    """The blank rule for results over `classes`: None without a blank class (a threshold given for them is
+    refused), else the threshold given, else `found()` (the rule of the model, however a command finds it)."""
+    if blank_index(classes) is None:
+        if given is not None:
+            raise OptionError("blank_threshold", f"does not apply: the model has no blank class (classes: "
+                                                 f"{', '.join(classes)})")
+        return None
+    return given_rule(given) if given is not None else found()
 
 
 def given_rule(threshold: float) -> BlankRule:

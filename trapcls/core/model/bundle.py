@@ -18,8 +18,8 @@ from typing import Any
 
 from trapcls import __version__
 from trapcls.core.frames.preprocess import PreprocessSpec
-from trapcls.core.model.blank import BlankRule, blank_index, given_rule, model_rule
-from trapcls.core.system.exceptions import BundleError, OptionError
+from trapcls.core.model.blank import BlankRule, given_rule, model_rule, rule_for
+from trapcls.core.system.exceptions import BundleError
 from trapcls.core.system.fsutil import atomic_write_text, sha256_file
 from trapcls.core.table.layout import RESERVED_NAMES, Layout
 
@@ -78,13 +78,8 @@ class Bundle:
     def layout(self, fmt: str, blank_threshold: float | None = None) -> Layout:
         """The CSV a run of this model writes: its blank rule (or the threshold given) where an is_blank column is
         written; a threshold given where there is none is refused."""
-        if blank_index(self.classes) is None:
-            if blank_threshold is not None:
-                raise OptionError("blank_threshold", "does not apply: the bundle has no blank class (classes: "
-                                                     f"{', '.join(self.classes)})")
-            return Layout(fmt, self.classes, model=self.model_id)
-        rule = self.blank_rule(blank_threshold) if fmt == "field" else None
-        return Layout(fmt, self.classes, rule, model=self.model_id)
+        rule = rule_for(self.classes, blank_threshold, self.blank_rule)
+        return Layout(fmt, self.classes, rule if fmt == "field" else None, model=self.model_id)
 
     @property
     def class_counts(self) -> dict[str, int] | None:

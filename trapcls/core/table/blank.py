@@ -16,36 +16,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trapcls.core.model.blank import DEFAULT, DEFAULT_BLANK_THRESHOLD, BlankRule, given_rule
+from trapcls.core.model.blank import DEFAULT, DEFAULT_BLANK_THRESHOLD, BlankRule, rule_for
 from trapcls.core.model.bundle import load_bundle, resolve_bundle
-from trapcls.core.system.exceptions import DataError, OptionError
+from trapcls.core.system.exceptions import DataError
 from trapcls.core.table.read import Table
 
 EXAMPLES = 3
 
 
-def rule_for_table(table: Table, *, given: float | None = None, bundle: Path | None = None) -> BlankRule | None:
-    """The blank rule `table` was written with (None when its classes have no blank class); see the module."""
-    if table.blank is None:
-        if given is not None:
-            raise OptionError("blank_threshold", "does not apply: the model has no blank class (classes: "
-                                                 f"{', '.join(table.classes)})")
-        return None
-    if given is not None:
-        return given_rule(given)
-    rule = _model_rule(table, bundle)
-    check_blank_column(table, rule)
-    return rule
+def rule_for_table(table: Table, *, given: float | None = None, bundle: Path | None = None,
+                   candidate: bool = False) -> BlankRule | None:
+    """The blank rule `table` was written with (None when its classes have no blank class); see the module.
+    `bundle` is the one the user named as the CSV's writer; with `candidate` it was named for another purpose
+    (evaluate's report) and is used only when it is the CSV's model."""
+    def written_with() -> BlankRule:
+        rule = _model_rule(table, bundle, candidate)
+        check_blank_column(table, rule)
+        return rule
+
+    return rule_for(table.classes, given, written_with)
 
 
-def _model_rule(table: Table, given_bundle: Path | None) -> BlankRule:
+def _model_rule(table: Table, given_bundle: Path | None, candidate: bool) -> BlankRule:
     """The rule of the model that wrote `table`, from the bundle given or the one trapcls would use."""
     if given_bundle is not None:
         bundle = load_bundle(given_bundle)
-        if table.model is not None and table.model != bundle.model_id:
+        if table.model is None or table.model == bundle.model_id:
+            return bundle.blank_rule()
+        if not candidate:
             raise DataError(f"{table.source} was written by {table.model!r}, not by {bundle.model_id!r} "
                             f"({given_bundle}): pass the bundle that wrote it.")
-        return bundle.blank_rule()
     path, source = resolve_bundle(None)
     bundle = load_bundle(path)
     if table.model is not None and table.model == bundle.model_id:
