@@ -74,11 +74,12 @@ class Layout:
         if not row.ok:
             return [self.key(row), row.captured, "", "", *([""] * (flag + n)), "error", neutralise(row.error),
                     model]
-        probs = row.as_written().probs
+        written = [number(p) for p in row.probs]
+        probs = np.array([float(cell) for cell in written])  # as a reader of the CSV gets them back
         top = int(np.argmax(probs))
         is_blank = [_bool(self.blank_rule.is_blank(probs[self.blank]))] if flag else []
-        return [self.key(row), row.captured, neutralise(self.classes[top]), number(probs[top]), *is_blank,
-                *map(number, probs), "ok", "", model]
+        return [self.key(row), row.captured, neutralise(self.classes[top]), written[top], *is_blank, *written,
+                "ok", "", model]
 
 
 def _bool(value: bool) -> str:

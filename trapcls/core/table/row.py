@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
 
@@ -53,13 +53,6 @@ class Row:
             return None
         minutes = int(offset.total_seconds()) // 60
         return f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-    def as_written(self) -> Row:
-        """This row with its probabilities as a CSV holds them (DIGITS significant digits), so that anything
-        computed from it (is_blank, the label, events) is what a reader of the CSV computes too."""
-        if self.probs is None:
-            return self
-        return replace(self, probs=np.array([float(number(p)) for p in self.probs], dtype=np.float64))
 
 
 def parse_time(text: str) -> datetime | None:
