@@ -53,7 +53,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +64,8 @@ HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
 from environment import machine, versions  # noqa: E402
 from peers import sparrow as peer  # noqa: E402  (torch-free peer; builds its own venv, imports nothing heavy)
+from predict_report import header, rss_table, throughput_table  # noqa: E402
+from work_bound import time_decode, time_model_cuda, time_model_onnx, time_model_openvino  # noqa: E402
 
 from trapcls.core.system.hardware import cores  # noqa: E402
 
@@ -207,69 +208,6 @@ def int8_bundle(arch: str, cache: Path, calibration: list[Path], verify: list[Pa
     return out, f"passed: mean abs diff {q.mean_abs_diff:.1e}, top-1 {q.top1_agreement:.1%} on {q.images} frames"
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """The median wall-clock seconds of `repeats` calls of `fn`."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def time_decode(files: list[Path], spec, repeats: int) -> float:
-    """Per-image seconds of `trapcls.core.frames.preprocess.preprocess` on one thread."""
-    from trapcls.core.frames.preprocess import preprocess
-
-    preprocess(files[0], spec)  # warm-up: lazy imports, allocator
-    return median_seconds(lambda: [preprocess(f, spec) for f in files], repeats) / len(files)
-
-
-def time_model_onnx(onnx_path: Path, batches: list[np.ndarray], repeats: int) -> float:
-    """Per-image seconds of the ONNX model alone on one core."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    session.run(None, {name: batches[0]})  # warm-up
-    return median_seconds(lambda: [session.run(None, {name: b}) for b in batches], repeats) / sum(map(len, batches))
-
-
-def time_model_openvino(onnx_path: Path, precision: str, batches: list[np.ndarray], repeats: int) -> float:
-    """Per-image seconds of the ONNX model alone on OpenVINO's CPU plugin, one stream of one thread, at `precision`."""
-    import openvino as ov
-
-    from trapcls.predict.openvino import cpu_properties
-
-    compiled = ov.Core().compile_model(str(onnx_path), "CPU", cpu_properties(precision, 1))  # as predict compiles
-    request = compiled.create_infer_request()
-    request.infer({0: batches[0]})  # warm-up
-    return median_seconds(lambda: [request.infer({0: b}) for b in batches], repeats) / sum(map(len, batches))
-
-
-def time_model_cuda(arch: str, batches: list[np.ndarray], repeats: int) -> float:
-    """Per-image seconds of the torch model alone on CUDA (FP16, channels_last, forward only)."""
-    import timm
-
-    model = timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES).eval()
-    model = model.to("cuda", torch.float16).to(memory_format=torch.channels_last)
-    inputs = [torch.from_numpy(b).to("cuda", torch.float16).contiguous(memory_format=torch.channels_last)
-              for b in batches]
-
-    def forward_all() -> None:
-        """Every batch through the model, then wait for the GPU."""
-        with torch.inference_mode():
-            for x in inputs:
-                model(x)
-        torch.cuda.synchronize()
-
-    forward_all()  # warm-up: cuDNN autotuning, lazy initialisation
-    return median_seconds(forward_all, repeats) / sum(map(len, batches))
-
-
 def time_child(label: str, cmd: list[str], files: int, repeats: int, cache: Path) -> dict:
     """Run `cmd` via the launcher `repeats` times, each in a fresh working folder where it writes CSV_NAME.
 
@@ -389,7 +327,8 @@ def engine_plan(arch: str, bundle_dir: Path, batches: list[np.ndarray], args: ar
     """label -> (bundle or None, --backend, model-alone timer, note): the engines trapcls runs this model on."""
     onnx = bundle_dir / "model.onnx"
     if args.device == "cuda":
-        return {"torch cuda fp16": (bundle_dir, "torch", lambda: time_model_cuda(arch, batches, args.repeats), "")}
+        cuda = lambda: time_model_cuda(arch, NUM_CLASSES, batches, args.repeats)  # noqa: E731
+        return {"torch cuda fp16": (bundle_dir, "torch", cuda, "")}
     plan = {"onnxruntime fp32": (bundle_dir, "onnxruntime", lambda: time_model_onnx(onnx, batches, args.repeats), "")}
     say(f"{arch}: trapcls export openvino on a copy (checks f32 and bf16 on this CPU)")
     ov_dir, precision, why = openvino_bundle(bundle_dir, args.verify_frames)
@@ -430,78 +369,6 @@ def measure_peer(arch: str, bundle_dir: Path, image_dir: Path, args: argparse.Na
                      args.repeats, args.cache)
     return {"t_d_ms": work["t_d_s"] * 1e3, "t_m_ms": work["t_m_s"] * 1e3,
             "bound_images_per_s": CORES / (work["t_d_s"] + work["t_m_s"]), **run}
-
-
-def num(value: float | str | None, spec: str, missing: str = "failed") -> str:
-    """A number for a table cell; `missing` when the runs produced none; a string as it is."""
-    return missing if value is None else value if isinstance(value, str) else format(value, spec)
-
-
-def render(cols: list[str], rows: list[list[str]]) -> list[str]:
-    """Aligned text lines: first column left, the rest right."""
-    widths = [max(len(row[i]) for row in [cols, *rows]) for i in range(len(cols))]
-    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-            for row in [cols, *rows]]
-
-
-def header(report: dict) -> list[str]:
-    """The lines above either table: machine, versions, image set, extra flags, load."""
-    m, sizes = report["machine"], report.get("images") or ", ".join(str(r["files"]) for r in report["rss"])
-    return [f"machine : {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM"
-            + (f", GPU {m['gpu']}" if "gpu" in m else "") + f"; device {report['device']}",
-            "versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
-            f"images  : {sizes} files cycling 21 ENA24 + 60 CCT real frames (hard links)"
-            + (f", repeats {report['repeats']}" if "repeats" in report else ""),
-            f"trapcls predict extra args: {' '.join(report['predict_args']) or '(none)'}",
-            f"1-min load average at start: {report['load_average']} (near 0, or other work skews every figure)", ""]
-
-
-def rss_table(report: dict) -> list[str]:
-    """Peak RSS of one trapcls run per number of files."""
-    rows = [[str(r["files"]), f"{r['wall_s'][0]:.1f}", num(r["images_per_s"], ".1f"), f"{r['peak_rss_mib']:.0f}"]
-            for r in report["rss"]]
-    return ([f"peak RSS of one `trapcls predict` run ({report['arch']}) per number of files"]
-            + render(["files", "wall s", "img/s", "peak RSS MiB"], rows)
-            + [f"problem: {p}" for r in report["rss"] for p in r["problems"]])
-
-
-def throughput_table(report: dict) -> list[str]:
-    """One row per architecture and engine, each engine against trapcls on ONNX Runtime FP32; notes; problems."""
-    rows, notes, problems = [], [], []
-    for arch, r in report["results"].items():
-        reference = next(iter(r["engines"].values())).get("images_per_s")
-        for label, e in r["engines"].items():
-            if e.get("note"):
-                notes.append(f"[{len(notes) + 1}] {arch}, {label}: {e['note']}")
-            mark = f" [{len(notes)}]" if e.get("note") else ""
-            if "wall_s" not in e:  # not run: the note says why
-                rows.append([arch, label + mark, *["-"] * 7])
-                continue
-            ours, bound = e["images_per_s"], e.get("bound_images_per_s")
-            if bound is None:  # the tutorial loop: no work bound of its own
-                e = {**e, "t_d_ms": "-", "t_m_ms": "-"}
-            rows.append([arch, label + mark, num(e["t_d_ms"], ".1f"), num(e["t_m_ms"], ".1f"),
-                         num(bound, ".1f", "-"), num(ours, ".1f"),
-                         "-" if bound is None else num(ours and 100 * ours / bound, ".0f"),
-                         num(ours and reference and ours / reference, ".2f"), f"{e['peak_rss_mib']:.0f}"])
-            problems += [f"problem ({arch}, {label}): {p}" for p in e["problems"]]
-    cuda = report["device"] == "cuda"
-    legend = [
-        "t_d: decode + resize + normalise of one frame on 1 thread (trapcls.core.frames.preprocess; the peer: its own",
-        "pipeline with a near-zero-compute model). t_m: the model alone on 1 thread, batches of 16 (the peer: batch 1,",
-        "as it runs). " + ("On CUDA t_m is torch FP16 channels_last. " if cuda else "")
-        + f"bound/s = {'min(cores/t_d, 1/t_m)' if cuda else 'cores/(t_d+t_m)'}: every core doing only that work.",
-        "img/s: files / child wall clock (start-up included), median of repeats. x ORT: img/s against the first row",
-        "of the same arch (trapcls predict on ONNX Runtime FP32, today's default on a CPU). MiB: peak RSS, ru_maxrss",
-        "from wait4 on the child, max over repeats (the tutorial loop: its largest single process).",
-        "Random-init models: speed does not depend on the weights, but their gate results say nothing about a",
-        "trained model's (see benchmarks/README.md)."]
-    if report.get("peer_versions"):
-        v = report["peer_versions"]
-        legend.append(f"peer: SPARROW-Engine {v['sparrow-engine']} in its own venv (python {v['python']}, onnxruntime "
-                      f"{v['onnxruntime']}), its own decoder and defaults, on the same model.onnx and frames.")
-    cols = ["arch", "engine", "t_d ms", "t_m ms", "bound/s", "img/s", "% bound", "x ORT", "MiB"]
-    return render(cols, rows) + [""] + legend + [""] + notes + problems
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
