@@ -26,6 +26,7 @@ from typing import Any
 import typer
 
 from trapcls.core.system.exceptions import OptionError, TrapclsError
+from trapcls.core.table.row import display
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,9 @@ def exit_status(exc: TrapclsError, flag: Callable[[str], str]) -> int:
     2 for a bad option value (`flag` names the field's flag), 1 for any other failure."""
     log.debug("the traceback behind the error below:", exc_info=exc)
     if isinstance(exc, OptionError):  # wherever it was found: bad usage, like typer's own checks
-        typer.echo(f"error: Invalid value for '{flag(exc.field)}': {exc.render(flag)}.", err=True)
+        typer.echo(display(f"error: Invalid value for '{flag(exc.field)}': {exc.render(flag)}."), err=True)
         return 2
-    typer.echo(f"error: {exc}", err=True)
+    typer.echo(display(f"error: {exc}"), err=True)
     return 1
 
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
+from trapcls.core.table.row import display
 from trapcls.predict.config import BACKEND_NAMES
 
 
@@ -107,8 +108,9 @@ def command_line() -> str:
 
 
 def show(lines: list[str], notices: list[str] = ()) -> None:
-    """A result's lines on stdout, then what the user should know besides on stderr."""
+    """A result's lines on stdout, then what the user should know besides on stderr (a file name whose bytes
+    are not UTF-8 shown with \\x escapes: a strict stdout could not write it)."""
     for line in lines:
-        typer.echo(line)
+        typer.echo(display(line))
     for line in notices:
-        typer.echo(line, err=True)
+        typer.echo(display(line), err=True)

@@ -27,7 +27,7 @@ from trapcls.core.system.exceptions import ImageReadError
 from trapcls.core.system.hardware import cores
 from trapcls.core.table.append import CsvAppender
 from trapcls.core.table.layout import check_submission_ids
-from trapcls.core.table.row import Row
+from trapcls.core.table.row import Row, display
 from trapcls.predict.backends import Backend, choose_backend, create_backend
 from trapcls.predict.config import DEFAULT_BATCH, PredictConfig
 from trapcls.predict.merge import merge_csvs
@@ -75,7 +75,7 @@ class PredictSummary:
         notes += [f"resumed: {self.skipped} files were already in {self.out}"] if self.skipped else []
         notes += [f"repaired: cut an incomplete last line from {self.out}"] if self.repaired else []
         notes += unclassified_lines(self.unclassified)
-        notes += [f"  {row.path}: {row.error}" for row in self.failures[:5]]
+        notes += [f"  {display(row.path)}: {row.error}" for row in self.failures[:5]]
         if self.failed and submission:
             notes.append("warning: unreadable images got the uniform distribution in the submission")
         return notes

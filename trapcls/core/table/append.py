@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from pathlib import Path
@@ -40,9 +41,11 @@ class CsvAppender:
 
     def _open(self, overwrite: bool) -> None:
         path, layout = self.path, self.layout
-        if not overwrite and path.exists():
+        # Judged before a single byte changes: --out may name any file by mistake (a photo, a model, the labels).
+        header = _check_ours(path, layout, self._flag, overwrite) if path.exists() else None
+        if header is not None and not overwrite:
             self.repaired = _cut_torn_line(path)
-        if overwrite or not path.exists() or path.stat().st_size == 0:
+        if overwrite or header is None:
             self._fh = open(path, "w", newline="", encoding="utf-8")
             try:
                 csv.writer(self._fh, lineterminator="\n").writerow(layout.header())
@@ -53,12 +56,6 @@ class CsvAppender:
                 raise
         else:
             header, rows = read_table(path)
-            if header != layout.header():
-                raise DataError(
-                    f"{path} already exists with other columns ({short(header)}; this run writes "
-                    f"{short(layout.header())}). It is from another model or format: pass --overwrite to replace "
-                    "it, or choose another --out."
-                )
             if layout.fmt == "field":
                 check_one_model(path, parse_header(header, path).model, rows, layout.model)
             self.done = {row[0] for row in rows}
@@ -92,6 +89,50 @@ class CsvAppender:
     def _sync(self) -> None:
         self._fh.flush()
         os.fsync(self._fh.fileno())
+
+
+def _check_ours(path: Path, layout: Layout, flag: str, overwrite: bool) -> list[str] | None:
+    """What an existing `path` may become: its header when it is a trapcls CSV this run may resume (or, with
+    `overwrite`, any trapcls predictions CSV), None when it is empty or only the start of this run's header (a
+    run killed while writing it). DataError for anything else, which is left byte-identical."""
+    if not path.is_file():
+        raise DataError(f"{flag} {path} is not a regular file; give a CSV file path.")
+    first, whole = _first_line(path)
+    mine = _header_line(layout)
+    if not whole and mine.startswith(first):
+        return None
+    try:
+        header = next(csv.reader([first.decode("utf-8-sig")]), [])
+        parse_header(header, path)
+    except (UnicodeDecodeError, csv.Error, DataError):
+        raise DataError(f"{flag} {path} exists and is not a trapcls predictions CSV: it was left untouched. Choose "
+                        "another file name.") from None
+    if not overwrite and header != layout.header():
+        raise DataError(
+            f"{path} already exists with other columns ({short(header)}; this run writes "
+            f"{short(layout.header())}). It is from another model or format: pass --overwrite to replace "
+            "it, or choose another --out."
+        )
+    return header
+
+
+def _first_line(path: Path, limit: int = 1 << 24) -> tuple[bytes, bool]:
+    """The first line of a file without its newline, and whether it had one (read no further than needed)."""
+    with open(path, "rb") as fh:
+        data = b""
+        while len(data) < limit:
+            chunk = fh.read(1 << 16)
+            data += chunk
+            if b"\n" in chunk or not chunk:
+                break
+    line, newline, _ = data.partition(b"\n")
+    return line, bool(newline)
+
+
+def _header_line(layout: Layout) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(layout.header())
+    return buffer.getvalue().rstrip("\n").encode("utf-8")
 
 
 def _cut_torn_line(path: Path) -> bool:

@@ -104,6 +104,7 @@ class Columns:
 def parse_header(header: list[str], path: Path) -> Columns:
     """The columns of a `predict`/`watch` CSV; DataError naming the file when it is neither format."""
     if header and header[0] == "id":
+        _check_distinct(tuple(header[1:]), path)
         return Columns("submission", tuple(header[1:]), 1, None, None)
     tail = next((n for n in (3, 2) if header[-n:] == FIELD_TAIL[:n]), None)
     if header[:4] != FIELD_LEAD or tail is None:
@@ -114,7 +115,16 @@ def parse_header(header: list[str], path: Path) -> Columns:
     classes = tuple(header[first:len(header) - tail])
     if len(classes) < 2:
         raise DataError(f"{path}: found {len(classes)} class columns; a classifier has at least 2.")
+    _check_distinct(classes, path)
     return Columns("field", classes, first, flag, len(header) - 1 if tail == 3 else None)
+
+
+def _check_distinct(classes: tuple[str, ...], path: Path) -> None:
+    twice = sorted(c for c, n in Counter(classes).items() if n > 1)
+    if twice:
+        raise DataError(f"{path}: the class column{'s' if len(twice) > 1 else ''} {short(twice)} occur"
+                        f"{'' if len(twice) > 1 else 's'} more than once; each class has one column. Was the "
+                        "header edited by hand?")
 
 
 def check_submission_ids(paths: list[str]) -> None:

@@ -43,7 +43,7 @@ def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a complete prediction CSV; refuses a missing, empty, torn or ragged file."""
     try:
         data = path.read_bytes()
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"Cannot read {path}: {exc}.") from exc
     if not data:
