@@ -26,7 +26,7 @@ from typing import Any
 import typer
 
 from trapcls.core.system.exceptions import OptionError, TrapclsError
-from trapcls.core.table.row import display
+from trapcls.core.system.names import display
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from trapcls.core.model.blank import DEFAULT_BLANK_THRESHOLD
-from trapcls.core.table.row import display
+from trapcls.core.system.names import display
 from trapcls.predict.config import BACKEND_NAMES
 
 
