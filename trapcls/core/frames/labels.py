@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trapcls.core.frames.discover import discover_images
+from trapcls.core.model.bundle_checks import class_names_problem
 from trapcls.core.system.exceptions import DataError, OptionError
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 DRIVENDATA_FEATURES = "train_features.csv"
 DRIVENDATA_LABELS = "train_labels.csv"
 _SHOWN = 5  # offenders named in an error message; the count says how many there are in all
+_WHERE_LABELS = ("a class is a sub-folder's name, a label cell of a CSV, a column of train_labels.csv or what "
+                 "--label-regex finds in a file name")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ def load_samples(data: Path, *, label_regex: str | None = None, check_files: boo
     if len(classes) < 2:
         raise DataError(f"{data}: found {len(classes)} class(es) ({', '.join(classes)}); a classifier needs "
                         "at least 2.")
+    # The labels become the bundle's classes: refused now, not after a training run at export.
+    problem = class_names_problem(classes)
+    if problem:
+        raise DataError(f"{data}: {problem} ({_WHERE_LABELS}).")
     return samples
 
 

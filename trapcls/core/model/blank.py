@@ -23,11 +23,17 @@ GIVEN, POLICY, DEFAULT = "given", "policy", "default"
 
 
 def blank_index(classes: tuple[str, ...] | list[str]) -> int | None:
-    """Index of the blank class (named blank or empty, any case), or None."""
+    """Index of the blank class (named blank or empty, any case), or None. A bundle and training labels hold
+    at most one (`blank_classes`), so there is no choosing between two."""
     for i, name in enumerate(classes):
         if name.lower() in BLANK_NAMES:
             return i
     return None
+
+
+def blank_classes(classes: tuple[str, ...] | list[str]) -> list[str]:
+    """Every class that means blank (blank, BLANK, empty, ...); more than one is ambiguous for is_blank."""
+    return [name for name in classes if name.lower() in BLANK_NAMES]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 A bundle is a folder holding `bundle.json`, `model.onnx` (dynamic batch, outputs logits) and
 optionally `weights.safetensors`. `bundle.json` records the format version, architecture,
 ordered class names, preprocessing, calibration temperature, metrics, the trapcls version and
-the sha256 of every file. `load_bundle` is the only reader and refuses anything inconsistent.
+the sha256 of every file. `load_bundle` is the only reader and refuses anything inconsistent
+(bundle_checks: a hand-edited or hostile bundle is refused in one line).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any
 from trapcls import __version__
 from trapcls.core.frames.preprocess import PreprocessSpec
 from trapcls.core.model.blank import BlankRule, given_rule, model_rule, rule_for
+from trapcls.core.model.bundle_checks import check_blank_policy, check_classes, check_fields, check_files, check_onnx
 from trapcls.core.system.exceptions import BundleError
 from trapcls.core.system.fsutil import atomic_write_text, sha256_file
-from trapcls.core.table.layout import RESERVED_NAMES, Layout
+from trapcls.core.table.layout import Layout
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
@@ -132,7 +134,7 @@ def write_manifest(
 ) -> Bundle:
     """Write bundle.json for the model files already in `root`, then load it back validated."""
     root = Path(root)
-    _check_classes(classes, root / MANIFEST)
+    check_classes(classes, root / MANIFEST)
     files = {}
     for file_name in (ONNX_FILE, WEIGHTS_FILE):
         path = root / file_name
@@ -186,20 +188,16 @@ def load_bundle(path: str | Path) -> Bundle:
         if key not in manifest:
             raise BundleError(f"{manifest_path} lacks the required field {key!r}.")
     classes = manifest["classes"]
-    _check_classes(classes, manifest_path)
+    check_classes(classes, manifest_path)
     try:
         spec = PreprocessSpec.from_dict(manifest["preprocess"])
     except BundleError as exc:
         raise BundleError(f"{manifest_path}: {exc}") from exc
+    check_fields(manifest, manifest_path)
     temperature = _temperature(manifest.get("calibration", {}), manifest_path)
-    _check_files(root, manifest["files"], manifest_path)
-    _check_blank_policy(manifest.get("blank_policy"), manifest_path)
-    outputs = _onnx_output_width(root / ONNX_FILE)
-    if outputs is not None and outputs != len(classes):
-        raise BundleError(
-            f"{root / ONNX_FILE} outputs {outputs} scores but {manifest_path} lists {len(classes)} classes. "
-            "The model and the class list do not belong together; re-export the bundle."
-        )
+    check_files(root, manifest["files"], manifest_path, required=ONNX_FILE)
+    check_blank_policy(manifest.get("blank_policy"), manifest_path)
+    check_onnx(root / ONNX_FILE, height=spec.height, width=spec.width, classes=len(classes), where=manifest_path)
     return Bundle(
         root=root,
         arch=str(manifest["arch"]),
@@ -221,67 +219,11 @@ def _temperature(calibration: Any, manifest_path: Path) -> float:
     return float(temperature)
 
 
-def _check_files(root: Path, files: Any, manifest_path: Path) -> None:
-    """Every file bundle.json lists exists and has the recorded sha256."""
-    if not isinstance(files, dict) or ONNX_FILE not in files:
-        raise BundleError(f"{manifest_path}: 'files' must list {ONNX_FILE} with its sha256.")
-    for name, info in files.items():
-        if not isinstance(info, dict):
-            raise BundleError(f"{manifest_path}: files.{name} must be an object with its sha256, got {info!r}. "
-                              "Re-export the bundle.")
-        file_path = root / name
-        if not file_path.is_file():
-            raise BundleError(f"{file_path} is missing: the bundle lists it in {MANIFEST}. Re-export the bundle.")
-        actual = sha256_file(file_path)
-        if actual != info.get("sha256"):
-            raise BundleError(
-                f"{file_path}: sha256 mismatch (bundle.json records {info.get('sha256')}, the file has {actual}). "
-                "The file changed after export; re-run `trapcls export onnx` to rebuild the bundle."
-            )
-
-
 def store_blank_policy(root: Path, policy: dict[str, Any]) -> Bundle:
     """Add (or replace) the bundle's blank policy in bundle.json. The model files and their hashes are
     untouched, so the bundle stays valid; the manifest is replaced atomically."""
     bundle = load_bundle(root)
-    _check_blank_policy(policy, bundle.root / MANIFEST)
+    check_blank_policy(policy, bundle.root / MANIFEST)
     manifest = {**bundle.manifest, "blank_policy": policy}
     atomic_write_text(bundle.root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return load_bundle(bundle.root)
-
-
-def _check_blank_policy(policy: Any, where: Path) -> None:
-    if policy is None:
-        return
-    threshold = policy.get("threshold") if isinstance(policy, dict) else None
-    if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-        raise BundleError(f"{where}: blank_policy.threshold must be a number between 0 and 1, got {threshold!r}. "
-                          "Certify it again with `trapcls evaluate --blank-miss ... --write-bundle`.")
-
-
-def _check_classes(classes: Any, where: Path) -> None:
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c.strip() for c in classes):
-        raise BundleError(f"{where}: 'classes' must be a non-empty list of non-empty names.")
-    if len(classes) < 2:
-        raise BundleError(f"{where}: a classifier needs at least 2 classes, got {classes}.")
-    duplicates = sorted({c for c in classes if classes.count(c) > 1})
-    if duplicates:
-        raise BundleError(f"{where}: duplicate class names {duplicates}.")
-    reserved = sorted(set(classes) & RESERVED_NAMES)
-    if reserved:
-        raise BundleError(f"{where}: class names {reserved} clash with CSV columns {sorted(RESERVED_NAMES)}; "
-                          "rename them.")
-
-
-def _onnx_output_width(path: Path) -> int | None:
-    """The static class dimension of the ONNX model's first output, or None if it is dynamic."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and friends for corrupt files
-        raise BundleError(f"{path} is not a readable ONNX model: {exc}") from exc
-    dims = model.graph.output[0].type.tensor_type.shape.dim
-    if len(dims) != 2:
-        raise BundleError(f"{path}: expected a (batch, classes) output, got {len(dims)} dimensions.")
-    return dims[1].dim_value or None
