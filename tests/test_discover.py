@@ -111,7 +111,8 @@ def test_symlinks_out_of_the_inputs_are_skipped_and_counted_inside_ones_kept(tmp
         found = discover_images([tmp_path / "root"])
     assert _rels(found) == ["cam/a.jpg", "cam/inside.jpg"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "skipped 2 symlinks that point outside the inputs" in warnings[0]
+    assert len(warnings) == 2 and "skipped 2 symlinks that point outside the inputs" in warnings[0]
+    assert "broken or looping symlinks skipped: 1" in warnings[1] and "dangling.jpg" in warnings[1]
     # naming the target's folder (a named file's root is its folder) makes that link an inside one
     caplog.clear()
     found = discover_images([tmp_path / "root", tmp_path / "elsewhere" / "secret.jpg"])

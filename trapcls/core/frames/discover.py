@@ -128,7 +128,8 @@ def discover(inputs: list[Path], *, file_list: Path | None = None, ignore: Path 
 
     Folders (and folders a glob matches) contribute regular files whose extension is
     .jpg/.jpeg/.png in any case; hidden and temporary names, FIFOs and other special files,
-    and symlinks pointing outside every input are skipped; symlinked folders are not followed.
+    symlinks pointing outside every input and symlinks that are broken or loop (both logged)
+    are skipped; symlinked folders are not followed.
     Other regular files a walk meets (videos, anything else, but not `ignore`, e.g. the output
     CSV) are counted per folder in `Discovery.unclassified`. A file named explicitly or in
     `file_list` is always included, even if missing or broken, so it gets its error row instead
@@ -142,16 +143,18 @@ def discover(inputs: list[Path], *, file_list: Path | None = None, ignore: Path 
     roots = tuple(dict.fromkeys(s.root for s in sources))
     base = Path(os.path.commonpath(roots))
     outside: list[Path] = []
+    broken: list[Path] = []
     found: dict[Path, ImageFile] = {}
     others: dict[Path, tuple[str, str]] = {}  # path -> (folder, kind); a dict, as two inputs may overlap
-    ignored = ignore.resolve() if ignore is not None else None
+    ignored = _real(ignore) if ignore is not None else None
 
     def tally(path: Path, kind: str) -> None:
         if path != ignored:
             others[path] = (path.parent.relative_to(base).as_posix(), kind)
 
     for source in sources:
-        paths = list(_walk(source.path, source.pattern, roots, outside, tally)) if source.walk else [source.path]
+        walked = _walk(source.path, source.pattern, roots, (outside, broken), tally) if source.walk else None
+        paths = [source.path] if walked is None else list(walked)
         if source.pattern is not None and not paths:
             raise DataError(
                 f"No JPEG or PNG images match {source.label!r} (searched under {source.root}; the pattern is "
@@ -162,6 +165,8 @@ def discover(inputs: list[Path], *, file_list: Path | None = None, ignore: Path 
     if outside:
         log.warning("skipped %d symlinks that point outside the inputs (e.g. %s); name them explicitly or in "
                     "a file list to classify them", len(outside), outside[0])
+    if broken:
+        log.warning("broken or looping symlinks skipped: %d (e.g. %s)", len(broken), min(broken))
     unclassified: dict[str, Unclassified] = {}
     for path, (folder, kind) in sorted(others.items()):
         unclassified.setdefault(folder, Unclassified()).add(path.name, kind)
@@ -178,7 +183,8 @@ def discover(inputs: list[Path], *, file_list: Path | None = None, ignore: Path 
 
 def _sources(inputs: list[Path]) -> list[_Source]:
     """Classify each input as folder, file or glob; missing non-glob inputs are one error."""
-    missing = [str(p) for p in inputs if not p.exists() and not _MAGIC.search(str(p))]
+    missing = [f"{p} (a broken or looping symlink)" if os.path.lexists(p) else str(p)
+               for p in inputs if not p.exists() and not _MAGIC.search(str(p))]
     if missing:
         raise DataError(f"Input not found: {', '.join(missing)}")
     return [_named(p) if p.exists() else _glob_source(str(p)) for p in inputs]
@@ -187,10 +193,10 @@ def _sources(inputs: list[Path]) -> list[_Source]:
 def _named(path: Path, label: str | None = None) -> _Source:
     """A folder to walk, or a file (existing or not) to include as it is."""
     if path.is_dir():
-        resolved = path.resolve()
+        resolved = _real(path)
         return _Source(label or str(path), resolved, resolved, walk=True)
     # Resolve the folder, not the file: a symlinked file is reported under the name it was given.
-    absolute = path.parent.resolve() / path.name
+    absolute = _real(path.parent) / path.name
     return _Source(label or str(path), absolute, absolute.parent, walk=False)
 
 
@@ -198,7 +204,7 @@ def _glob_source(pattern: str) -> _Source:
     """A quoted glob: walk its non-magic leading folder, keeping what the rest of it matches."""
     parts = Path(pattern).parts
     lead = next((i for i, part in enumerate(parts) if _MAGIC.search(part)), len(parts))
-    root = Path(*parts[:lead]).resolve()  # no leading folder: Path() is the working folder
+    root = _real(Path(*parts[:lead]))  # no leading folder: Path() is the working folder
     return _Source(pattern, root, root, walk=True, pattern=parts[lead:])
 
 
@@ -209,15 +215,23 @@ def _read_file_list(file_list: Path) -> list[_Source]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"Cannot read the file list {file_list}: {exc}. Give a UTF-8 text file, one path per "
                         "line.") from exc
-    folder = file_list.resolve().parent
+    folder = _real(file_list).parent
     entries = (line.strip() for line in text.splitlines())
     return [_named(folder / entry, entry) for entry in entries if entry and not entry.startswith("#")]
 
 
-def _walk(root: Path, pattern: tuple[str, ...] | None, roots: tuple[Path, ...], outside: list[Path],
-          tally: Callable[[Path, str], None]) -> Iterator[Path]:
+def _real(path: Path) -> Path:
+    """`path` made absolute with every link resolved; unlike Path.resolve() (before Python 3.13) a link loop on the
+    way raises nothing here: the loop is left for the walk or the decoder to report."""
+    return Path(os.path.realpath(path))
+
+
+def _walk(root: Path, pattern: tuple[str, ...] | None, roots: tuple[Path, ...],
+          skipped: tuple[list[Path], list[Path]], tally: Callable[[Path, str], None]) -> Iterator[Path]:
     """Image files under `root` (all, or those `pattern` matches or lying in a folder it matches); other regular
-    files the same selection holds go to `tally` with their kind."""
+    files the same selection holds go to `tally` with their kind. The symlinks left out are noted in `skipped`:
+    (those pointing outside every root, those broken or looping)."""
+    outside, broken = skipped
     stack: list[tuple[Path, tuple[str, ...], bool]] = [(root, (), pattern is None)]
     seen: set[tuple[int, int]] = set()
     while stack:
@@ -232,8 +246,7 @@ def _walk(root: Path, pattern: tuple[str, ...] | None, roots: tuple[Path, ...], 
                     stack.append((Path(entry.path), sub, hit))
                 continue
             kind = file_kind(entry.name) if hit else None
-            # is_file() follows links: FIFOs, sockets, devices and dangling links are not regular files
-            if kind is None or not entry.is_file():
+            if kind is None or not _regular(entry, broken):
                 continue
             if kind != "image":
                 tally(Path(entry.path), kind)
@@ -255,11 +268,25 @@ def _scan(folder: Path, seen: set[tuple[int, int]]) -> list[os.DirEntry]:
         return []
 
 
+def _regular(entry: os.DirEntry, broken: list[Path]) -> bool:
+    """Whether `entry` is a regular file, following a link: FIFOs, sockets, devices and folders are not, silently;
+    nor is a link that is broken or loops, which is noted in `broken`."""
+    try:
+        if entry.is_file():
+            return True
+        dangling = entry.is_symlink() and not os.path.exists(entry.path)
+    except OSError:  # ELOOP (a.jpg -> b.jpg -> a.jpg): is_file() swallows only a missing target
+        dangling = True
+    if dangling:
+        broken.append(Path(entry.path))
+    return False
+
+
 def _inside(entry: os.DirEntry, roots: tuple[Path, ...], outside: list[Path]) -> bool:
     """False (and noted) for a symlink whose target lies outside every input root."""
     if not entry.is_symlink():
         return True
-    target = Path(entry.path).resolve()
+    target = _real(Path(entry.path))
     if any(target.is_relative_to(root) for root in roots):
         return True
     outside.append(Path(entry.path))
@@ -327,8 +354,8 @@ class TreeScanner:
     that, and every `full_every`-th walk (and the first) lists every folder regardless. A folder
     whose mtime is within RACY_NS of a walk is listed again at the next one, since a change in
     the same clock tick would leave the mtime as it was. Hidden and temporary names are skipped,
-    symlinked folders are not followed, and symlinked files must point inside the root, as in
-    `discover`.
+    symlinked folders are not followed, symlinked files must point inside the root, and broken or
+    looping links are skipped and logged, as in `discover`.
     """
 
     def __init__(self, root: Path, *, full_every: int = 10, ignore: Callable[[str], bool] | None = None) -> None:
@@ -374,7 +401,7 @@ class TreeScanner:
     def _list(self, rel: str, path: Path, st: os.stat_result, started: int, images: list[str]) -> _Folder:
         """Read one folder: its images go to `images`; its subfolders and other files are remembered."""
         prefix = f"{rel}/" if rel else ""
-        subfolders, others, outside = [], [], []
+        subfolders, others, outside, broken = [], [], [], []
         try:
             with os.scandir(path) as it:
                 entries = list(it)
@@ -388,7 +415,7 @@ class TreeScanner:
                 subfolders.append(entry.name)
                 continue
             kind = file_kind(entry.name)
-            if kind is None or not entry.is_file():
+            if kind is None or not _regular(entry, broken):
                 continue
             if kind != "image":
                 if not self._ignore(prefix + entry.name):
@@ -398,6 +425,8 @@ class TreeScanner:
         if outside:
             log.warning("skipped %d symlinks in %s that point outside %s (e.g. %s)", len(outside), path, self.root,
                         outside[0].name)
+        if broken:
+            log.warning("%s: broken or looping symlinks skipped: %d (e.g. %s)", path, len(broken), min(broken).name)
         unclassified = Unclassified()
         for name, kind in sorted(others):  # sorted, so the examples named do not depend on the listing order
             unclassified.add(name, kind)

@@ -7,6 +7,9 @@ trapcls turns an image into model input. The parameters come from the bundle
 
 from __future__ import annotations
 
+import errno
+import logging
+import math
 import os
 import re
 import stat
@@ -15,9 +18,11 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 from trapcls.core.system.exceptions import BundleError, ImageReadError
+
+log = logging.getLogger(__name__)
 
 ALLOWED_FORMATS = ("JPEG", "PNG")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -29,7 +34,17 @@ DRAFT_FACTOR = 2
 _ORIENTATION, _DATETIME, _EXIF_IFD = 0x0112, 0x0132, 0x8769
 _DATETIME_ORIGINAL, _OFFSET_ORIGINAL = 0x9003, 0x9011
 _TOO_LARGE = "image too large (decompression bomb guard)"
+# What decoding one frame may take, whatever its format and bit depth (see `decode_bytes`): an 8-bit RGB frame
+# up to 64 MP fits, and a few decoders at once still fit an 8 GB Jetson. A JPEG counts at its draft size.
+DECODE_BUDGET = 256 * 2**20
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# A real UTC offset: UTC-12:00 to UTC+14:00, as EXIF's OffsetTimeOriginal writes it.
+_OFFSET = re.compile(r"([+-])(\d\d):([0-5]\d)")
+_OFFSET_RANGE = (-12 * 60, 14 * 60)
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+# The largest input side a bundle may ask for: classifiers take 224-600 px, detectors 1280-1920. A
+# hand-edited 100000 would make every frame a 120 GB array; 2048 keeps one at 50 MB (float32).
+MAX_INPUT_SIDE = 2048
 
 
 @dataclass(frozen=True)
@@ -52,9 +67,13 @@ class PreprocessSpec:
             )
         if self.height < 8 or self.width < 8:
             raise BundleError(f"Input size {self.height}x{self.width} is too small; expected at least 8x8.")
-        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
-            raise BundleError(f"mean and std must have 3 entries and std must be positive; got {self.mean}, "
-                              f"{self.std}.")
+        if max(self.height, self.width) > MAX_INPUT_SIDE:
+            raise BundleError(f"Input size {self.height}x{self.width} (preprocess height x width) is too large; "
+                              f"at most {MAX_INPUT_SIDE} a side.")
+        finite = all(math.isfinite(v) for v in (*self.mean, *self.std))  # NaN passes `s <= 0` and fills rows with NaN
+        if len(self.mean) != 3 or len(self.std) != 3 or not finite or any(s <= 0 for s in self.std):
+            raise BundleError(f"preprocess mean and std must be 3 finite numbers each and std positive; got "
+                              f"{self.mean}, {self.std}.")
 
     def to_dict(self) -> dict:
         """The JSON form stored in bundle.json."""
@@ -89,7 +108,8 @@ def load_frame(path: str | Path, *, min_size: tuple[int, int] | None = None) -> 
 
     With `min_size` (width, height), a JPEG much larger than that is decoded at a reduced
     size by DCT scaling (1/2, 1/4 or 1/8), never below `min_size` in either dimension.
-    Frames above Pillow's MAX_IMAGE_PIXELS are refused before any pixel is decoded.
+    Frames above Pillow's MAX_IMAGE_PIXELS, or whose decoding would take more than
+    DECODE_BUDGET bytes, are refused from the header, before any pixel is decoded.
     """
     path = Path(path)
     captured = None
@@ -98,10 +118,14 @@ def load_frame(path: str | Path, *, min_size: tuple[int, int] | None = None) -> 
             raise ImageReadError("not a regular file", path)
         with Image.open(path, formats=ALLOWED_FORMATS) as img:
             _check_pixels(img, path)
+            if img.format != "JPEG":  # a PNG's getexif() decodes every pixel when its eXIf chunk follows them
+                _check_memory(img, path, None)
             exif = img.getexif()
-            captured = capture_time(exif)
+            captured = capture_time(exif, path)
+            orientation = exif.get(_ORIENTATION)
             if min_size and img.format == "JPEG":
-                img.draft(None, _upright_request(min_size, exif.get(_ORIENTATION)))
+                img.draft(None, _upright_request(min_size, orientation))
+            _check_memory(img, path, orientation)  # a JPEG at its draft size; the upright copy counted
             img.load()  # JPEG truncation only surfaces here; verify() is a no-op for JPEG
             ImageOps.exif_transpose(img, in_place=True)
             return Frame(image=_to_rgb(img), captured=captured)
@@ -117,6 +141,8 @@ def load_frame(path: str | Path, *, min_size: tuple[int, int] | None = None) -> 
     except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as exc:
         raise ImageReadError("cannot read file", path, exc.strerror or exc) from exc
     except (OSError, SyntaxError, ValueError) as exc:
+        if getattr(exc, "errno", None) == errno.ELOOP:  # a link named in a list that loops: a.jpg -> b.jpg -> a.jpg
+            raise ImageReadError("cannot read file", path, exc.strerror) from exc
         # Pillow raises OSError("image file is truncated ...") and friends for broken data.
         raise ImageReadError("truncated or corrupt image", path, exc, captured=captured) from exc
 
@@ -132,8 +158,14 @@ def draft_size(spec: PreprocessSpec) -> tuple[int, int]:
     return (DRAFT_FACTOR * spec.width, DRAFT_FACTOR * spec.height)
 
 
-def capture_time(exif: Image.Exif) -> str | None:
-    """DateTimeOriginal (else DateTime) as YYYY-MM-DDTHH:MM:SS[+HH:MM], or None when absent or invalid."""
+def capture_time(exif: Image.Exif, path: str | Path = "") -> str | None:
+    """DateTimeOriginal (else DateTime) as YYYY-MM-DDTHH:MM:SS[+HH:MM], or None when absent or invalid.
+
+    The offset is OffsetTimeOriginal when it is a real UTC offset (-12:00 to +14:00). Any other
+    value (+24:00, +99:99, text) is dropped with a warning naming `path`, and the time is kept
+    without it, as a camera that writes no offset has it: the offset is a tag of its own, and the
+    wall-clock time is what events and sequences use.
+    """
     sub = exif.get_ifd(_EXIF_IFD)
     raw, offset = sub.get(_DATETIME_ORIGINAL), sub.get(_OFFSET_ORIGINAL)
     if not raw:
@@ -142,9 +174,22 @@ def capture_time(exif: Image.Exif) -> str | None:
         stamp = datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S").isoformat()
     except (TypeError, ValueError):
         return None  # cameras write "0000:00:00 00:00:00" or nothing when the clock was never set
-    if isinstance(offset, str) and re.fullmatch(r"[+-]\d\d:\d\d", offset.strip("\x00 ")):
-        stamp += offset.strip("\x00 ")
-    return stamp
+    return stamp + _offset(offset, path)
+
+
+def _offset(raw: object, path: str | Path) -> str:
+    """An EXIF offset tag as "+HH:MM", or "" when absent, blank (EXIF's "   :  " for unknown) or not a real offset."""
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    text = text.strip("\x00 ") if isinstance(text, str) else text
+    if text is None or text in ("", ":"):
+        return ""
+    match = _OFFSET.fullmatch(text) if isinstance(text, str) else None
+    minutes = (int(match[2]) * 60 + int(match[3])) * (-1 if match[1] == "-" else 1) if match else None
+    if minutes is not None and _OFFSET_RANGE[0] <= minutes <= _OFFSET_RANGE[1]:
+        return text
+    log.warning("%s: the EXIF time offset %r is not a UTC offset (-12:00 to +14:00); the capture time is kept "
+                "without it", path, text)
+    return ""
 
 
 def _check_pixels(img: Image.Image, path: Path) -> None:
@@ -155,6 +200,34 @@ def _check_pixels(img: Image.Image, path: Path) -> None:
         raise ImageReadError(_TOO_LARGE, path, f"{img.width}x{img.height} pixels exceeds the limit of {limit}")
 
 
+def decode_bytes(mode: str, size: tuple[int, int], *, upright_copy: bool = False) -> int:
+    """The most memory decoding a frame of `mode` and `size` (width, height) to 8-bit RGB takes: the frame as
+    Pillow stores it (every multi-band mode in 4 bytes a pixel), its upright copy when EXIF rotates or flips it,
+    and each image `_to_rgb` makes on the way."""
+    stored = _stored_bytes(mode)
+    if mode in _SIXTEEN_BIT:  # to I when the byte order is not I;16's, scaled (I;16 or I), L, RGB
+        steps = (0 if mode in ("I;16", "I") else 4) + (2 if mode == "I;16" else 4) + 1 + 4
+    elif mode == "P":  # to RGBA, then RGB
+        steps = 8
+    else:
+        steps = 0 if mode == "RGB" else 4
+    return size[0] * size[1] * (stored * (2 if upright_copy else 1) + steps)
+
+
+def _stored_bytes(mode: str) -> int:
+    spec = ImageMode.getmode(mode)
+    return 4 if len(spec.bands) > 1 else int(spec.typestr[-1])
+
+
+def _check_memory(img: Image.Image, path: Path, orientation: object) -> None:
+    # A small file can hold a frame that takes gigabytes to decode (a 172 KB 16-bit PNG of 9400x9400 pixels):
+    # what it would take is known from the header, so such a frame is refused before decoding.
+    need = decode_bytes(img.mode, img.size, upright_copy=orientation in range(2, 9))
+    if need > DECODE_BUDGET:
+        raise ImageReadError(_TOO_LARGE, path, f"{img.width}x{img.height} pixels of mode {img.mode} would take "
+                             f"{need / 2**20:.0f} MiB to decode; a frame may take {DECODE_BUDGET // 2**20} MiB")
+
+
 def _upright_request(min_size: tuple[int, int], orientation: int | None) -> tuple[int, int]:
     # draft() works on the stored frame; EXIF orientations 5-8 swap width and height afterwards.
     return (min_size[1], min_size[0]) if orientation in (5, 6, 7, 8) else min_size
@@ -162,10 +235,13 @@ def _upright_request(min_size: tuple[int, int], orientation: int | None) -> tupl
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Convert any decoded mode (greyscale, palette, RGBA, CMYK, 16-bit) to 8-bit RGB."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: scale to 8 bits instead of letting convert() saturate at 255.
-        arr = np.asarray(img, dtype=np.float64) / 257.0
-        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    if img.mode in _SIXTEEN_BIT:
+        # 16-bit greyscale: scale to 8 bits (round(v / 257)) instead of letting convert() saturate at 255;
+        # in Pillow, at 2 bytes a pixel, not in float64 arrays at 8 (decode_bytes counts these steps).
+        if img.mode not in ("I;16", "I"):
+            img = img.convert("I")  # point() takes only I;16 and I
+        # point() truncates v / 257 + 0.5 to an integer: round(v / 257), never a tie as 257 is odd
+        img = img.point(lambda v: v * (1 / 257) + 0.5).convert("L")
     elif img.mode == "P":
         img = img.convert("RGBA")
     if img.mode != "RGB":
