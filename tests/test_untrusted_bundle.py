@@ -164,6 +164,18 @@ def test_a_dynamic_class_axis_is_refused(bundle_copy, frames):
     assert "class axis of any size ('classes')" in line and "5 classes" in line, line
 
 
+def test_a_model_returning_another_width_than_it_declares_is_refused_not_written_ragged(bundle_copy, frames):
+    """The declared class axis matches bundle.json, the scores the model returns do not (ONNX Runtime only
+    warns): the run stops with one line instead of writing rows one cell too long."""
+    def declare_one_class_fewer(model):
+        model.graph.output[0].type.tensor_type.shape.dim[1].dim_value -= 1
+    rewrite_model(bundle_copy, declare_one_class_fewer)
+    edit(reseal(bundle_copy), classes=manifest(bundle_copy)["classes"][:-1])
+    out = frames.parent / "out.csv"
+    line = refused(trapcls("predict", frames, "--bundle", bundle_copy, "--out", out, rc=None))
+    assert "the model returned logits of shape" in line, line
+
+
 @pytest.mark.parametrize("axes, said", [
     ([("input", 2, "height"), ("input", 3, "width")], "axes height, width of any size"),
     ([("input", 1, "channels")], "axes channels of any size"),

@@ -23,7 +23,7 @@ from trapcls.core.frames.preprocess import PreprocessSpec, preprocess_frame
 from trapcls.core.model.blank import BlankRule
 from trapcls.core.model.bundle import Bundle, load_bundle
 from trapcls.core.model.probs import probabilities
-from trapcls.core.system.exceptions import ImageReadError
+from trapcls.core.system.exceptions import BundleError, ImageReadError
 from trapcls.core.system.hardware import cores
 from trapcls.core.table.append import CsvAppender
 from trapcls.core.table.layout import check_submission_ids
@@ -215,16 +215,26 @@ def _decode(path: Path, spec: PreprocessSpec) -> tuple[np.ndarray, str | None] |
         return _Failure(f"unexpected error while decoding: {type(exc).__name__}: {detail}")
 
 
+def _checked(logits: np.ndarray, bundle: Bundle, frames: int) -> np.ndarray:
+    """The model's output as it must be: one row of len(classes) finite logits per frame. A model that
+    declares one output shape and returns another (ONNX Runtime only warns) would write ragged rows."""
+    if logits.shape != (frames, len(bundle.classes)):
+        raise BundleError(f"{bundle.root}: the model returned logits of shape {tuple(logits.shape)} for {frames} "
+                          f"frames; bundle.json lists {len(bundle.classes)} classes. The model and bundle.json do "
+                          "not belong together: re-export the bundle.")
+    return logits
+
+
 def _infer(batch: list[ImageFile], decoded: list[Future], bundle: Bundle, backend: Backend, tta: bool) -> list[Row]:
     items = [future.result() for future in decoded]
     good = [i for i, item in enumerate(items) if not isinstance(item, _Failure)]
     probs = {}
     if good:
         x = np.stack([items[i][0] for i in good])
-        p = probabilities(backend.logits(x), bundle.temperature)
+        p = probabilities(_checked(backend.logits(x), bundle, len(good)), bundle.temperature)
         if tta:  # horizontal flip: the same scene, the same answer; average the two
             flipped = np.ascontiguousarray(x[..., ::-1])
-            p = (p + probabilities(backend.logits(flipped), bundle.temperature)) / 2
+            p = (p + probabilities(_checked(backend.logits(flipped), bundle, len(good)), bundle.temperature)) / 2
         probs = dict(zip(good, p, strict=True))
     out = []
     for i, file in enumerate(batch):
