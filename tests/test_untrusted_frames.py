@@ -160,7 +160,7 @@ def _exif_jpeg(path: Path, taken: str, offset: str | None) -> Path:
     return path
 
 
-def test_an_exif_offset_that_is_no_utc_offset_is_dropped_with_a_note_and_events_read_the_csv(tiny_run, tmp_path):
+def test_an_exif_offset_that_is_no_utc_offset_leaves_the_frame_untimed_with_a_note(tiny_run, tmp_path):
     card = tmp_path / "card"
     card.mkdir()
     _exif_jpeg(card / "good.jpg", "2024:05:01 06:30:00", "+02:00")
@@ -173,10 +173,11 @@ def test_an_exif_offset_that_is_no_utc_offset_is_dropped_with_a_note_and_events_
     done = trapcls("predict", card, "--bundle", tiny_run / "bundle", "--out", out)
     captured = {path: row["captured"] for path, row in csv_rows(out).items()}
     assert captured == {"good.jpg": "2024-05-01T06:30:00+02:00", "west.jpg": "2024-05-01T06:30:05-12:00",
-                        "day.jpg": "2024-05-01T06:30:10", "junk.jpg": "2024-05-01T06:30:15",
-                        "east.jpg": "2024-05-01T06:30:20", "unknown.jpg": "2024-05-01T06:30:25"}
+                        "day.jpg": "", "junk.jpg": "", "east.jpg": "", "unknown.jpg": "2024-05-01T06:30:25"}
     notes = [line for line in done.stderr.splitlines() if "is not a UTC offset" in line]
     assert len(notes) == 3 and all(name in done.stderr for name in ("day.jpg", "junk.jpg", "east.jpg"))
     assert "'+99:99'" in done.stderr
+    assert all("left untimed" in line for line in notes)
     trapcls("events", out, "--out", tmp_path / "events.csv")
-    assert csv_rows(tmp_path / "events.csv")
+    untimed = [row for row in csv_rows(tmp_path / "events.csv", key="event_id").values() if row["untimed"] == "true"]
+    assert sorted(row["first_file"] for row in untimed) == ["day.jpg", "east.jpg", "junk.jpg"]

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 from trapcls.core.system.exceptions import BundleError, ImageReadError
+from trapcls.core.system.names import display
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +162,10 @@ def draft_size(spec: PreprocessSpec) -> tuple[int, int]:
 def capture_time(exif: Image.Exif, path: str | Path = "") -> str | None:
     """DateTimeOriginal (else DateTime) as YYYY-MM-DDTHH:MM:SS[+HH:MM], or None when absent or invalid.
 
-    The offset is OffsetTimeOriginal when it is a real UTC offset (-12:00 to +14:00). Any other
-    value (+24:00, +99:99, text) is dropped with a warning naming `path`, and the time is kept
-    without it, as a camera that writes no offset has it: the offset is a tag of its own, and the
-    wall-clock time is what events and sequences use.
+    The offset is OffsetTimeOriginal when it is a real UTC offset (-12:00 to +14:00). Any other value
+    (+24:00, +99:99, text) means the camera's time fields cannot be trusted: the frame is left untimed,
+    with a warning naming `path`, rather than written with a time no reader accepts (one such cell made
+    events, convert and adapt refuse the whole CSV) or placed in an event by a clock that is wrong.
     """
     sub = exif.get_ifd(_EXIF_IFD)
     raw, offset = sub.get(_DATETIME_ORIGINAL), sub.get(_OFFSET_ORIGINAL)
@@ -174,11 +175,13 @@ def capture_time(exif: Image.Exif, path: str | Path = "") -> str | None:
         stamp = datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S").isoformat()
     except (TypeError, ValueError):
         return None  # cameras write "0000:00:00 00:00:00" or nothing when the clock was never set
-    return stamp + _offset(offset, path)
+    zone = _offset(offset, path)
+    return None if zone is None else stamp + zone
 
 
-def _offset(raw: object, path: str | Path) -> str:
-    """An EXIF offset tag as "+HH:MM", or "" when absent, blank (EXIF's "   :  " for unknown) or not a real offset."""
+def _offset(raw: object, path: str | Path) -> str | None:
+    """An EXIF offset tag as "+HH:MM"; "" when absent or blank (EXIF's "   :  " for unknown); None (with a
+    warning) when it is not a real UTC offset."""
     text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
     text = text.strip("\x00 ") if isinstance(text, str) else text
     if text is None or text in ("", ":"):
@@ -187,9 +190,9 @@ def _offset(raw: object, path: str | Path) -> str:
     minutes = (int(match[2]) * 60 + int(match[3])) * (-1 if match[1] == "-" else 1) if match else None
     if minutes is not None and _OFFSET_RANGE[0] <= minutes <= _OFFSET_RANGE[1]:
         return text
-    log.warning("%s: the EXIF time offset %r is not a UTC offset (-12:00 to +14:00); the capture time is kept "
-                "without it", path, text)
-    return ""
+    log.warning("%s: the EXIF time offset %r is not a UTC offset (-12:00 to +14:00); the frame is left untimed",
+                display(str(path)), text)
+    return None
 
 
 def _check_pixels(img: Image.Image, path: Path) -> None:
