@@ -163,3 +163,13 @@ def test_a_csv_whose_header_names_a_class_twice_is_refused(tmp_path):
     out.write_text("\n".join([",".join(cells), *rest]))
     proc = trapcls("events", out, "--out", tmp_path / "e.csv", rc=1)
     assert f"{cells[first]} occurs more than once" in proc.stderr
+
+
+def test_a_csv_whose_header_holds_two_blank_classes_is_refused(tmp_path):
+    card = _card(tmp_path / "card", ["a.jpg"])
+    out = tmp_path / "p.csv"
+    _predict(card, out)
+    header, *rest = out.read_text().split("\n")
+    out.write_text("\n".join([header.replace(",bird,", ",BLANK,"), *rest]))  # a hand edit: two blank columns
+    proc = trapcls("events", out, "--out", tmp_path / "e.csv", rc=1)
+    assert "all mean blank" in proc.stderr

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from trapcls.core.model.blank import BlankRule, blank_index
+from trapcls.core.model.blank import BlankRule, blank_classes, blank_index
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.table.row import Row, neutralise, number
 
@@ -120,6 +120,10 @@ def parse_header(header: list[str], path: Path) -> Columns:
 
 
 def _check_distinct(classes: tuple[str, ...], path: Path) -> None:
+    blanks = blank_classes(classes)
+    if len(blanks) > 1:
+        raise DataError(f"{path}: the classes {short(blanks)} all mean blank, and is_blank reads one; no trapcls "
+                        "model writes such a CSV. Was the header edited by hand?")
     twice = sorted(c for c, n in Counter(classes).items() if n > 1)
     if twice:
         raise DataError(f"{path}: the class column{'s' if len(twice) > 1 else ''} {short(twice)} occur"
