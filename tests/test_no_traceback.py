@@ -98,6 +98,35 @@ CASES: list[tuple[str, str, int, str]] = [
     ("predict-out-garbage-csv", "predict {imgs} --bundle {bundle} --out {garbage_csv_copy}", 1,
      "{garbage_csv_copy}"),
     ("predict-out-in-missing-folder", "predict {imgs} --bundle {bundle} --out {text}/x.csv", 1, "{text}"),
+    # --- untrusted inputs (issue 26): what --out names, links on a card, hand-edited bundles ---------------
+    ("predict-out-is-a-photo", "predict {imgs} --bundle {bundle} --out {photo}", 1, "not a trapcls predictions CSV"),
+    ("predict-out-is-a-model", "predict {imgs} --bundle {bundle} --out {model_copy} --overwrite", 1,
+     "not a trapcls predictions CSV"),
+    ("predict-out-is-the-labels", "predict {imgs} --bundle {bundle} --out {torn_labels}", 1,
+     "not a trapcls predictions CSV"),
+    ("predict-input-is-a-link-loop", "predict {loop_link} --bundle {bundle} --out {out_csv}", 1,
+     "broken or looping symlink"),
+    ("predict-glob-under-a-looping-folder", "predict {loop_dir}/*.jpg --bundle {bundle} --out {out_csv}", 1,
+     "No JPEG or PNG images match"),
+    ("predict-bundle-huge-input", "predict {imgs} --bundle {huge_input} --out {out_csv}", 1, "at most 2048"),
+    ("predict-bundle-nan-std", "predict {imgs} --bundle {nan_std} --out {out_csv}", 1, "finite"),
+    ("predict-bundle-other-size", "predict {imgs} --bundle {other_size} --out {out_csv}", 1, "preprocess size"),
+    ("predict-bundle-policy-in-words", "predict {imgs} --bundle {wordy_policy} --out {out_csv}", 1,
+     "blank_policy.target_miss"),
+    ("predict-bundle-export-null", "predict {imgs} --bundle {null_export} --out {out_csv}", 1,
+     "'export' must be an object"),
+    ("predict-bundle-files-outside", "predict {imgs} --bundle {outside_files} --out {out_csv}", 1,
+     "not inside the bundle folder"),
+    ("predict-bundle-two-blanks", "predict {imgs} --bundle {two_blanks} --out {out_csv}", 1,
+     "several classes mean blank"),
+    ("predict-bundle-cr-class", "predict {imgs} --bundle {cr_class} --out {out_csv}", 1, "control characters"),
+    ("watch-bundle-two-blanks", "watch {folder} --bundle {two_blanks}", 1, "several classes mean blank"),
+    ("watch-all-csv-is-the-labels", "watch {folder} --bundle {bundle} --out {out} --all-csv {torn_labels}", 1,
+     "not a trapcls predictions CSV"),
+    ("adapt-bundle-nan-std", "adapt {pred_csv} --bundle {nan_std} --out {out_csv}", 1, "finite"),
+    ("train-two-blank-classes", "train {two_blank_labels} --out {out} " + ARCH, 1, "several classes mean blank"),
+    ("train-control-char-class", "train {cr_labels} --out {out} " + ARCH, 1, "control characters"),
+    ("events-class-column-twice", "events {twice_csv} --out {out_csv}", 1, "more than once"),
     ("predict-file-list-missing", "predict --file-list {missing} --bundle {bundle} --out {out_csv}", 1, "{missing}"),
     ("predict-file-list-folder", "predict --file-list {folder} --bundle {bundle} --out {out_csv}", 1, "{folder}"),
     ("predict-shard-out-of-range", "predict {imgs} --bundle {bundle} --out {out_csv} --shard 3/2", 2, "--shard"),
@@ -234,6 +263,7 @@ def ground(tmp_path_factory, tiny_run) -> dict[str, Path]:
     paths["other_labels"] = _write(root / "other_labels.csv", b"filepath,label\nnowhere/zzz.jpg,lion\n")
     paths["bundle"] = tiny_run / "bundle"
     paths.update(_bundles(root, tiny_run / "bundle"))
+    paths.update(_untrusted(root, tiny_run / "bundle"))
     paths.update(_journals(root))
     paths.update(_predictions(root, tiny_run / "bundle"))
     return paths
@@ -250,12 +280,42 @@ def _bundles(root: Path, bundle: Path) -> dict[str, Path]:
     (corrupt / "bundle.json").write_text('{"classes": ["a", "b"], "preprocess": ')
     made = {"corrupt_bundle": corrupt}
     manifest = json.loads((bundle / "bundle.json").read_text())
+    size = manifest["preprocess"]
     for name, field, value in (("odd_classes", "classes", 3), ("odd_preprocess", "preprocess", "big"),
                                ("odd_calibration", "calibration", "warm"),
-                               ("odd_files", "files", {"model.onnx": "sha"})):
+                               ("odd_files", "files", {"model.onnx": "sha"}),
+                               ("huge_input", "preprocess", {**size, "height": 100000, "width": 100000}),
+                               ("nan_std", "preprocess", {**size, "std": [float("nan")] * 3}),
+                               ("other_size", "preprocess", {**size, "height": 96, "width": 96}),
+                               ("wordy_policy", "blank_policy", {"threshold": 0.2, "target_miss": "five percent"}),
+                               ("null_export", "export", None),
+                               ("outside_files", "files", {**manifest["files"],
+                                                           "../../../../etc/passwd": {"sha256": "0" * 64}}),
+                               ("two_blanks", "classes", ["BLANK", *manifest["classes"][1:]]),
+                               ("cr_class", "classes", ["baboon\r", *manifest["classes"][1:]])):
         odd = Path(shutil.copytree(bundle, root / name))
         (odd / "bundle.json").write_text(json.dumps({**manifest, field: value}))
         made[name] = odd
+    return made
+
+
+def _untrusted(root: Path, bundle: Path) -> dict[str, Path]:
+    """What a careless or hostile user hands over: files --out must not touch, link loops, odd labels."""
+    made = {"photo": root / "photo.jpg", "model_copy": root / "model.onnx", "loop_link": root / "loop" / "a.jpg",
+            "loop_dir": root / "loop" / "dir"}
+    write_jpeg(made["photo"])
+    shutil.copyfile(bundle / "model.onnx", made["model_copy"])
+    made["torn_labels"] = _write(root / "labels.csv", b"filepath,label\na.jpg,bird\nb.jpg,blank")  # no final newline
+    made["loop_link"].parent.mkdir()
+    os.symlink("b.jpg", made["loop_link"])
+    os.symlink("a.jpg", made["loop_link"].with_name("b.jpg"))
+    os.symlink("dir", made["loop_dir"])
+    frames = sorted((DEMO / "train").glob("*/*.jpg"))
+    made["two_blank_labels"] = _write(root / "two_blank_labels.csv", ("filepath,label\n" + "".join(
+        f"{f},{'empty' if f.parent.name == 'blank' and i % 2 else f.parent.name}\n"
+        for i, f in enumerate(frames))).encode())
+    made["cr_labels"] = _write(root / "cr_labels.csv", ("filepath,label\n" + "".join(
+        f'{f},"{"ze" + chr(13) + "bra" if f.parent.name == "zebra" else f.parent.name}"\n' for f in frames)).encode())
     return made
 
 
@@ -290,6 +350,10 @@ def _predictions(root: Path, bundle: Path) -> dict[str, Path]:
         out = root / f"{name}.csv"
         run_predict(PredictConfig(inputs=[DEMO / "train"], bundle=bundle, out=out, fmt=fmt, workers=1, threads=1))
         made[name] = out
+    header, *rest = made["pred_csv"].read_text().split("\n")
+    cells = header.split(",")
+    cells[6] = cells[5]  # a hand edit: the second class column renamed to the first
+    made["twice_csv"] = _write(root / "twice.csv", "\n".join([",".join(cells), *rest]).encode())
     return made
 
 
