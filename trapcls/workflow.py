@@ -63,7 +63,7 @@ def write_validation_report(run_dir: Path, validation: Validation, *, command: s
     metrics = _validation_metrics(validation)
     columns = ("class", "precision", "recall", "f1", "support")
     write_csv(run_dir / "per_class.csv", columns, ([row[k] for k in columns] for row in metrics["per_class"]))
-    atomic_write_bytes(run_dir / "confusion.png", confusion_png(metrics["confusion"], validation.classes,
+    atomic_write_bytes(run_dir / "confusion.png", confusion_png(metrics["confusion"], metrics["confusion_classes"],
                                                                 normalised=True))
     paths = [s.path for s in validation.samples]
     write_report(run_dir / "report.html", title=f"trapcls train: {validation.title}", metrics=metrics,

@@ -26,16 +26,19 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def macro_f1(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Unweighted mean over classes of F1 of the top-1 prediction (classes absent from both count 0)."""
-    predicted = np.argmax(probs, axis=1)
-    scores = []
-    for c in range(np.asarray(probs).shape[1]):
-        tp = np.sum((predicted == c) & (labels == c))
-        fp = np.sum((predicted == c) & (labels != c))
-        fn = np.sum((predicted != c) & (labels == c))
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
+    """Unweighted mean over classes of F1 of the top-1 prediction (classes absent from both are left out)."""
+    tp, predicted, support = top1_counts(probs, labels, np.asarray(probs).shape[1])
+    fp, fn = predicted - tp, support - tp
+    seen = tp + fp + fn > 0
+    return float(np.mean(2 * tp[seen] / (2 * tp[seen] + fp[seen] + fn[seen]))) if seen.any() else 0.0
+
+
+def top1_counts(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class: rows predicted right (top-1), rows predicted as it, rows labelled it. Memory grows with rows plus
+    classes; a full confusion matrix grows with classes squared (3.2 GB at 20,000 classes)."""
+    labels, predicted = np.asarray(labels, dtype=np.int64), np.argmax(probs, axis=1)
+    return (np.bincount(labels[predicted == labels], minlength=num_classes),
+            np.bincount(predicted, minlength=num_classes), np.bincount(labels, minlength=num_classes))
 
 
 def confusion_matrix(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -45,12 +48,22 @@ def confusion_matrix(probs: np.ndarray, labels: np.ndarray, num_classes: int) ->
     return matrix
 
 
+def present_confusion(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class indices, counts[true, predicted]) over only the classes that occur as a label or a top-1 prediction:
+    at most twice as many as rows, so the matrix stays within the size of the probabilities themselves."""
+    labels, predicted = np.asarray(labels, dtype=np.int64), np.argmax(probs, axis=1)
+    present = np.union1d(labels, predicted)
+    matrix = np.zeros((len(present), len(present)), dtype=np.int64)
+    np.add.at(matrix, (np.searchsorted(present, labels), np.searchsorted(present, predicted)), 1)
+    return present, matrix
+
+
 def per_class(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> list[dict]:
     """Precision, recall, F1 and support of each class (0 where undefined)."""
-    matrix = confusion_matrix(probs, labels, len(classes))
+    hits, guesses, supports = top1_counts(probs, labels, len(classes))
     rows = []
     for i, name in enumerate(classes):
-        tp, predicted, support = matrix[i, i], matrix[:, i].sum(), matrix[i, :].sum()
+        tp, predicted, support = hits[i], guesses[i], supports[i]
         precision = tp / predicted if predicted else 0.0
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -93,10 +106,9 @@ def balanced_accuracy(probs: np.ndarray, labels: np.ndarray, num_classes: int | 
     """Mean top-1 recall over the classes present in `labels` (sklearn semantics; absent classes are skipped)."""
     probs, labels = _checked(probs, labels)
     num_classes = probs.shape[1] if num_classes is None else num_classes
-    matrix = confusion_matrix(probs, labels, num_classes)
-    support = matrix.sum(axis=1)
+    tp, _, support = top1_counts(probs, labels, num_classes)
     present = support > 0
-    return float(np.mean(np.diag(matrix)[present] / support[present]))
+    return float(np.mean(tp[present] / support[present]))
 
 
 def top_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -191,6 +203,7 @@ def evaluate_probs(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]
         return None if blank is None else binary_detection(p, y, blank, blank_threshold)
 
     table = reliability_bins(probs, labels, bins)
+    present, confusion = present_confusion(probs, labels)
     result = {
         "n": len(labels), "classes": classes,
         "log_loss": log_loss(probs, labels), "log_loss_rule": LOG_LOSS_RULE,
@@ -201,7 +214,8 @@ def evaluate_probs(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]
         "ece": expected_calibration_error(probs, labels, bins), "ece_bins": bins,
         "reliability": table,
         "per_class": per_class(probs, labels, classes),
-        "confusion": confusion_matrix(probs, labels, len(classes)).tolist(),
+        # Over the classes that occur only: what a picture or a reader can use, and bounded by the input.
+        "confusion": confusion.tolist(), "confusion_classes": [classes[i] for i in present],
         "blank": blank_scores(probs, labels),
         "per_site": None,
     }

@@ -36,3 +36,14 @@ class EvaluateConfig:
             raise OptionError("write_bundle", "stores a certified blank policy: give {blank_miss} too (e.g. 0.02)")
         if self.blank_miss is not None and len(self.predictions) != 1:
             raise OptionError("blank_miss", "certifies one model's predictions: give one predictions CSV")
+
+    def inputs(self) -> list[tuple[str, Path | None]]:
+        """The files evaluate reads (and the bundle it may store a policy in), named for a message: --report may be
+        none of them. A labels folder stands for its DrivenData tables, not for whatever else lies in it (a report
+        from an earlier run, say)."""
+        from trapcls.core.frames.labels import DRIVENDATA_FEATURES, DRIVENDATA_LABELS
+
+        labels = [self.labels / DRIVENDATA_FEATURES, self.labels / DRIVENDATA_LABELS] if self.labels.is_dir() \
+            else [self.labels]
+        return [*(("the predictions CSV", p) for p in self.predictions), *(("the --labels file", p) for p in labels),
+                ("the --bundle", self.bundle), ("the --write-bundle bundle", self.write_bundle)]

@@ -16,6 +16,10 @@ from trapcls.core.system.plotting import pyplot
 log = logging.getLogger(__name__)
 
 _DPI = 100
+# Pictures grow with the classes they show (a confusion matrix with their square): past this many a picture is
+# unreadable and costs hundreds of MB to draw, so the confusion matrix is left out and the bars show the most
+# frequent classes only (the tables and --json keep every class).
+MOST_CLASSES = 100
 
 
 def confusion_png(confusion: list[list[int]], classes: list[str], normalised: bool) -> bytes:
@@ -85,9 +89,9 @@ def reliability_png(reliability: dict) -> bytes:
 
 
 def per_class_png(per_class: list[dict]) -> bytes:
-    """Precision and recall per class as horizontal bars, the most frequent class on top."""
+    """Precision and recall per class as horizontal bars, the most frequent class on top (MOST_CLASSES at most)."""
     plt = pyplot()
-    rows = sorted(per_class, key=lambda row: -(row.get("support") or 0))
+    rows = sorted(per_class, key=lambda row: -(row.get("support") or 0))[:MOST_CLASSES]
     n = len(rows)
     font = float(np.clip(300 / max(n, 1), 6, 10))
     fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.28 * n + 1.4)))
@@ -101,7 +105,8 @@ def per_class_png(per_class: list[dict]) -> bytes:
     ax.set(xlim=(0, 1), xlabel="share")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
-    ax.set_title("precision and recall per class (sorted by support)", pad=22)
+    shown = "" if n == len(per_class) else f", the {n} most frequent of {len(per_class)} classes"
+    ax.set_title(f"precision and recall per class (sorted by support{shown})", pad=22)
     return _png(plt, fig)
 
 

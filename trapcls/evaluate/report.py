@@ -16,6 +16,7 @@ import numpy as np
 from trapcls import __version__
 from trapcls.core.system.exceptions import MissingDependencyError
 from trapcls.core.system.fsutil import atomic_write_text, writing
+from trapcls.core.table.row import display
 from trapcls.evaluate import pictures
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,10 @@ def write_report(
     """
     notes = list(notes or [])
     stats: dict[str, Any] = {"pictures": 0, "thumbnails": 0, "thumbnails_missing": 0, "missing_images": []}
+    drawn = len(metrics.get("confusion_classes") or classes)
+    if metrics.get("confusion") is not None and drawn > pictures.MOST_CLASSES:
+        notes.append(f"{drawn} classes occur: too many to draw a confusion matrix (at most {pictures.MOST_CLASSES}); "
+                     "`trapcls evaluate --json` holds it.")
     try:
         figures = _figures(metrics, classes)
         stats["pictures"] = len(figures)
@@ -166,12 +171,14 @@ def write_report(
 def _figures(metrics: dict, classes: list[str]) -> list[tuple[str, str, bytes, bool]]:
     """(id, caption, PNG, wide) for every picture the metrics allow."""
     out = []
-    if metrics.get("confusion") is not None and classes:
-        wide = len(classes) > 20  # side by side up to 20 classes; beyond that each needs the full width
-        out.append(("confusion", "Confusion matrix, counts (rows: true class, columns: predicted).",
-                    pictures.confusion_png(metrics["confusion"], classes, normalised=False), wide))
+    # The classes that occur (evaluate_probs leaves the others out of the matrix); a hand-built one has them all.
+    shown = metrics.get("confusion_classes") or classes
+    if metrics.get("confusion") is not None and 0 < len(shown) <= pictures.MOST_CLASSES:
+        wide = len(shown) > 20  # side by side up to 20 classes; beyond that each needs the full width
+        out.append(("confusion", "Confusion matrix, counts (rows: true class, columns: predicted), over the "
+                    "classes that occur.", pictures.confusion_png(metrics["confusion"], shown, normalised=False), wide))
         out.append(("confusion-normalised", "Confusion matrix, each row as a share of its true class.",
-                    pictures.confusion_png(metrics["confusion"], classes, normalised=True), wide))
+                    pictures.confusion_png(metrics["confusion"], shown, normalised=True), wide))
     if metrics.get("reliability"):
         out.append(("reliability", "Reliability: accuracy per top-1 confidence bin; bars under the diagonal "
                     "mean over-confidence.", pictures.reliability_png(metrics["reliability"]), False))
@@ -418,7 +425,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    # display(): a file name whose bytes are not UTF-8 shown with \x escapes, as the page must be UTF-8.
+    return html.escape("" if value is None else display(str(value)), quote=True)
 
 
 def _data_uri(data: bytes, mime: str) -> str:

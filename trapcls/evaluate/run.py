@@ -23,9 +23,11 @@ from trapcls.core.metrics import compare, evaluate_probs
 from trapcls.core.model.blank import DEFAULT, DEFAULT_BLANK_THRESHOLD, BlankRule, blank_index, given_rule
 from trapcls.core.model.bundle import MANIFEST, load_bundle, store_blank_policy
 from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import refuse_input_as_output
 from trapcls.core.table.blank import rule_for_table
 from trapcls.core.table.read import Table
 from trapcls.core.table.read import read_predictions as read_predictions_table
+from trapcls.core.table.row import Row, display
 from trapcls.evaluate.certify import certify_blank_threshold
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.evaluate.report import galleries, write_report
@@ -70,9 +72,24 @@ def read_predictions(path: Path) -> Predictions:
     table = read_predictions_table(path, distributions=False)
     good = [row for row in table.rows if row.ok]
     probs = np.asarray([row.probs for row in good], dtype=np.float64).reshape(len(good), len(table.classes))
+    _refuse_non_probabilities(table, good, probs)
     return Predictions(source=path, fmt=table.fmt, classes=list(table.classes), keys=[row.path for row in good],
                        probs=probs, failed=[row.path for row in table.rows if not row.ok], model=table.model,
                        table=table)
+
+
+def _refuse_non_probabilities(table: Table, good: list[Row], probs: np.ndarray) -> None:
+    """DataError naming the file, row and column of the first cell that is NaN, infinite or negative: no
+    renormalisation makes such a row a distribution, and one of them turns the log loss into NaN."""
+    bad = np.argwhere(~np.isfinite(probs) | (probs < 0))
+    if not len(bad):
+        return
+    row, column = bad[0]
+    line = next(i for i, r in enumerate(table.rows, start=2) if r is good[row])  # the header is line 1
+    more = f" ({len(bad) - 1} more such cells)" if len(bad) > 1 else ""
+    raise DataError(f"{table.source}: row {line} ({display(good[row].path)}), column {display(table.classes[column])}: "
+                    f"{probs[row, column]:g} is not a probability (NaN, infinite or negative){more}. Fix or remove "
+                    "the row; a CSV trapcls wrote never holds one.")
 
 
 def blank_rule(config: EvaluateConfig, predictions: Predictions) -> BlankRule:
@@ -211,14 +228,30 @@ class Evaluation:
     blank_rules: list[str | None] = field(default_factory=list)  # per file, the blank rule its scores used, and why
 
     def to_json(self) -> dict:
-        return {"predictions": self.names, "metrics": self.metrics, "comparison": self.comparison,
-                "notes": self.notes, "counts": self.counts, "report": str(self.report) if self.report else None,
-                "blank_certificate": self.certificate, "stored_in": str(self.stored_in) if self.stored_in else None,
-                "blank_rules": self.blank_rules}
+        """Everything as JSON values; names whose bytes are not UTF-8 with \\x escapes (`display`), as strict JSON
+        readers refuse the lone surrogates Python holds them in."""
+        return _displayed({
+            "predictions": self.names, "metrics": self.metrics, "comparison": self.comparison, "notes": self.notes,
+            "counts": self.counts, "report": str(self.report) if self.report else None,
+            "blank_certificate": self.certificate, "stored_in": str(self.stored_in) if self.stored_in else None,
+            "blank_rules": self.blank_rules})
+
+
+def _displayed(value):
+    """`value` with every string (keys too) as `display` writes it."""
+    if isinstance(value, str):
+        return display(value)
+    if isinstance(value, dict):
+        return {_displayed(k): _displayed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_displayed(v) for v in value]
+    return value
 
 
 def evaluate(config: EvaluateConfig) -> Evaluation:
     """Score one predictions file (or two side by side) against labels; write the HTML report if asked."""
+    if config.report is not None:
+        refuse_input_as_output(config.report, config.inputs(), flag="--report")
     refuse_a_bad_write_bundle(config)
     samples = read_labels(config.labels, label_regex=config.label_regex)
     loaded = [read_predictions(p) for p in config.predictions]

@@ -23,6 +23,7 @@ says so).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +32,10 @@ import numpy as np
 from trapcls.core.model.blank import BlankRule, rule_for
 from trapcls.core.model.bundle import load_bundle
 from trapcls.core.system.exceptions import DataError
-from trapcls.core.system.fsutil import atomic_write_text, write_csv, writing
+from trapcls.core.system.fsutil import atomic_write_text, refuse_input_as_output, write_csv, writing
 from trapcls.core.table.layout import Layout
 from trapcls.core.table.read import Table, read_field
-from trapcls.core.table.row import Row
+from trapcls.core.table.row import Row, display
 from trapcls.results.config import AdaptConfig
 from trapcls.results.events import deployment_of
 
@@ -113,11 +114,12 @@ def training_prior(bundle) -> tuple[np.ndarray, bool]:
 
 def run_adapt(config: AdaptConfig) -> AdaptSummary:
     """Adapt each deployment's probabilities to its own priors; write the adapted CSV and a JSON report."""
+    report = _check_outputs(config)
     bundle = load_bundle(config.bundle)
     table = read_field(config.predictions)
     _check_same_model(table, bundle, config)
     train, assumed = training_prior(bundle)
-    summary = AdaptSummary(out=config.out, report=config.report or config.out.with_suffix(".priors.json"),
+    summary = AdaptSummary(out=config.out, report=report,
                            classes=table.classes, training_prior=train, assumed_uniform=assumed)
     if assumed:
         summary.notes.append(f"{config.bundle} records no training class frequencies (bundles exported before "
@@ -158,11 +160,21 @@ def _check_same_model(table: Table, bundle, config: AdaptConfig) -> None:
                         "the bundle that wrote it (its training priors are what gets corrected).")
 
 
+def _check_outputs(config: AdaptConfig) -> Path:
+    """The report's path, once neither output is a folder, one of the inputs, or the other output."""
+    report = config.report or config.out.with_suffix(".priors.json")
+    for flag, path in (("--out", config.out), ("--report", report)):
+        if path.is_dir():
+            raise DataError(f"{flag} {path} is a folder; give a file path.")
+    if os.path.abspath(report) == os.path.abspath(config.out):
+        raise DataError(f"--report {report} is --out as well: the priors would replace the adapted CSV; give "
+                        "--report another file.")
+    refuse_input_as_output(config.out, config.inputs())
+    refuse_input_as_output(report, [*config.inputs(), ("--out", config.out)], flag="--report")
+    return report
+
+
 def _write(config: AdaptConfig, table: Table, adapted: dict[str, np.ndarray], layout: Layout) -> None:
-    if config.out.is_dir():
-        raise DataError(f"--out {config.out} is a folder; give a CSV file path.")
-    if config.out.exists() and config.out.resolve() == config.predictions.resolve():
-        raise DataError(f"--out {config.out} is the predictions CSV itself; write the adapted one elsewhere.")
     rows = []
     for frame in table.rows:
         row = (Row(frame.path, adapted[frame.path], captured=frame.captured) if frame.ok
@@ -174,16 +186,19 @@ def _write(config: AdaptConfig, table: Table, adapted: dict[str, np.ndarray], la
 
 def _write_report(summary: AdaptSummary, table: Table, config: AdaptConfig) -> None:
     def mix(values: np.ndarray) -> dict[str, float]:
-        return {c: round(float(v), 6) for c, v in zip(table.classes, values)}
+        return {display(c): round(float(v), 6) for c, v in zip(table.classes, values)}
 
+    # display(): names whose bytes are not UTF-8 (a camera folder from a Latin-1 card) with \\x escapes, as
+    # strict JSON readers refuse the lone surrogates Python holds them in.
     report = {
-        "predictions": str(config.predictions), "bundle": str(config.bundle), "model": table.model,
+        "predictions": display(str(config.predictions)), "bundle": display(str(config.bundle)),
+        "model": table.model and display(table.model),
         "method": "EM of Saerens, Latinne & Decaestecker (2002), MAP with a Dirichlet prior on the priors",
         "prior_strength": config.prior_strength, "min_frames": config.min_frames,
         "training_prior": mix(summary.training_prior), "training_prior_assumed_uniform": summary.assumed_uniform,
-        "deployments": [{"deployment": e.deployment, "frames": e.frames, "adapted": e.adapted, "reason": e.reason,
-                         "prior": mix(e.prior)} for e in summary.estimates],
-        "notes": summary.notes,
+        "deployments": [{"deployment": display(e.deployment), "frames": e.frames, "adapted": e.adapted,
+                         "reason": e.reason, "prior": mix(e.prior)} for e in summary.estimates],
+        "notes": [display(note) for note in summary.notes],
     }
     with writing(summary.report, "--report"):
         atomic_write_text(summary.report, json.dumps(report, indent=2) + "\n")

@@ -57,9 +57,9 @@ import numpy as np
 from trapcls import __version__
 from trapcls.core.frames.labels import listing
 from trapcls.core.system.exceptions import DataError, OptionError
-from trapcls.core.system.fsutil import atomic_write_text, write_csv, writing
+from trapcls.core.system.fsutil import atomic_write_text, refuse_input_as_output, write_csv, writing
 from trapcls.core.table.read import Table
-from trapcls.core.table.row import Row
+from trapcls.core.table.row import Row, display, name_bytes
 from trapcls.results.config import ConvertConfig, ConvertSummary
 from trapcls.results.events import Event, deployment_of, group_events
 from trapcls.results.taxa import Taxon, taxa_for
@@ -93,6 +93,8 @@ _UNREADABLE = "not classified: trapcls could not read the image(s)"
 def write_camtrap_dp(table: Table, config: ConvertConfig, *, threshold: float) -> ConvertSummary:
     """Write `table` as a Camtrap DP package into the folder `config.out` (see the module docstring)."""
     _check_out(config.out, config.overwrite)
+    for name in PACKAGE_FILES:
+        refuse_input_as_output(config.out / name, config.inputs())
     zone = parse_timezone(config.timezone)
     taxa = taxa_for(table.classes, config.taxa)
     _check_ranks(taxa, config.taxa)
@@ -182,7 +184,7 @@ def _stamp(moment: datetime) -> str:
 
 def _id(kind: str, key: str) -> str:
     """A stable identifier: the same frame or event gets the same one in every export."""
-    return hashlib.sha256(f"{kind}:{key}".encode()).hexdigest()[:16]
+    return hashlib.sha256(name_bytes(f"{kind}:{key}")).hexdigest()[:16]
 
 
 def _media_rows(events: list[Event], moments: dict[str, datetime]) -> list[dict[str, str]]:
@@ -360,7 +362,7 @@ def _check_ranks(taxa: dict[str, Taxon], taxa_file: Path | None) -> None:
 def _descriptor(table: Table, deployments: list[dict[str, str]], observations: list[dict[str, str]],
                 taxa: dict[str, Taxon], now: datetime) -> dict:
     """datapackage.json: the Camtrap DP metadata, with placeholders where trapcls cannot know."""
-    model = table.model or "an unnamed model"
+    model, source = display(table.model or "an unnamed model"), display(table.source.name)  # JSON text is Unicode
     slug = _NAME.sub("-", table.source.stem.lower()).strip("-.") or "predictions"
     return {
         "resources": [{"name": name, "path": f"{name}.csv", "profile": "tabular-data-resource", "format": "csv",
@@ -371,15 +373,15 @@ def _descriptor(table: Table, deployments: list[dict[str, str]], observations: l
         "name": f"trapcls-{slug}",
         "id": str(uuid.uuid4()),
         "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "title": f"Camera trap images classified by trapcls: {table.source.name}",
+        "title": f"Camera trap images classified by trapcls: {source}",
         "contributors": [{"title": "trapcls (placeholder: replace with the people and organisations behind the data)",
                           "role": "contributor"}],
         "description": (f"Machine classifications of camera-trap images by the model {model} with trapcls "
-                        f"{__version__}, converted from {table.source.name}. Each image has a media-level "
+                        f"{__version__}, converted from {source}. Each image has a media-level "
                         "observation and each event (a burst of one camera) an event-level observation. "
                         "Contributors, project and licenses are placeholders to complete before publishing."),
         "sources": [{"title": "trapcls", "version": __version__}, {"title": f"classifier: {model}"}],
-        "project": {"title": f"Placeholder: the project behind {table.source.name}",
+        "project": {"title": f"Placeholder: the project behind {source}",
                     "samplingDesign": "opportunistic", "captureMethod": ["activityDetection"],
                     "individualAnimals": False, "observationLevel": ["media", "event"]},
         "spatial": _spatial(deployments),
@@ -452,7 +454,8 @@ def _write(out: Path, overwrite: bool, tables: dict[str, tuple[tuple[str, ...], 
                 (out / "datapackage.json").unlink(missing_ok=True)
             for name, (fields, rows) in tables.items():
                 written.append(out / f"{name}.csv")
-                write_csv(written[-1], fields, ([row.get(f, "") for f in fields] for row in rows))
+                # display(): a name whose bytes are not UTF-8 with \\x escapes, as the CSVs are UTF-8.
+                write_csv(written[-1], fields, ([display(row.get(f, "")) for f in fields] for row in rows))
             atomic_write_text(out / "datapackage.json", json.dumps(package, indent=2, ensure_ascii=False) + "\n")
         except OSError:
             for path in written:

@@ -34,6 +34,10 @@ class ReadOptions:
     def __post_init__(self) -> None:
         check_options(self)
 
+    def inputs(self) -> list[tuple[str, Path | None]]:
+        """The files this command reads, named for a message: no output may be one of them."""
+        return [("the predictions CSV", self.predictions), ("the --bundle", self.bundle)]
+
 
 @dataclass(frozen=True, kw_only=True)
 class EventOptions:
@@ -59,6 +63,10 @@ class ConvertConfig(ReadOptions, EventOptions):
     taxa: Path | None = None  # camtrap-dp and megadetector: class -> scientific name / observation type
     timezone: str | None = None  # camtrap-dp: the cameras' UTC offset or IANA zone (EXIF has none)
     overwrite: bool = False
+
+    def inputs(self) -> list[tuple[str, Path | None]]:
+        """The files this command reads, named for a message: no output may be one of them."""
+        return [*super().inputs(), ("the --taxa CSV", self.taxa), ("the --deployments CSV", self.deployments)]
 
 
 @dataclass

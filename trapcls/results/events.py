@@ -29,7 +29,7 @@ import numpy as np
 
 from trapcls.core.model.blank import BlankRule
 from trapcls.core.system.exceptions import DataError
-from trapcls.core.system.fsutil import write_csv, writing
+from trapcls.core.system.fsutil import refuse_input_as_output, write_csv, writing
 from trapcls.core.table.blank import rule_for_table
 from trapcls.core.table.read import Table, read_field
 from trapcls.core.table.row import Row, neutralise, number
@@ -84,15 +84,16 @@ def event_probs(probs: np.ndarray, blank: int | None) -> np.ndarray:
     return out / out.sum()
 
 
-def group_events(table: Table, *, gap: float, deployment: Callable[[str], str]) -> list[Event]:
-    """The events of a field table; `deployment` maps a frame's path to its camera folder."""
+def group_events(table: Table, *, gap: float, deployment: Callable[[str], str], relative: bool = False) -> list[Event]:
+    """The events of a field table; `deployment` maps a frame's path to its camera folder. `relative`: the paths are
+    already relative to their camera folder (a camera's own CSV, as the watch writes it), not to the table's root."""
     by_deployment: dict[str, list[Row]] = {}
     for frame in table.rows:
         by_deployment.setdefault(deployment(frame.path), []).append(frame)
     events = []
     for name in sorted(by_deployment):
         for frames in _split(by_deployment[name], gap):
-            events.append(_event(name, frames, table.blank))
+            events.append(_event(name, frames, table.blank, relative))
     return events
 
 
@@ -111,11 +112,11 @@ def _split(frames: list[Row], gap: float) -> Iterable[list[Row]]:
         yield [frame]
 
 
-def _event(deployment: str, frames: list[Row], blank: int | None) -> Event:
+def _event(deployment: str, frames: list[Row], blank: int | None, relative: bool = False) -> Event:
     first = frames[0]
     # Stable: the same frames give the same id whatever the file order. Starts within a deployment
     # are strictly increasing (events are split by time), so the start names a timed event.
-    inside = first.path if deployment == "." else first.path[len(deployment) + 1:]
+    inside = first.path if relative or deployment == "." else first.path[len(deployment) + 1:]
     suffix = first.time.strftime("%Y%m%dT%H%M%S") if first.captured else "untimed:" + inside
     readable = [f.probs for f in frames if f.ok]
     probs = event_probs(np.stack(readable), blank) if readable else None
@@ -182,6 +183,7 @@ class EventsSummary:
 
 def run_events(config: EventsConfig) -> EventsSummary:
     """Group a field CSV's frames into events and write one row per event."""
+    refuse_input_as_output(config.out, config.inputs())
     table = read_field(config.predictions)
     rule = rule_for_table(table, given=config.blank_threshold, bundle=config.bundle)
     events = group_events(table, gap=config.gap,

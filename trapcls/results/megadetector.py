@@ -21,6 +21,10 @@ writes each frame this way:
   "nothing here", and Timelapse counts it as Empty.
 - an unreadable frame gets `failure` (predict's error text) and `detections: null`, as the
   format asks; Timelapse skips it.
+- `file`: the CSV's path, relative to the folder `predict` read (the image folder Timelapse opens).
+  A frame whose path would leave that folder (absolute, a drive letter, a '..' step; only a
+  hand-edited CSV holds one) is left out with a note, as Camtrap DP's filePath rule does. A name
+  whose bytes are not UTF-8 is written with \\x escapes (`display`): JSON text must be Unicode.
 - `datetime`: the capture time as EXIF writes it ("2021:04:11 20:43:09", camera wall clock), as
   MegaDetector's run_detector_batch writes it with --include_image_timestamp; absent when the
   frame has none.
@@ -37,6 +41,8 @@ the blank threshold as detector_metadata's thresholds, and trapcls's version.
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -44,9 +50,9 @@ import numpy as np
 
 from trapcls import __version__
 from trapcls.core.system.exceptions import DataError
-from trapcls.core.system.fsutil import atomic_write_text, writing
+from trapcls.core.system.fsutil import atomic_write_text, refuse_input_as_output, writing
 from trapcls.core.table.read import Table
-from trapcls.core.table.row import Row
+from trapcls.core.table.row import Row, display
 from trapcls.results.config import ConvertConfig, ConvertSummary
 from trapcls.results.taxa import Taxon, taxa_for
 
@@ -60,24 +66,37 @@ DETECTOR = f"trapcls {__version__} whole-frame (no detector: one box covering th
 COMPLETION_TIME = "%Y-%m-%d %H:%M:%S"  # the format's completion times
 EXIF_TIME = "%Y:%m:%d %H:%M:%S"  # per-image datetime, as run_detector_batch writes it
 DIGITS = 6
+_DRIVE = re.compile(r"^[A-Za-z]:")  # C:\x.jpg, or C:x.jpg (relative to drive C's current folder)
 
 
 def write_megadetector(table: Table, config: ConvertConfig, *, threshold: float) -> ConvertSummary:
     """Write `table` as MegaDetector format 1.6 JSON to `config.out`, atomically; blank: P(blank) >= threshold."""
-    check_out(config.out, config.predictions, overwrite=config.overwrite)
+    check_out(config, overwrite=config.overwrite)
+    outside = [frame.path for frame in table.rows if not inside_image_folder(frame.path)]
+    if outside:
+        table = replace(table, rows=[frame for frame in table.rows if inside_image_folder(frame.path)])
     results = megadetector_results(table, taxa_for(table.classes, config.taxa), threshold=threshold)
     with writing(config.out):
         atomic_write_text(config.out, json.dumps(results, indent=1, allow_nan=False) + "\n")
-    return ConvertSummary(out=config.out, to="megadetector", frames=len(table.rows), notes=_notes(table, config.out))
+    return ConvertSummary(out=config.out, to="megadetector", frames=len(table.rows),
+                          notes=_notes(table, config.out, outside))
 
 
-def check_out(out: Path, predictions: Path, *, overwrite: bool) -> None:
-    """DataError for an --out that is a folder, the predictions CSV itself, or an existing file without overwrite."""
+def inside_image_folder(path: str) -> bool:
+    """Whether `path` stays inside the folder it is relative to on every system a reader may run on: not absolute
+    (no leading / or \\, no drive letter) and no '..' step, / and \\ both separators (Timelapse runs on
+    Windows, where the Linux name '..\\x.jpg' leads out). `predict` writes no other; a hand-edited CSV can."""
+    return bool(path) and not path.startswith(("/", "\\")) and not _DRIVE.match(path) and \
+        ".." not in re.split(r"[/\\]", path)
+
+
+def check_out(config: ConvertConfig, *, overwrite: bool) -> None:
+    """DataError for an --out that is a folder, one of the files the command reads, or an existing file without
+    overwrite."""
+    out = config.out
     if out.is_dir():
         raise DataError(f"--out {out} is a folder; give a JSON file path, e.g. {out / 'results.json'}.")
-    if out.exists() and out.resolve() == predictions.resolve():
-        raise DataError(f"--out {out} is the predictions CSV itself; choose another --out, e.g. "
-                        f"{out.with_suffix('.json')}.")
+    refuse_input_as_output(out, config.inputs())
     if out.exists() and not overwrite:
         raise DataError(f"--out {out} already exists; pass --overwrite to replace it, or choose another --out.")
 
@@ -89,9 +108,9 @@ def megadetector_results(table: Table, taxa: dict[str, Taxon], *, threshold: flo
     return {
         "info": _info(table, threshold),
         "detection_categories": dict(DETECTION_CATEGORIES),
-        "classification_categories": {ids[i]: table.classes[i] for i in ids},
+        "classification_categories": {ids[i]: display(table.classes[i]) for i in ids},
         "classification_category_descriptions": {
-            ids[i]: taxa[table.classes[i]].scientific_name or table.classes[i] for i in ids},
+            ids[i]: display(taxa[table.classes[i]].scientific_name or table.classes[i]) for i in ids},
         "images": [image_entry(frame, blank=table.blank, kinds=kinds, threshold=threshold) for frame in table.rows],
     }
 
@@ -105,20 +124,20 @@ def _info(table: Table, threshold: float) -> dict:
         "detector": DETECTOR,
         "detector_metadata": {"megadetector_version": "none", "typical_detection_threshold": floor,
                               "conservative_detection_threshold": floor},
-        "classifier": table.model or UNKNOWN_MODEL,
+        "classifier": display(table.model or UNKNOWN_MODEL),
         "classification_completion_time": datetime.now().strftime(COMPLETION_TIME),
-        "custom_metadata": {"trapcls_version": __version__, "predictions": table.source.name,
+        "custom_metadata": {"trapcls_version": __version__, "predictions": display(table.source.name),
                             "blank_threshold": threshold, "boxes": "whole frame"},
     }
 
 
 def image_entry(frame: Row, *, blank: int | None, kinds: list[str], threshold: float) -> dict:
     """One `images[]` entry: a whole-frame detection, none (blank), or a failure (unreadable)."""
-    entry: dict = {"file": frame.path}
+    entry: dict = {"file": display(frame.path)}
     if frame.captured:
         entry["datetime"] = frame.time.strftime(EXIF_TIME)
     if not frame.ok:
-        return {**entry, "failure": frame.error or "unreadable (the CSV gives no reason)", "detections": None}
+        return {**entry, "failure": display(frame.error or "unreadable (the CSV gives no reason)"), "detections": None}
     detection = whole_frame_detection(frame.probs, blank=blank, kinds=kinds, threshold=threshold)
     return {**entry, "detections": [] if detection is None else [detection]}
 
@@ -135,8 +154,11 @@ def whole_frame_detection(probs: np.ndarray, *, blank: int | None, kinds: list[s
             "classifications": [[str(i), _round(probs[i] / mass)] for i in order]}
 
 
-def _notes(table: Table, out: Path) -> list[str]:
+def _notes(table: Table, out: Path, outside: list[str]) -> list[str]:
     notes = []
+    if outside:
+        notes.append(f"{len(outside)} frames are left out: their paths leave the image folder (absolute, or with "
+                     f"'..'), which a file entry may not, e.g. {', '.join(map(display, outside[:5]))}.")
     unreadable = sum(not f.ok for f in table.rows)
     if unreadable:
         notes.append(f"{unreadable} frames were unreadable: they are in the JSON with their error as `failure` and "

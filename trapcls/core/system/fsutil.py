@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -64,6 +65,32 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_at(folder: int, name: str, data: bytes) -> None:
+    """atomic_write_bytes into the folder open as the descriptor `folder`: the temp file, the rename and the fsync
+    act on that folder itself, wherever its path leads by now (a folder swapped for a link is not followed)."""
+    temp = f".{name}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=folder)
+    try:
+        try:  # keep the permissions of the file replaced; a new one gets what a plain open() would give
+            old = os.stat(name, dir_fd=folder, follow_symlinks=False)
+            if stat.S_ISREG(old.st_mode):
+                os.fchmod(fd, old.st_mode & 0o7777)
+        except FileNotFoundError:
+            pass
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+        os.fsync(folder)
+    except BaseException:
+        try:
+            os.unlink(temp, dir_fd=folder)  # no half-written temp file left behind
+        except OSError:
+            pass  # renamed already, or the folder cannot be written at all
+        raise
+
+
 def _mode_for(path: Path) -> int:
     """The replaced file's permissions, or 0666 less the umask for a new file."""
     try:
@@ -81,11 +108,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """A whole CSV (header, then rows; "\\n" line ends) written with atomic_write_text."""
+    atomic_write_text(path, csv_text(header, rows))
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A whole CSV as text: header, then rows; "\\n" line ends."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -166,6 +198,43 @@ def write_error(exc: Exception, path: str | Path | None = None, *, flag: str = "
     reason = getattr(exc, "strerror", None) or str(exc)
     return DataError(f"Cannot write {where}: {reason}. Choose a writable {flag}"
                      f"{' (a read-only disk, one that was removed, or missing permissions?)' if fault else ''}.")
+
+
+def refuse_input_as_output(out: str | Path, inputs: Iterable[tuple[str, str | Path | None]], *,
+                           flag: str = "--out") -> None:
+    """DataError when the file `out` names is one of the `inputs` ((what it is, path) pairs; None skipped) however
+    it is spelt: another path, a symlink or a hard link to it (same device and inode). A folder among the inputs
+    (a bundle) stands for the files directly in it. The one rule every command that writes next to what it
+    reads follows, checked before any work, so a mistyped output never costs an input a byte."""
+    try:
+        target = os.stat(out)
+    except (OSError, ValueError):
+        return  # nothing there yet (or no file a name can reach): it cannot be an input
+    mine = (target.st_dev, target.st_ino)
+    for what, path in inputs:
+        if path is None:
+            continue
+        for member in _members(Path(path)):
+            try:
+                st = os.stat(member)
+            except (OSError, ValueError):
+                continue
+            if (st.st_dev, st.st_ino) == mine:
+                if member != Path(path):
+                    where = f"is {member.name} of {what}"
+                elif os.path.abspath(member) == os.path.abspath(out):
+                    where = f"is {what} itself"
+                else:
+                    where = f"is {what} ({member}) by another name"
+                raise DataError(f"{flag} {out} {where}: writing it would destroy that input; choose another {flag}.")
+
+
+def _members(path: Path) -> list[Path]:
+    """`path`, and when it is a folder the entries directly in it."""
+    try:
+        return [*(Path(entry.path) for entry in os.scandir(path))] if path.is_dir() else [path]
+    except OSError:
+        return [path]
 
 
 def check_writable(folder: str | Path, flag: str = "--out") -> None:
