@@ -127,6 +127,18 @@ CASES: list[tuple[str, str, int, str]] = [
     ("train-two-blank-classes", "train {two_blank_labels} --out {out} " + ARCH, 1, "several classes mean blank"),
     ("train-control-char-class", "train {cr_labels} --out {out} " + ARCH, 1, "control characters"),
     ("events-class-column-twice", "events {twice_csv} --out {out_csv}", 1, "more than once"),
+    ("events-out-is-the-predictions", "events {pred_csv} --out {pred_csv}", 1, "is the predictions CSV itself"),
+    ("convert-out-is-the-predictions", "convert {pred_csv} --to megadetector --out {pred_csv} --overwrite", 1,
+     "is the predictions CSV itself"),
+    ("adapt-out-is-the-predictions", "adapt {pred_csv} --bundle {bundle} --out {pred_csv}", 1,
+     "is the predictions CSV itself"),
+    ("adapt-report-is-out", "adapt {pred_csv} --bundle {bundle} --out {out_csv} --report {out_csv}", 1,
+     "is --out as well"),
+    ("adapt-report-in-bundle", "adapt {pred_csv} --bundle {bundle} --out {out_csv} --report {bundle}/bundle.json",
+     1, "bundle.json of the --bundle"),
+    ("evaluate-report-is-the-predictions", "evaluate {pred_csv} --labels {train} --report {pred_csv}", 1,
+     "is the predictions CSV itself"),
+    ("evaluate-nan-probability", "evaluate {nan_csv} --labels {train}", 1, "not a probability"),
     ("predict-file-list-missing", "predict --file-list {missing} --bundle {bundle} --out {out_csv}", 1, "{missing}"),
     ("predict-file-list-folder", "predict --file-list {folder} --bundle {bundle} --out {out_csv}", 1, "{folder}"),
     ("predict-shard-out-of-range", "predict {imgs} --bundle {bundle} --out {out_csv} --shard 3/2", 2, "--shard"),
@@ -354,6 +366,9 @@ def _predictions(root: Path, bundle: Path) -> dict[str, Path]:
     cells = header.split(",")
     cells[6] = cells[5]  # a hand edit: the second class column renamed to the first
     made["twice_csv"] = _write(root / "twice.csv", "\n".join([",".join(cells), *rest]).encode())
+    header, first, *rest = made["submission_csv"].read_text().split("\n")
+    first = ",".join([first.split(",")[0], "nan", *first.split(",")[2:]])
+    made["nan_csv"] = _write(root / "nan.csv", "\n".join([header, first, *rest]).encode())
     return made
 
 
