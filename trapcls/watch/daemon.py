@@ -28,6 +28,7 @@ from trapcls.core.frames.discover import ImageFile
 from trapcls.core.model.bundle import load_bundle
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import check_writable, storage_fault
+from trapcls.core.table.row import display
 from trapcls.predict.backends import choose_backend, create_backend
 from trapcls.predict.config import DEFAULT_BATCH
 from trapcls.predict.runner import classify_batches
@@ -100,6 +101,9 @@ class Watcher:
             if guard.pause is not None:
                 log.warning("stopping while paused (%s): the CSVs of new results are written at the next start, "
                             "from the journal", guard.pause.reason)
+            elif self.writers.aside:
+                log.warning("stopping with camera folders set aside (%s): their CSVs are written at the next start, "
+                            "from the journal", ", ".join(map(display, self.writers.aside)))
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -132,7 +136,8 @@ class Watcher:
         log.info("backend %s on %s (%s)", choice.name, backend.device, choice.reason)
         self._bundle, self._backend = bundle, backend
         self._batch = config.batch_size or DEFAULT_BATCH.get(backend.device, 8)
-        self.writers = Writers(config, self.out, bundle.layout("field", config.blank_threshold))
+        self.writers = Writers(config, self.out, bundle.layout("field", config.blank_threshold),
+                               whole_disk=self.guard.whole_disk)
         if self.writers.layout.blank_rule is not None:
             log.info("%s", self.writers.layout.blank_rule.describe())
         return choice
@@ -269,7 +274,7 @@ class _ErrorLog:
 
     def note(self, path: str, error: str) -> None:
         if self._shown < ERRORS_PER_MINUTE:
-            log.warning("%s: %s", path, error)
+            log.warning("%s: %s", display(path), error)
             self._shown += 1
         else:
             self._suppressed += 1

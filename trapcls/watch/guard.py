@@ -35,6 +35,9 @@ PAUSE_LOG_EVERY = 60.0  # a pause is logged when it starts, then once a minute
 STATUS_EVERY = 5.0  # seconds between STATUS= lines for systemd
 GONE = "the output folder is gone (was its disk removed?)"
 Fault = tuple[str, str]  # (reason, path): "disk full", "/srv/out/cam1/predictions.csv"
+# Faults of the disk itself, wherever on it they show: they pause the daemon even when met in one camera folder.
+DEVICE_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE,
+                           errno.ENOTCONN, errno.EHOSTDOWN})
 
 
 @dataclass
@@ -183,6 +186,21 @@ class DiskGuard:
         """Raise (a fault that pauses) if OUT is gone: deleted, or its disk removed and a bare mount point left."""
         if not (self.out / STATE_DIR).is_dir():
             raise FileNotFoundError(errno.ENOENT, GONE, str(self.out))
+
+    def whole_disk(self, exc: BaseException) -> bool:
+        """Whether a write that failed in one camera folder failed for OUT's disk as a whole (the daemon pauses)
+        rather than for that folder alone (that camera is set aside, trapcls.watch.writers).
+
+        A full, read-only, failing or vanished disk is the disk's. A link or a folder in the way is the
+        folder's. Permission denied (or a folder gone) is the folder's unless OUT/.trapcls cannot be written
+        either, which the test file of a pause tells.
+        """
+        fault = self._fault(exc)
+        if fault is None:
+            return False
+        if fault == "disk full" or getattr(exc, "errno", None) in DEVICE_FAULTS:
+            return True
+        return self._cannot_write() is not None
 
     def _fault(self, exc: BaseException) -> str | None:
         """What storage fault `exc` is ("disk full", "read-only file system", ...), None if it is none."""

@@ -177,20 +177,31 @@ class Intake:
         if kind == "folder":  # a folder moved in whole brings no events for its files: look inside
             try:
                 found = discover_images([path])
-            except DataError:  # nothing in it (yet)
+            except (DataError, OSError) as exc:  # nothing in it (yet), or gone again: the rescans look too
+                log.debug("%s: %s", path, exc)
                 found = []
             for f in found:
                 self.saw((rel / f.rel).as_posix())
             return
         closed = kind == "closed"
-        outside = path.is_symlink() and not path.resolve().is_relative_to(self.inbox)
-        if not is_candidate(path.name) or not path.is_file() or outside:
+        # is_file() follows links and is False for a broken or looping one; is_file() first, so resolve() never
+        # meets a loop (the rescans count such links with the other special files)
+        if not is_candidate(path.name) or not path.is_file() or self._outside(path):
             return
         key = rel.as_posix()
         self.saw(key)
         if closed and key in self.waiting:  # written and closed: no need to wait for the settle time
             size, mtime_ns, _ = self.waiting[key]
             self.waiting[key] = (size, mtime_ns, time.monotonic() - self.config.settle)
+
+    def _outside(self, path: Path) -> bool:
+        """A link that leads out of the inbox (or nowhere now: changed since it was looked at)."""
+        if not path.is_symlink():
+            return False
+        try:
+            return not path.resolve(strict=True).is_relative_to(self.inbox)
+        except (OSError, RuntimeError):  # gone, or a loop made meanwhile (RuntimeError before Python 3.13)
+            return True
 
 
 class FileEvents:

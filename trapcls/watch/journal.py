@@ -8,15 +8,18 @@ one transaction, so after a crash the daemon knows exactly which CSVs to rewrite
 
 A journal that cannot be read (not a database, malformed, truncated, tables missing, a failed
 `PRAGMA quick_check`) raises `CorruptJournal`; the daemon then rebuilds it from the CSVs
-(`restore`) and puts the rebuilt file in its place with `replace_damaged`, which keeps the
+(`restore`) and puts the rebuilt file in its place (trapcls.watch.recovery.replace_damaged), which keeps the
 damaged one beside it. A journal of a newer schema is refused, never misread.
+
+Names are stored as text; a name whose bytes are not UTF-8 (a Latin-1 `café.jpg` from a card: byte 0xE9), which
+Python holds with lone surrogates and SQLite cannot take as text, is stored as a BLOB of its bytes
+(`_stored`, read back by `_name`): lossless, one-to-one (a BLOB never equals a text), and a journal
+written before holds text only, so it reads as it always did.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -24,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trapcls.core.system.exceptions import DataError
-from trapcls.core.system.fsutil import free_mib, fsync_dir, storage_fault
+from trapcls.core.system.fsutil import free_mib, storage_fault
+from trapcls.core.table.row import display, name_bytes
 
 SCHEMA_VERSION = 1
 PENDING, DONE, ERROR = "pending", "done", "error"
@@ -35,7 +39,7 @@ _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_IOERR_SHORT_READ")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY,          -- relative to the inbox, '/'-separated
+    path TEXT PRIMARY KEY,          -- relative to the inbox, '/'-separated (a BLOB when not UTF-8: _stored)
     folder TEXT NOT NULL,           -- the camera folder whose CSV lists it
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
@@ -188,7 +192,8 @@ class Journal:
         """
         now, queued = time.time(), 0
         with self._transaction():
-            for path, folder, size, mtime_ns in files:
+            for name, camera, size, mtime_ns in files:
+                path, folder = _stored(name), _stored(camera)
                 row = self._db.execute("SELECT size, mtime_ns, status FROM files WHERE path = ?", (path,)).fetchone()
                 if row is not None and row[0] == size and row[1] == mtime_ns:
                     continue
@@ -216,13 +221,13 @@ class Journal:
     def forget(self, path: str) -> None:
         """Drop a pending file that vanished before it was classified (moved away, or a temp name)."""
         with self._transaction():
-            self._db.execute("DELETE FROM files WHERE path = ? AND status = 'pending'", (path,))
+            self._db.execute("DELETE FROM files WHERE path = ? AND status = 'pending'", (_stored(path),))
 
     def defer(self, path: str, seconds: float) -> None:
         """Do not offer a pending file again for `seconds` (it changed after it settled)."""
         with self._transaction():
             self._db.execute("UPDATE files SET retry_after = ? WHERE path = ? AND status = 'pending'",
-                             (time.time() + seconds, path))
+                             (time.time() + seconds, _stored(path)))
 
     def pending_count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM files WHERE status = 'pending'").fetchone()[0]
@@ -245,7 +250,7 @@ class Journal:
                 cur = self._db.execute(
                     "UPDATE files SET status = 'done', probs = ?, captured = ?, last_error = NULL, updated = ?"
                     " WHERE path = ? AND size = ? AND mtime_ns = ? AND status = 'pending'",
-                    (json.dumps([float(p) for p in probs]), captured, now, entry.path, entry.size,
+                    (json.dumps([float(p) for p in probs]), captured, now, _stored(entry.path), entry.size,
                      entry.mtime_ns))
                 if cur.rowcount:
                     self._dirty(entry.folder)
@@ -255,8 +260,8 @@ class Journal:
                 cur = self._db.execute(
                     "UPDATE files SET status = ?, attempts = ?, last_error = ?, captured = ?, retry_after = ?,"
                     " updated = ? WHERE path = ? AND size = ? AND mtime_ns = ? AND status = 'pending'",
-                    (status, attempts, error, captured, now + backoff * 2 ** attempts, now, entry.path, entry.size,
-                     entry.mtime_ns))
+                    (status, attempts, _stored(error), captured, now + backoff * 2 ** attempts, now,
+                     _stored(entry.path), entry.size, entry.mtime_ns))
                 if cur.rowcount and status == ERROR:
                     self._dirty(entry.folder)
                     final.append(entry)
@@ -271,31 +276,32 @@ class Journal:
                 self._db.execute(
                     "INSERT OR REPLACE INTO files (path, folder, size, mtime_ns, status, probs, captured, attempts,"
                     " last_error, retry_after, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
-                    (e.path, e.folder, e.size, e.mtime_ns, e.status, json.dumps(e.probs) if e.probs else None,
-                     e.captured, e.attempts, e.last_error, e.updated))
+                    (_stored(e.path), _stored(e.folder), e.size, e.mtime_ns, e.status,
+                     json.dumps(e.probs) if e.probs else None, e.captured, e.attempts, _stored(e.last_error),
+                     e.updated))
                 folders.add(e.folder)
                 count += 1
             for folder in folders:
                 self._db.execute("INSERT INTO folders (folder, dirty, written) VALUES (?, 0, ?) "
                                  "ON CONFLICT(folder) DO UPDATE SET dirty = 0, written = excluded.written",
-                                 (folder, time.time()))
+                                 (_stored(folder), time.time()))
         return count
 
     def _dirty(self, folder: str) -> None:
         self._db.execute("INSERT INTO folders (folder, dirty) VALUES (?, 1) "
                          "ON CONFLICT(folder) DO UPDATE SET dirty = 1",
-                         (folder,))
+                         (_stored(folder),))
 
     def dirty_folders(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT folder FROM folders WHERE dirty = 1 ORDER BY folder")]
+        return sorted(_name(r[0]) for r in self._db.execute("SELECT folder FROM folders WHERE dirty = 1"))
 
     def written(self, folder: str, *, as_of: float) -> None:
         """The folder's CSV was rewritten from rows committed up to `as_of`; clear the flag unless newer ones came."""
         with self._transaction():
             newer = self._db.execute("SELECT 1 FROM files WHERE folder = ? AND updated > ? AND status != 'pending'"
-                                     " LIMIT 1", (folder, as_of)).fetchone()
+                                     " LIMIT 1", (_stored(folder), as_of)).fetchone()
             self._db.execute("UPDATE folders SET dirty = ?, written = ? WHERE folder = ?",
-                             (1 if newer else 0, time.time(), folder))
+                             (1 if newer else 0, time.time(), _stored(folder)))
 
     def known(self) -> dict[str, tuple[int, int]]:
         """path -> (size, mtime_ns) of every done or error row: what the daemon must not take again.
@@ -304,15 +310,15 @@ class Journal:
         hundreds of MiB of a small box's memory for nothing.
         """
         sql = "SELECT path, size, mtime_ns FROM files WHERE status IN ('done', 'error')"
-        return {path: (size, mtime_ns) for path, size, mtime_ns in self._db.execute(sql)}
+        return {_name(path): (size, mtime_ns) for path, size, mtime_ns in self._db.execute(sql)}
 
     def finished(self, folder: str | None = None) -> list[Entry]:
         """Done and error rows (of one folder, or all), sorted by path: what the CSVs list."""
         sql = "SELECT * FROM files WHERE status IN ('done', 'error')"
         args: tuple = ()
         if folder is not None:
-            sql, args = sql + " AND folder = ?", (folder,)
-        return [_entry(r) for r in self._db.execute(sql + " ORDER BY path", args)]
+            sql, args = sql + " AND folder = ?", (_stored(folder),)
+        return sorted((_entry(r) for r in self._db.execute(sql, args)), key=lambda e: e.path)
 
     # --- reporting ------------------------------------------------------------------------------
 
@@ -336,7 +342,8 @@ class Journal:
             " LIMIT 50").fetchall()
         return {"backlog": counts[PENDING], "done": counts[DONE], "errors": counts[ERROR], "last_activity": last,
                 "files_per_s_recent": rate, "recent_window_s": window,
-                "failing": [{"path": p, "status": s, "attempts": a, "error": e} for p, s, a, e in failing]}
+                "failing": [{"path": _name(p), "status": s, "attempts": a, "error": _name(e)}
+                            for p, s, a, e in failing]}
 
     def integrity_check(self) -> str:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]
@@ -353,9 +360,9 @@ class Journal:
             for folder, (videos, others, examples) in counts.items():
                 if videos or others:
                     self._db.execute("INSERT OR REPLACE INTO unclassified VALUES (?, ?, ?, ?, ?)",
-                                     (folder, videos, others, json.dumps(examples), now))
+                                     (_stored(folder), videos, others, json.dumps(examples), now))
                 else:
-                    self._db.execute("DELETE FROM unclassified WHERE folder = ?", (folder,))
+                    self._db.execute("DELETE FROM unclassified WHERE folder = ?", (_stored(folder),))
 
     def unclassified(self) -> dict[str, dict]:
         """What note_unclassified stored, by folder: {"videos": n, "others": n, "examples": [names]}."""
@@ -364,7 +371,7 @@ class Journal:
                                 ).fetchone() is None:
                 return {}
             rows = self._db.execute("SELECT folder, videos, others, examples FROM unclassified ORDER BY folder")
-            return {f: {"videos": v, "others": o, "examples": json.loads(e)} for f, v, o, e in rows}
+            return {_name(f): {"videos": v, "others": o, "examples": json.loads(e)} for f, v, o, e in rows}
         except sqlite3.DatabaseError as exc:
             raise _open_error(self.path, exc) from exc
 
@@ -441,41 +448,28 @@ def _remove_new(path: Path) -> None:
             pass  # a read-only or vanished disk: nothing was made there either
 
 
-def aside_name(path: Path, tag: str) -> Path:
-    """`<name>.<tag>-YYYYmmddTHHMMSS` beside `path` (with -2, -3... if taken): where a damaged file is kept."""
-    stem = f"{path.name}.{tag}-{time.strftime('%Y%m%dT%H%M%S')}"
-    target, n = path.with_name(stem), 1
-    while any(target.with_name(target.name + s).exists() for s in ("", "-wal", "-shm")):
-        n += 1
-        target = path.with_name(f"{stem}-{n}")
-    return target
-
-
-def replace_damaged(damaged: Path, rebuilt: Path) -> Path:
-    """Put the detached journal `rebuilt` in place of `damaged`, kept beside it as `<name>.corrupt-<time>` with
-    its -wal and -shm; returns where it went. Nothing is deleted.
-
-    Safe to interrupt at any step: the -wal and -shm go first (a stale WAL beside the new file would be
-    replayed into it), then the damaged file gets its second name by a link (a copy where links are not
-    supported), and the rebuilt one replaces it by one rename. Until that rename the damaged file is in
-    place and the next start rebuilds again.
-    """
-    target = aside_name(damaged, "corrupt")
-    for suffix in ("-wal", "-shm"):
-        sibling = damaged.with_name(damaged.name + suffix)
-        if sibling.exists():
-            os.replace(sibling, target.with_name(target.name + suffix))
-    try:
-        os.link(damaged, target)
-    except OSError:  # exFAT, some FUSE mounts: no hard links
-        shutil.copy2(damaged, target)
-    os.replace(rebuilt, damaged)
-    fsync_dir(damaged.parent)
-    return target
-
-
 def _entry(row: tuple) -> Entry:
     path, folder, size, mtime_ns, status, probs, captured, attempts, last_error, _, updated = row
-    return Entry(path=path, folder=folder, size=size, mtime_ns=mtime_ns, status=status,
+    return Entry(path=_name(path), folder=_name(folder), size=size, mtime_ns=mtime_ns, status=status,
                  probs=json.loads(probs) if probs else None, captured=captured, attempts=attempts,
-                 last_error=last_error, updated=updated)
+                 last_error=_name(last_error), updated=updated)
+
+
+def _stored(text: str | None) -> str | bytes | None:
+    """A name (or a message naming one) as SQLite can hold it: the text, or the bytes of a name that is not UTF-8."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return name_bytes(text)
+    except UnicodeEncodeError:  # a surrogate no file name holds, in a message: kept readable, not one-to-one
+        return display(text)
+
+
+def _name(value: str | bytes | None) -> str | None:
+    """What `_stored` stored, as Python holds the name (bytes that are not UTF-8 as lone surrogates)."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -18,7 +20,7 @@ from trapcls.core.system.fsutil import fsync_dir
 from trapcls.core.table.layout import Layout, parse_header, short
 from trapcls.core.table.read import parse_table, read_table
 from trapcls.core.table.row import Row, neutralise
-from trapcls.watch.journal import DONE, ERROR, UNKNOWN, Entry, Journal, aside_name, replace_damaged
+from trapcls.watch.journal import DONE, ERROR, UNKNOWN, Entry, Journal
 from trapcls.watch.paths import CSV_NAME
 
 log = logging.getLogger("trapcls.watch.daemon")  # the daemon's log: one stream for the operator
@@ -97,6 +99,10 @@ class Rebuild:
             folder = csv_path.parent.relative_to(self.out)
             if not csv_path.is_file() or any(part.startswith(".") for part in folder.parts):
                 continue
+            if any((self.out / Path(*folder.parts[:n])).is_symlink() for n in range(1, len(folder.parts) + 1)):
+                # a link where a camera folder was: its target is not ours to import, nor to move aside
+                log.warning("%s: not imported, %s is a symbolic link", csv_path, folder)
+                continue
             written = csv_path.stat().st_mtime_ns
             try:
                 entries = self._csv_entries(csv_path, folder.as_posix(), written / 1e9)
@@ -142,3 +148,36 @@ class Rebuild:
         if row.ok:
             return Entry(status=DONE, probs=[float(p) for p in row.probs], attempts=0, last_error=None, **known)
         return Entry(status=ERROR, probs=None, attempts=self.max_attempts, last_error=row.error or "error", **known)
+
+
+def aside_name(path: Path, tag: str) -> Path:
+    """`<name>.<tag>-YYYYmmddTHHMMSS` beside `path` (with -2, -3... if taken): where a damaged file is kept."""
+    stem = f"{path.name}.{tag}-{time.strftime('%Y%m%dT%H%M%S')}"
+    target, n = path.with_name(stem), 1
+    while any(target.with_name(target.name + s).exists() for s in ("", "-wal", "-shm")):
+        n += 1
+        target = path.with_name(f"{stem}-{n}")
+    return target
+
+
+def replace_damaged(damaged: Path, rebuilt: Path) -> Path:
+    """Put the detached journal `rebuilt` in place of `damaged`, kept beside it as `<name>.corrupt-<time>` with
+    its -wal and -shm; returns where it went. Nothing is deleted.
+
+    Safe to interrupt at any step: the -wal and -shm go first (a stale WAL beside the new file would be
+    replayed into it), then the damaged file gets its second name by a link (a copy where links are not
+    supported), and the rebuilt one replaces it by one rename. Until that rename the damaged file is in
+    place and the next start rebuilds again.
+    """
+    target = aside_name(damaged, "corrupt")
+    for suffix in ("-wal", "-shm"):
+        sibling = damaged.with_name(damaged.name + suffix)
+        if sibling.exists():
+            os.replace(sibling, target.with_name(target.name + suffix))
+    try:
+        os.link(damaged, target)
+    except OSError:  # exFAT, some FUSE mounts: no hard links
+        shutil.copy2(damaged, target)
+    os.replace(rebuilt, damaged)
+    fsync_dir(damaged.parent)
+    return target

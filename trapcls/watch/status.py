@@ -12,6 +12,7 @@ from pathlib import Path
 from trapcls.core.frames.discover import Unclassified
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import storage_fault
+from trapcls.core.table.row import display
 from trapcls.watch.journal import CorruptJournal, Journal
 from trapcls.watch.paths import journal_path, state_path
 from trapcls.watch.state import PAUSED, RUNNING, daemon_state, describe
@@ -42,6 +43,10 @@ def watch_status(out: Path) -> dict:
         unclassified = journal.unclassified()
     finally:
         journal.close()
+    # Names as valid UTF-8 for the terminal and for JSON (the journal keeps them one-to-one: trapcls.watch.journal)
+    stats["failing"] = [{**f, "path": display(f["path"]), "error": display(f["error"])} for f in stats["failing"]]
+    unclassified = {display(folder): {**counts, "examples": list(map(display, counts["examples"]))}
+                    for folder, counts in unclassified.items()}
     return {"daemon": daemon, "journal": str(path), **stats, "unclassified": unclassified}
 
 

@@ -2,37 +2,63 @@
 
 The journal is the source of truth; a camera folder's CSVs are rebuilt from it (temp file, fsync,
 replace, fsync the directory), so a crash at any moment leaves either the old or the new file.
+They are written relative to the camera folder opened without following links (paths.open_folder),
+so a folder swapped for a link while its card was processed is never written through. A camera
+folder that cannot be written (a link now, a folder where the CSV goes, no permission) is reported
+and set aside: its frames are still classified into the journal, its CSVs are tried again every
+--rescan-interval (at least ASIDE_RETRY_MIN s) and at the next start, and the other cameras go on.
+A fault of OUT's disk as a whole (full, read-only, gone) instead pauses the daemon (trapcls.watch.guard).
 --all-csv is a log appended to in whole fsynced batches; after a crash it is caught up from the journal.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.system.fsutil import write_csv
+from trapcls.core.system.fsutil import atomic_write_at, csv_text, named
 from trapcls.core.table.append import CsvAppender
 from trapcls.core.table.layout import Layout
 from trapcls.core.table.read import parse_table
-from trapcls.core.table.row import Row
-from trapcls.results.events import group_events, write_events
+from trapcls.core.table.row import Row, display
+from trapcls.results.events import event_row, events_header, group_events
 from trapcls.watch.config import WatchConfig
 from trapcls.watch.journal import Entry, Journal
-from trapcls.watch.paths import CSV_NAME, EVENTS_NAME
+from trapcls.watch.paths import CSV_NAME, EVENTS_NAME, open_folder
 
 log = logging.getLogger("trapcls.watch.daemon")  # the daemon's log: one stream for the operator
 
+ASIDE_RETRY_MIN = 1.0  # seconds: a camera folder set aside is tried again at most this often
+
+
+@dataclass
+class _Aside:
+    """A camera folder whose CSVs could not be written: why, since when, and when to try again (monotonic)."""
+
+    reason: str
+    since: float
+    retry: float
+
 
 class Writers:
-    """The CSVs of one watch: the per-folder CSVs under OUT, in `layout`, and the optional --all-csv log."""
+    """The CSVs of one watch: the per-folder CSVs under OUT, in `layout`, and the optional --all-csv log.
 
-    def __init__(self, config: WatchConfig, out: Path, layout: Layout) -> None:
+    `whole_disk(exc)` says whether a failed write in a camera folder is a fault of OUT's disk as a whole
+    (trapcls.watch.guard.DiskGuard.whole_disk): then it is raised, and the daemon pauses.
+    """
+
+    def __init__(self, config: WatchConfig, out: Path, layout: Layout, *,
+                 whole_disk: Callable[[BaseException], bool] = lambda exc: True) -> None:
         self.config, self.out, self.layout = config, out, layout
+        self._whole_disk = whole_disk
         self._all: CsvAppender | None = None  # --all-csv
+        self.aside: dict[str, _Aside] = {}  # camera folders whose CSVs cannot be written now
 
     # --- the camera folders' CSVs ---------------------------------------------------------------
 
@@ -40,30 +66,76 @@ class Writers:
         """Rewrite the CSV (and events.csv) of every folder with new results, atomically and durably; how many.
 
         The folder stays marked stale until both files are written, so a crash between them is
-        mended by the next start's flush. The caller checks first that OUT is there
-        (`DiskGuard.check_out`): on a bare mount point the files would go to the wrong disk.
+        mended by the next start's flush, and so is a folder set aside. The caller checks first that
+        OUT is there (`DiskGuard.check_out`): on a bare mount point the files would go to the wrong disk.
         """
         written = 0
         for folder in journal.dirty_folders():
+            aside = self.aside.get(folder)
+            if aside is not None and time.monotonic() < aside.retry:
+                continue
             as_of = time.time()
-            rows = journal.finished(folder)
-            target = self.out / folder / CSV_NAME
-            prefix = "" if folder == "." else folder + "/"
-            cells = [self.layout.cells(row_of(entry, entry.path[len(prefix):])) for entry in rows]
-            write_csv(target, self.layout.header(), cells)
-            if self.config.events:
-                self._write_events(folder, cells)
+            try:
+                rows = self._write(journal, folder)
+            except OSError as exc:
+                if self._whole_disk(exc):
+                    raise  # the daemon pauses (trapcls.watch.guard)
+                self._set_aside(folder, exc)
+                continue
             journal.written(folder, as_of=as_of)
             written += 1
-            log.debug("wrote %s (%d rows)", target, len(rows))
+            if aside is not None:
+                del self.aside[folder]
+                log.warning("%s: its CSVs are written again, after %.0f s set aside", self._where(folder),
+                            time.monotonic() - aside.since)
+            log.debug("wrote %s (%d rows)", self.out / folder / CSV_NAME, rows)
         return written
 
-    def _write_events(self, folder: str, cells: list[list[str]]) -> None:
+    def _write(self, journal: Journal, folder: str) -> int:
+        """predictions.csv (and events.csv) of one camera folder, inside the folder opened without following
+        links; how many rows."""
+        rows = journal.finished(folder)
+        prefix = "" if folder == "." else folder + "/"
+        cells = [self.layout.cells(row_of(entry, entry.path[len(prefix):])) for entry in rows]
+        files = {CSV_NAME: csv_text(self.layout.header(), cells)}
+        if self.config.events:
+            files[EVENTS_NAME] = self._events(folder, cells)
+        fd = open_folder(self.out, folder)
+        try:
+            for name, text in files.items():
+                try:
+                    atomic_write_at(fd, name, text.encode("utf-8"))
+                except OSError as exc:
+                    raise named(exc, self.out / folder / name) from None
+        finally:
+            os.close(fd)
+        return len(rows)
+
+    def _events(self, folder: str, cells: list[list[str]]) -> str:
         """events.csv for one camera folder (its deployment), from its predictions.csv's cells exactly as written,
-        read back as `trapcls events` reads the file: the two agree to the last digit on every CPU."""
+        read back as `trapcls events` reads the file: the two agree to the last digit on every CPU. The paths are
+        relative to the camera folder already, and the event ids keep them whole."""
         table = parse_table(self.out / folder / CSV_NAME, self.layout.header(), cells)
-        grouped = group_events(table, gap=self.config.gap, deployment=lambda _: folder)
-        write_events(grouped, table, self.out / folder / EVENTS_NAME, rule=self.layout.blank_rule)
+        grouped = group_events(table, gap=self.config.gap, deployment=lambda _: folder, relative=True)
+        rule = self.layout.blank_rule
+        return csv_text(events_header(table.classes, table.blank),
+                        (event_row(e, table.classes, table.blank, rule=rule, model=table.model) for e in grouped))
+
+    def _set_aside(self, folder: str, exc: OSError) -> None:
+        """Report a camera folder that cannot be written (once per reason) and try it again later."""
+        reason = f"{exc.strerror or exc}: {display(os.fsdecode(exc.filename or self.out / folder))}"
+        every = max(self.config.rescan_interval, ASIDE_RETRY_MIN)
+        now, old = time.monotonic(), self.aside.get(folder)
+        self.aside[folder] = _Aside(reason, old.since if old else now, now + every)
+        if old is not None and old.reason == reason:
+            log.debug("%s: still cannot write its CSVs (%s)", self._where(folder), reason)
+            return
+        log.warning("%s: cannot write its CSVs (%s). That camera is set aside: its frames are still classified and "
+                    "kept in the journal, and its CSVs are tried again every %.0f s and at the next start; the other "
+                    "cameras go on", self._where(folder), reason, every)
+
+    def _where(self, folder: str) -> str:
+        return display(str(self.out if folder == "." else folder))
 
     # --- --all-csv ------------------------------------------------------------------------------
 
