@@ -16,7 +16,7 @@ import numpy as np
 from trapcls import __version__
 from trapcls.core.system.exceptions import MissingDependencyError
 from trapcls.core.system.fsutil import atomic_write_text, writing
-from trapcls.core.table.row import display
+from trapcls.core.system.names import display
 from trapcls.evaluate import pictures
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,11 @@ from trapcls.core.model.blank import DEFAULT, DEFAULT_BLANK_THRESHOLD, BlankRule
 from trapcls.core.model.bundle import MANIFEST, load_bundle, store_blank_policy
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import refuse_input_as_output
+from trapcls.core.system.names import display
 from trapcls.core.table.blank import rule_for_table
 from trapcls.core.table.read import Table
 from trapcls.core.table.read import read_predictions as read_predictions_table
-from trapcls.core.table.row import Row, display
+from trapcls.core.table.row import Row
 from trapcls.evaluate.certify import certify_blank_threshold
 from trapcls.evaluate.config import EvaluateConfig
 from trapcls.evaluate.report import galleries, write_report

@@ -25,9 +25,10 @@ from trapcls.core.model.bundle import Bundle, load_bundle
 from trapcls.core.model.probs import probabilities
 from trapcls.core.system.exceptions import BundleError, ImageReadError
 from trapcls.core.system.hardware import cores
+from trapcls.core.system.names import display
 from trapcls.core.table.append import CsvAppender
 from trapcls.core.table.layout import check_submission_ids
-from trapcls.core.table.row import Row, display
+from trapcls.core.table.row import Row
 from trapcls.predict.backends import Backend, choose_backend, create_backend
 from trapcls.predict.config import DEFAULT_BATCH, PredictConfig
 from trapcls.predict.merge import merge_csvs

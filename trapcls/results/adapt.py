@@ -33,9 +33,10 @@ from trapcls.core.model.blank import BlankRule, rule_for
 from trapcls.core.model.bundle import load_bundle
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import atomic_write_text, refuse_input_as_output, write_csv, writing
+from trapcls.core.system.names import display
 from trapcls.core.table.layout import Layout
 from trapcls.core.table.read import Table, read_field
-from trapcls.core.table.row import Row, display
+from trapcls.core.table.row import Row
 from trapcls.results.config import AdaptConfig
 from trapcls.results.events import deployment_of
 

@@ -58,8 +58,9 @@ from trapcls import __version__
 from trapcls.core.frames.labels import listing
 from trapcls.core.system.exceptions import DataError, OptionError
 from trapcls.core.system.fsutil import atomic_write_text, refuse_input_as_output, write_csv, writing
+from trapcls.core.system.names import display, name_bytes
 from trapcls.core.table.read import Table
-from trapcls.core.table.row import Row, display, name_bytes
+from trapcls.core.table.row import Row
 from trapcls.results.config import ConvertConfig, ConvertSummary
 from trapcls.results.events import Event, deployment_of, group_events
 from trapcls.results.taxa import Taxon, taxa_for

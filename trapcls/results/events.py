@@ -30,9 +30,10 @@ import numpy as np
 from trapcls.core.model.blank import BlankRule
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import refuse_input_as_output, write_csv, writing
+from trapcls.core.system.names import neutralise
 from trapcls.core.table.blank import rule_for_table
 from trapcls.core.table.read import Table, read_field
-from trapcls.core.table.row import Row, neutralise, number
+from trapcls.core.table.row import Row, number
 from trapcls.results.config import EventsConfig
 
 

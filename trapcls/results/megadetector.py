@@ -51,8 +51,9 @@ import numpy as np
 from trapcls import __version__
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import atomic_write_text, refuse_input_as_output, writing
+from trapcls.core.system.names import display
 from trapcls.core.table.read import Table
-from trapcls.core.table.row import Row, display
+from trapcls.core.table.row import Row
 from trapcls.results.config import ConvertConfig, ConvertSummary
 from trapcls.results.taxa import Taxon, taxa_for
 

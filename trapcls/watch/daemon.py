@@ -28,7 +28,7 @@ from trapcls.core.frames.discover import ImageFile
 from trapcls.core.model.bundle import load_bundle
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import check_writable, storage_fault
-from trapcls.core.table.row import display
+from trapcls.core.system.names import display
 from trapcls.predict.backends import choose_backend, create_backend
 from trapcls.predict.config import DEFAULT_BATCH
 from trapcls.predict.runner import classify_batches

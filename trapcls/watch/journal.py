@@ -28,7 +28,7 @@ from pathlib import Path
 
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import free_mib, storage_fault
-from trapcls.core.table.row import display, name_bytes
+from trapcls.core.system.names import display, name_bytes
 
 SCHEMA_VERSION = 1
 PENDING, DONE, ERROR = "pending", "done", "error"

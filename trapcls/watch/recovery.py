@@ -17,9 +17,10 @@ from pathlib import Path, PurePosixPath
 from trapcls.core.model.bundle import Bundle
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import fsync_dir
+from trapcls.core.system.names import neutralise
 from trapcls.core.table.layout import Layout, parse_header, short
 from trapcls.core.table.read import parse_table, read_table
-from trapcls.core.table.row import Row, neutralise
+from trapcls.core.table.row import Row
 from trapcls.watch.journal import DONE, ERROR, UNKNOWN, Entry, Journal
 from trapcls.watch.paths import CSV_NAME
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from trapcls.core.frames.discover import Unclassified
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import storage_fault
-from trapcls.core.table.row import display
+from trapcls.core.system.names import display
 from trapcls.watch.journal import CorruptJournal, Journal
 from trapcls.watch.paths import journal_path, state_path
 from trapcls.watch.state import PAUSED, RUNNING, daemon_state, describe

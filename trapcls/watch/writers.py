@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from trapcls.core.system.fsutil import atomic_write_at, csv_text, named
+from trapcls.core.system.names import display
 from trapcls.core.table.append import CsvAppender
 from trapcls.core.table.layout import Layout
 from trapcls.core.table.read import parse_table
-from trapcls.core.table.row import Row, display
+from trapcls.core.table.row import Row
 from trapcls.results.events import event_row, events_header, group_events
 from trapcls.watch.config import WatchConfig
 from trapcls.watch.journal import Entry, Journal

@@ -17,7 +17,8 @@ import numpy as np
 
 from trapcls.core.model.blank import BlankRule, blank_classes, blank_index
 from trapcls.core.system.exceptions import DataError
-from trapcls.core.table.row import Row, neutralise, number
+from trapcls.core.system.names import neutralise
+from trapcls.core.table.row import Row, number
 
 FORMATS = ("field", "submission")
 FIELD_LEAD = ["path", "captured", "label", "probability"]

@@ -16,8 +16,9 @@ import numpy as np
 
 from trapcls.core.model.blank import blank_index
 from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.names import neutralise, unneutralise
 from trapcls.core.table.layout import STATUSES, Columns, parse_header
-from trapcls.core.table.row import Row, neutralise, unneutralise
+from trapcls.core.table.row import Row
 
 EXAMPLES = 5
 SUM_TOLERANCE = 1e-3  # a field row whose probabilities sum further from 1 is not a distribution

@@ -1,4 +1,4 @@
-"""One classified file as every output holds it, and the rules for its cells (numbers, formula-safe text)."""
+"""One classified file as every output holds it, and the rule for its number cells (text cells: core/system/names.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from datetime import datetime
 from pathlib import PurePosixPath
 
 import numpy as np
-
-from trapcls.core.system.names import display, name_bytes, neutralise, unneutralise  # noqa: F401 (the cell rules)
 
 # Probabilities are written with this many significant digits: enough to tell any two apart that matter,
 # few enough that a CSV stays readable. Everything computed from a written row uses these values.
