@@ -6,6 +6,7 @@ or refused with one line. Real frames, real files with real byte names, the real
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -128,6 +129,9 @@ def test_such_names_round_trip_through_resume_shards_merge_and_events(tmp_path):
     trapcls("events", whole, "--out", events)
     first = {row["first_file"] for row in csv_rows(events, key="event_id").values()}
     assert first == set(csv_rows(whole))
+    trapcls("convert", whole, "--to", "megadetector", "--out", tmp_path / "md.json")
+    files = {image["file"] for image in json.loads((tmp_path / "md.json").read_text(encoding="utf-8"))["images"]}
+    assert files == {"a.jpg", "caf\\xe9.jpg", "line\rbreak.jpg", "tab\tname.jpg", "back\\slash.jpg"}
 
 
 # --- item 12: the guard is one-to-one; Excel's BOM; duplicate class columns --------------------------------------
