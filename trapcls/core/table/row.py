@@ -1,4 +1,4 @@
-"""One classified file as every output holds it, and the rule for its number cells (text cells: core/system/names.py)."""
+"""One classified file as every output holds it, and the rule for its number cells (text: core/system/names.py)."""
 
 from __future__ import annotations
 
