@@ -21,12 +21,12 @@ import pytest
 from helpers import BURST, REPO, SAMPLES, SHARED_DATA, trapcls
 from trapcls.core.model.blank import model_rule
 from trapcls.core.model.bundle import load_bundle
+from trapcls.core.model.probs import combine_frames
 from trapcls.core.system.exceptions import OptionError
 from trapcls.core.table.layout import Layout
 from trapcls.core.table.read import read_field
 from trapcls.core.table.row import Row
 from trapcls.results import EventsConfig, run_events
-from trapcls.results.events import event_probs
 
 SHARED_BURST = SHARED_DATA / "reconyx_burst"
 CLASSES = ("blank", "deer", "fox")
@@ -217,9 +217,9 @@ def test_one_confident_animal_frame_makes_an_animal_event_and_blanks_stay_blank(
 def test_event_probs_rule_by_hand():
     probs = np.array([[0.9, 0.06, 0.04], [0.2, 0.2, 0.6]])
     # P(blank) = min = 0.2; deer and fox share 0.8 by summed evidence 0.26 : 0.64.
-    assert event_probs(probs, 0) == pytest.approx([0.2, 0.8 * 0.26 / 0.9, 0.8 * 0.64 / 0.9])
-    assert event_probs(np.array([[1.0, 0.0, 0.0]] * 3), 0) == pytest.approx([1.0, 0.0, 0.0])
-    assert event_probs(probs, None) == pytest.approx(probs.mean(axis=0))  # a model without a blank class
+    assert combine_frames(probs, 0) == pytest.approx([0.2, 0.8 * 0.26 / 0.9, 0.8 * 0.64 / 0.9])
+    assert combine_frames(np.array([[1.0, 0.0, 0.0]] * 3), 0) == pytest.approx([1.0, 0.0, 0.0])
+    assert combine_frames(probs, None) == pytest.approx(probs.mean(axis=0))  # a model without a blank class
 
 
 def test_blank_threshold_decides_is_blank_and_a_model_without_blank_has_no_flag(tmp_path):

@@ -23,7 +23,7 @@ Conventions (Camtrap DP's own vocabulary in `code`):
 - Observations (`classificationMethod` machine, `classifiedBy` the model id): one `media`-level
   observation per media file, and one `event`-level observation per event (frames of one
   deployment no more than --gap seconds apart, the events of `trapcls events`; `eventID` is its
-  `event_id`, and the event's probabilities follow `events.event_probs`). `observationType` is
+  `event_id`, and the event's probabilities follow `core/model/probs.combine_frames`). `observationType` is
   blank when P(blank) >= the blank threshold, else the type of the most probable non-blank class
   (from --taxa or the class name: animal with its `scientificName`, human, vehicle, unknown);
   `classificationProbability` is the probability of the class reported, and `observationTags`

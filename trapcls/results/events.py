@@ -7,16 +7,8 @@ one event. File names and row order never matter. A frame without a capture time
 its own, flagged `untimed`. An unreadable frame counts in its event (`unreadable`) but adds no
 evidence; an event with no readable frame has no label.
 
-The event's probabilities (`event_probs`), one rule written once:
-- P(blank) of the event is the *smallest* P(blank) of its frames: an event is as little blank
-  as its most animal-looking frame, so one frame that clearly shows an animal makes the event an
-  animal, and a burst of blank frames stays blank (a mean would let nine empty frames outvote
-  the one frame where the heron stands; a product would turn ten 0.9-blank frames into 0.35).
-- The rest, 1 - P(blank), is shared among the other classes in proportion to the frames' summed
-  probabilities of each: frames vote with the weight of what they show, so the frame with the
-  animal in it decides which animal, and a frame that sees nothing barely counts.
-- Without a blank class, the event's probabilities are the mean of its frames'.
-The result is a probability vector that sums to 1, like a frame's.
+The event's probabilities are its readable frames' combined by `core/model/probs.combine_frames`, the rule a
+video clip's sampled frames are combined by too (written there once).
 """
 
 from __future__ import annotations
@@ -28,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from trapcls.core.model.blank import BlankRule
+from trapcls.core.model.probs import combine_frames
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import refuse_input_as_output, write_csv, writing
 from trapcls.core.system.names import neutralise
@@ -69,22 +62,6 @@ def deployment_of(path: str, depth: int) -> str:
     return "/".join(folders) if folders else "."
 
 
-def event_probs(probs: np.ndarray, blank: int | None) -> np.ndarray:
-    """Combine the probability rows of one event's readable frames (see the module docstring)."""
-    if blank is None:
-        return probs.mean(axis=0)
-    p_blank = float(probs[:, blank].min())
-    evidence = probs.sum(axis=0)
-    evidence[blank] = 0.0
-    total = evidence.sum()
-    if total <= 0:  # every frame is certain it is blank
-        out = np.zeros(probs.shape[1])
-    else:
-        out = evidence / total * (1.0 - p_blank)
-    out[blank] = p_blank
-    return out / out.sum()
-
-
 def group_events(table: Table, *, gap: float, deployment: Callable[[str], str], relative: bool = False) -> list[Event]:
     """The events of a field table; `deployment` maps a frame's path to its camera folder. `relative`: the paths are
     already relative to their camera folder (a camera's own CSV, as the watch writes it), not to the table's root."""
@@ -120,7 +97,7 @@ def _event(deployment: str, frames: list[Row], blank: int | None, relative: bool
     inside = first.path if relative or deployment == "." else first.path[len(deployment) + 1:]
     suffix = first.time.strftime("%Y%m%dT%H%M%S") if first.captured else "untimed:" + inside
     readable = [f.probs for f in frames if f.ok]
-    probs = event_probs(np.stack(readable), blank) if readable else None
+    probs = combine_frames(np.stack(readable), blank) if readable else None
     return Event(id=f"{deployment}/{suffix}", deployment=deployment, frames=tuple(frames), probs=probs)
 
 
