@@ -77,11 +77,13 @@ class Bundle:
         default (trapcls.core.model.blank)."""
         return given_rule(given) if given is not None else model_rule(self.blank_policy, self.model_id)
 
-    def layout(self, fmt: str, blank_threshold: float | None = None) -> Layout:
+    def layout(self, fmt: str, blank_threshold: float | None = None, *, clips: bool = False) -> Layout:
         """The CSV a run of this model writes: its blank rule (or the threshold given) where an is_blank column is
-        written; a threshold given where there is none is refused."""
+        written; a threshold given where there is none is refused. `clips`: it holds video clips (field format:
+        the clip columns)."""
         rule = rule_for(self.classes, blank_threshold, self.blank_rule)
-        return Layout(fmt, self.classes, rule if fmt == "field" else None, model=self.model_id)
+        return Layout(fmt, self.classes, rule if fmt == "field" else None, model=self.model_id,
+                      clips=clips and fmt == "field")
 
     @property
     def class_counts(self) -> dict[str, int] | None:

@@ -1,8 +1,9 @@
 """Rows as cells and cells as rows: the columns of the field and submission CSVs, in one place.
 
-field: path, captured, label, probability, [is_blank,] <classes>, status, error, model. is_blank
-appears when the classes include a blank class (the decision of the command's BlankRule); model
-is the bundle's `model_id`, the same on every row, so results of two models never mix silently.
+field: path, captured, label, probability, [is_blank,] <classes>, status, error, model[, frames, duration_s,
+frame_rate, best_frame]. is_blank appears when the classes include a blank class (the decision of the command's
+BlankRule); model is the bundle's `model_id`, the same on every row, so results of two models never mix silently.
+The clip columns appear when the CSV holds video clips (empty on a frame's row).
 submission: id, <classes>; a file that failed gets the uniform distribution (the competition
 format has no room for an error).
 """
@@ -23,9 +24,10 @@ from trapcls.core.table.row import Row, number
 FORMATS = ("field", "submission")
 FIELD_LEAD = ["path", "captured", "label", "probability"]
 FIELD_TAIL = ["status", "error", "model"]
+CLIP_TAIL = ["frames", "duration_s", "frame_rate", "best_frame"]
 STATUSES = ("ok", "error")
 # Column names the writers use besides the classes; a class may not take one of them.
-RESERVED_NAMES = frozenset({"id", *FIELD_LEAD, "is_blank", *FIELD_TAIL})
+RESERVED_NAMES = frozenset({"id", *FIELD_LEAD, "is_blank", *FIELD_TAIL, *CLIP_TAIL})
 
 
 def check_format(fmt: str) -> None:
@@ -42,6 +44,7 @@ class Layout:
     classes: tuple[str, ...]
     blank_rule: BlankRule | None = None
     model: str = ""
+    clips: bool = False  # field: the clip columns (a CSV that holds video clips)
 
     def __post_init__(self) -> None:
         check_format(self.fmt)
@@ -57,7 +60,7 @@ class Layout:
         if self.fmt == "submission":
             return ["id", *classes]
         flag = ["is_blank"] if self.blank is not None else []
-        return [*FIELD_LEAD, *flag, *classes, *FIELD_TAIL]
+        return [*FIELD_LEAD, *flag, *classes, *FIELD_TAIL, *(CLIP_TAIL if self.clips else [])]
 
     def key(self, row: Row) -> str:
         """The row's first cell, exactly as written."""
@@ -72,15 +75,31 @@ class Layout:
             return [self.key(row), *map(number, probs)]
         flag = 1 if self.blank is not None else 0
         model = neutralise(self.model)
+        clip = self._clip_cells(row)
         if not row.ok:
             return [self.key(row), row.captured, "", "", *([""] * (flag + n)), "error", neutralise(row.error),
-                    model]
+                    model, *clip]
         written = [number(p) for p in row.probs]
         probs = np.array([float(cell) for cell in written])  # as a reader of the CSV gets them back
         top = int(np.argmax(probs))
         is_blank = [_bool(self.blank_rule.is_blank(probs[self.blank]))] if flag else []
         return [self.key(row), row.captured, neutralise(self.classes[top]), written[top], *is_blank, *written,
-                "ok", "", model]
+                "ok", "", model, *clip]
+
+    def _clip_cells(self, row: Row) -> list[str]:
+        if not self.clips:
+            if row.clip is not None:
+                raise DataError(f"{row.path} is a video clip, and this CSV has no clip columns")
+            return []
+        clip = row.clip
+        if clip is None:
+            return [""] * len(CLIP_TAIL)
+        return [str(clip.frames), _optional(clip.duration), _optional(clip.frame_rate),
+                "" if clip.best_frame is None else str(clip.best_frame)]
+
+
+def _optional(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
 
 
 def _bool(value: bool) -> str:
@@ -96,6 +115,7 @@ class Columns:
     first: int  # index of the first class column
     is_blank: int | None  # index of the is_blank column (field CSVs of a model with a blank class)
     model: int | None  # index of the model column (field CSVs written before it existed have none)
+    clip: int | None = None  # index of the first clip column (field CSVs that hold video clips)
 
     @property
     def status(self) -> int | None:
@@ -107,6 +127,8 @@ def parse_header(header: list[str], path: Path) -> Columns:
     if header and header[0] == "id":
         _check_distinct(tuple(header[1:]), path)
         return Columns("submission", tuple(header[1:]), 1, None, None)
+    clip = len(header) - len(CLIP_TAIL) if header[-len(CLIP_TAIL):] == CLIP_TAIL else None
+    header = header[:clip]
     tail = next((n for n in (3, 2) if header[-n:] == FIELD_TAIL[:n]), None)
     if header[:4] != FIELD_LEAD or tail is None:
         raise DataError(f"{path}: not a trapcls predictions CSV (header starts {short(header[:4])}); expected the "
@@ -117,7 +139,7 @@ def parse_header(header: list[str], path: Path) -> Columns:
     if len(classes) < 2:
         raise DataError(f"{path}: found {len(classes)} class columns; a classifier has at least 2.")
     _check_distinct(classes, path)
-    return Columns("field", classes, first, flag, len(header) - 1 if tail == 3 else None)
+    return Columns("field", classes, first, flag, len(header) - 1 if tail == 3 else None, clip)
 
 
 def _check_distinct(classes: tuple[str, ...], path: Path) -> None:

@@ -18,7 +18,7 @@ from trapcls.core.model.blank import blank_index
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.names import neutralise, unneutralise
 from trapcls.core.table.layout import STATUSES, Columns, parse_header
-from trapcls.core.table.row import Row
+from trapcls.core.table.row import Clip, Row
 
 EXAMPLES = 5
 SUM_TOLERANCE = 1e-3  # a field row whose probabilities sum further from 1 is not a distribution
@@ -124,10 +124,23 @@ def _row(path: Path, columns: Columns, line: int, cells: list[str], distribution
             raise DataError(f"{where}: capture time {captured!r} is not an ISO 8601 date and time.") from None
     if status not in STATUSES:
         raise DataError(f"{where}: the status {status!r} is neither ok nor error.")
+    clip = _clip(cells[columns.clip:], where) if columns.clip is not None else None
     if status != "ok":
-        return Row(path=name, probs=None, captured=captured, error=unneutralise(cells[columns.status + 1]))
+        return Row(path=name, probs=None, captured=captured, error=unneutralise(cells[columns.status + 1]), clip=clip)
     probs = _probs(cells[columns.first:columns.status], where, distributions)
-    return Row(path=name, probs=probs, captured=captured)
+    return Row(path=name, probs=probs, captured=captured, clip=clip)
+
+
+def _clip(cells: list[str], where: str) -> Clip | None:
+    """A clip row's clip cells (frames, duration_s, frame_rate, best_frame); None on a frame's row (all empty)."""
+    if not any(cells):
+        return None
+    try:
+        frames, duration, rate, best = (float(c) if c else None for c in cells)
+        return Clip(frames=int(frames or 0), duration=duration, frame_rate=rate,
+                    best_frame=None if best is None else int(best))
+    except (ValueError, OverflowError):
+        raise DataError(f"{where}: the clip cells {cells} are not numbers.") from None
 
 
 def _probs(cells: list[str], where: str, distribution: bool) -> np.ndarray:

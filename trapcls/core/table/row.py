@@ -14,18 +14,32 @@ DIGITS = 8
 
 
 @dataclass(frozen=True)
+class Clip:
+    """What a video clip's row holds besides a frame's: how many frames were sampled and classified, the clip's
+    length and frame rate (None when unknown), and the frame that shows the row's label best (None for a clip
+    that failed). `best_frame / frame_rate` is its time in the clip."""
+
+    frames: int = 0
+    duration: float | None = None
+    frame_rate: float | None = None
+    best_frame: int | None = None
+
+
+@dataclass(frozen=True)
 class Row:
-    """The outcome for one file: probabilities in class order, or the reason it failed.
+    """The outcome for one file (a frame or a video clip): probabilities in class order, or the reason it failed.
 
     `path` is relative and '/'-separated, exactly the key the CSV's first cell holds (for a submission,
-    its stem is the id). `captured` is the EXIF capture time as ISO 8601 camera-local time, with an offset
-    when EXIF had one, "" when there is none.
+    its stem is the id). `captured` is the capture time as ISO 8601 camera-local time (a frame's EXIF, a
+    clip's container metadata: its start), with an offset when the file had one, "" when there is none.
+    `clip` is set for a video clip.
     """
 
     path: str
     probs: np.ndarray | None
     captured: str = ""
     error: str = ""
+    clip: Clip | None = None
 
     @property
     def ok(self) -> bool:
