@@ -3,7 +3,9 @@ CSV reader. Test modules import from here (and take fixtures from conftest.py), 
 
 from __future__ import annotations
 
+import copy
 import csv
+import json
 import os
 import signal
 import socket
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +156,77 @@ def csv_paths(path: Path) -> set[str]:
     return set(csv_rows(path)) if path.exists() else set()
 
 
+# --- the validators of the formats results are converted to -----------------------------------------------
+
+CAMTRAP_SCHEMAS = REPO.parent / "shared" / "schemas" / "camtrap-dp-1.0.2"
+CAMTRAP_TABLES = ("deployments", "media", "observations")
+CAMTRAP_SCHEMA_URL = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0.2/{}-table-schema.json"
+CAMTRAP_REMOTE_REFS = {"https://specs.frictionlessdata.io/schemas/data-package.json": "data-package.json",
+                       "http://json.schemastore.org/geojson.json": "geojson.json"}
+
+
+def validate_megadetector(results: Path | dict, image_root: Path | None = None) -> dict:
+    """MegaDetector's validate_batch_results on a file or a loaded dict: {"errors": [...], "warnings": [...]}."""
+    from PIL import ImageFile
+
+    loading_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
+    vbr = pytest.importorskip("megadetector.postprocessing.validate_batch_results",
+                              reason="MegaDetector's validator comes with the dev extra (megadetector-utils)")
+    # Importing it sets Pillow's global LOAD_TRUNCATED_IMAGES (megadetector/visualization), which would
+    # make every later test in this process decode truncated JPEGs as if whole: put it back.
+    ImageFile.LOAD_TRUNCATED_IMAGES = loading_truncated
+    options = vbr.ValidateBatchResultsOptions()
+    if image_root is not None:  # the paths are relative: check each names a real file under the root
+        options.check_image_existence = True
+        options.relative_path_base = str(image_root)
+    return vbr.validate_batch_results(results if isinstance(results, dict) else str(results), options)[
+        "validation_results"]
+
+
+@contextmanager
+def offline():
+    """Fail loudly if anything tries the network: the validation must use the local schema copies only."""
+    def refuse(*args, **kwargs):
+        raise OSError(f"network access attempted during offline validation: {args[:2]}")
+
+    saved = socket.socket.connect, socket.getaddrinfo
+    socket.socket.connect, socket.getaddrinfo = refuse, refuse
+    try:
+        yield
+    finally:
+        socket.socket.connect, socket.getaddrinfo = saved
+
+
+def validate_camtrap_dp(folder: Path, schemas: Path) -> list[str]:
+    """Every error in a Camtrap DP 1.0.2 package: datapackage.json against the profile (JSON Schema
+    draft-04), then each CSV against its Table Schema, foreign keys included."""
+    import frictionless
+    import jsonschema
+    import referencing
+    from referencing.jsonschema import DRAFT4
+
+    descriptor = json.loads((folder / "datapackage.json").read_text(encoding="utf-8"))
+    registry = referencing.Registry().with_resources(
+        (url, DRAFT4.create_resource(json.loads((schemas / name).read_text(encoding="utf-8"))))
+        for url, name in CAMTRAP_REMOTE_REFS.items())
+    profile = json.loads((schemas / "camtrap-dp-profile.json").read_text(encoding="utf-8"))
+    validator = jsonschema.Draft4Validator(profile, registry=registry,
+                                           format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER)
+    with offline():
+        errors = [f"datapackage.json {e.json_path}: {e.message}" for e in validator.iter_errors(descriptor)]
+    local = copy.deepcopy(descriptor)
+    local.pop("profile", None)  # checked above; frictionless would try to download it
+    for resource in local.get("resources", []):
+        name = resource.get("name")
+        if name in CAMTRAP_TABLES and resource.get("schema") == CAMTRAP_SCHEMA_URL.format(name):
+            resource["schema"] = json.loads((schemas / f"{name}-table-schema.json").read_text(encoding="utf-8"))
+    with offline():
+        report = frictionless.Package(local, basepath=str(folder)).validate()
+    errors += [f"{task.name}: {e.message}" for task in report.tasks for e in task.errors]
+    errors += [f"package: {e.message}" for e in report.errors]
+    return errors
+
+
 # --- the watch daemon as a real process ------------------------------------------------------------------
 
 READY_LINE = "trapcls.watch.daemon: watching "
@@ -274,3 +348,26 @@ class NotifyListener:
         self._thread.join(timeout=5)
         self.sock.close()
         return self.messages
+
+
+# --- video clips made from real frames ---------------------------------------------------------------------
+
+
+def write_clip(path: Path, frames: list[Path], *, fps: int = 5, repeat: int = 1, size: tuple[int, int] = (320, 240),
+               codec: str = "libx264", metadata: dict[str, str] | None = None) -> Path:
+    """A clip of real frames (each shown `repeat` times) at `fps`, encoded with PyAV's own FFmpeg; `metadata` for the
+    container (e.g. creation_time, the clip's capture time)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        container.metadata.update(metadata or {})
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for frame_path in frames:
+            image = Image.open(frame_path).convert("RGB").resize(size)
+            for _ in range(repeat):
+                container.mux(stream.encode(av.VideoFrame.from_image(image)))
+        container.mux(stream.encode())
+    return path

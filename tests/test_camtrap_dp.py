@@ -8,18 +8,19 @@ samples (no EXIF time) and a truncated JPEG.
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import shutil
-import socket
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from helpers import BURST, REPO, SAMPLES, trapcls
+from helpers import BURST, SAMPLES, offline, trapcls
+from helpers import CAMTRAP_SCHEMA_URL as SCHEMA_URL
+from helpers import CAMTRAP_SCHEMAS as SCHEMAS
+from helpers import CAMTRAP_TABLES as TABLES
+from helpers import validate_camtrap_dp as validate_package
 from trapcls.core.system.exceptions import DataError, OptionError
 from trapcls.core.table.read import read_field
 from trapcls.results import ConvertConfig, run_convert
@@ -35,11 +36,6 @@ from trapcls.results.camtrapdp import (
 from trapcls.results.events import deployment_of, group_events
 from trapcls.results.taxa import OBSERVATION_TYPES, taxa_for
 
-SCHEMAS = REPO.parent / "shared" / "schemas" / "camtrap-dp-1.0.2"
-TABLES = ("deployments", "media", "observations")
-SCHEMA_URL = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0.2/{}-table-schema.json"
-REMOTE_REFS = {"https://specs.frictionlessdata.io/schemas/data-package.json": "data-package.json",
-               "http://json.schemastore.org/geojson.json": "geojson.json"}
 # Rough taxa for the default bundle's animal classes; the class the burst's event gets becomes the
 # grey heron the frames show, whatever the demonstration model calls it.
 TAXA = {"antelope_deer": ("Ruminantia", ""), "bird": ("Aves", "class"), "canid": ("Canidae", "family"),
@@ -55,50 +51,6 @@ def schemas() -> Path:
     if not (SCHEMAS / "camtrap-dp-profile.json").is_file():
         pytest.skip(f"{SCHEMAS} is not available (the Camtrap DP schemas are on project machines and in CI only)")
     return SCHEMAS
-
-
-@contextmanager
-def offline():
-    """Fail loudly if anything tries the network: the validation must use the local schema copies only."""
-    def refuse(*args, **kwargs):
-        raise OSError(f"network access attempted during offline validation: {args[:2]}")
-
-    saved = socket.socket.connect, socket.getaddrinfo
-    socket.socket.connect, socket.getaddrinfo = refuse, refuse
-    try:
-        yield
-    finally:
-        socket.socket.connect, socket.getaddrinfo = saved
-
-
-def validate_package(folder: Path, schemas: Path) -> list[str]:
-    """Every error in a Camtrap DP 1.0.2 package: datapackage.json against the profile (JSON Schema
-    draft-04), then each CSV against its Table Schema, foreign keys included."""
-    import frictionless
-    import jsonschema
-    import referencing
-    from referencing.jsonschema import DRAFT4
-
-    descriptor = json.loads((folder / "datapackage.json").read_text(encoding="utf-8"))
-    registry = referencing.Registry().with_resources(
-        (url, DRAFT4.create_resource(json.loads((schemas / name).read_text(encoding="utf-8"))))
-        for url, name in REMOTE_REFS.items())
-    profile = json.loads((schemas / "camtrap-dp-profile.json").read_text(encoding="utf-8"))
-    validator = jsonschema.Draft4Validator(profile, registry=registry,
-                                           format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER)
-    with offline():
-        errors = [f"datapackage.json {e.json_path}: {e.message}" for e in validator.iter_errors(descriptor)]
-    local = copy.deepcopy(descriptor)
-    local.pop("profile", None)  # checked above; frictionless would try to download it
-    for resource in local.get("resources", []):
-        name = resource.get("name")
-        if name in TABLES and resource.get("schema") == SCHEMA_URL.format(name):
-            resource["schema"] = json.loads((schemas / f"{name}-table-schema.json").read_text(encoding="utf-8"))
-    with offline():
-        report = frictionless.Package(local, basepath=str(folder)).validate()
-    errors += [f"{task.name}: {e.message}" for task in report.tasks for e in task.errors]
-    errors += [f"package: {e.message}" for e in report.errors]
-    return errors
 
 
 def test_official_example_is_valid(schemas):

@@ -12,29 +12,12 @@ from pathlib import Path
 import pytest
 
 from helpers import BURST, SAMPLES, trapcls
+from helpers import validate_megadetector as validate
 from trapcls.core.system.exceptions import DataError
 from trapcls.results import ConvertConfig, run_convert
 from trapcls.results.megadetector import DETECTION_CATEGORIES, UNKNOWN_MODEL, WHOLE_FRAME
 
 MODEL = "test-model v3 sha256:0123456789ab"
-
-
-def validate(results: Path | dict, image_root: Path | None = None) -> dict:
-    """MegaDetector's validate_batch_results on a file or a loaded dict: {"errors": [...], "warnings": [...]}."""
-    from PIL import ImageFile
-
-    loading_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
-    vbr = pytest.importorskip("megadetector.postprocessing.validate_batch_results",
-                              reason="MegaDetector's validator comes with the dev extra (megadetector-utils)")
-    # Importing it sets Pillow's global LOAD_TRUNCATED_IMAGES (megadetector/visualization), which would
-    # make every later test in this process decode truncated JPEGs as if whole: put it back.
-    ImageFile.LOAD_TRUNCATED_IMAGES = loading_truncated
-    options = vbr.ValidateBatchResultsOptions()
-    if image_root is not None:  # the paths are relative: check each names a real file under the root
-        options.check_image_existence = True
-        options.relative_path_base = str(image_root)
-    return vbr.validate_batch_results(results if isinstance(results, dict) else str(results), options)[
-        "validation_results"]
 
 
 def convert(csv_path: Path, out: Path, **options) -> tuple[dict, object]:

@@ -1,7 +1,8 @@
 """Files trapcls will not classify are never silent, and the watch's incremental rescan misses nothing new.
 
-Videos (dummy bytes with a video extension: the point is that they are not decoded) and other
-non-image files in a camera folder are counted per folder and reported by `predict`, the watch
+Videos in formats trapcls does not decode (dummy bytes with a video extension: clips in the formats it
+does decode are error rows) and other non-image files in a camera folder are counted per folder and reported
+by `predict`, the watch
 log (once per folder) and `trapcls status`; hidden, temporary and system files stay silent.
 The rescan lists only folders whose mtime changed; a full walk every few rescans covers files
 rewritten in place (tests backdate folder mtimes, as a rescan trusts only those a few seconds old).
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import csv_paths, status, trapcls, write_jpeg
+from helpers import csv_rows, status, trapcls, write_jpeg
 from trapcls.core.frames.discover import RACY_NS, TreeScanner, Unclassified, discover, discover_images
 from trapcls.core.system.exceptions import DataError
 
@@ -55,7 +56,7 @@ def test_discover_counts_videos_and_other_files_per_folder_and_skips_hidden_ones
 
 def test_a_folder_of_videos_only_says_so(tmp_path):
     (tmp_path / "CLIP0001.MP4").write_bytes(CLIP)
-    with pytest.raises(DataError, match=r"it holds 1 video \(e\.g\. CLIP0001\.MP4\).*classifies still images"):
+    with pytest.raises(DataError, match=r"it holds 1 video \(e\.g\. CLIP0001\.MP4\), which trapcls does not classify"):
         discover_images([tmp_path])
 
 
@@ -66,11 +67,14 @@ def test_predict_reports_what_it_did_not_classify_per_folder(tiny_run, tmp_path)
         proc = trapcls("predict", tmp_path / "in", "--bundle", tiny_run / "bundle", "--out", out, "--workers", "1",
                        "--threads", "1")
         lines = proc.stderr.splitlines()
-        assert "8 videos not classified: trapcls classifies still images (JPEG, PNG)" in lines
+        assert ("2 videos not classified: trapcls classifies still images (JPEG, PNG) and clips (.mp4 .mov .m4v "
+                ".avi .asf .wmv .mkv)") in lines
         assert "2 other files not classified: not JPEG or PNG" in lines
-        assert "  cam1: 3 videos (e.g. CLIP0001.MP4, CLIP0002.avi, CLIP0003.MOV)" in lines
-        assert "  cam2/DCIM/100: 4 videos and 1 other file (e.g. IMG_0005.HEIC, MOV_0004.mkv, clip.3gp)" in lines
-    assert len(out.read_text().splitlines()) == 1 + 3  # header and the three stills, nothing else
+        assert "  cam2: 1 video and 1 other file (e.g. clip.MTS, notes.txt)" in lines
+        assert "  cam2/DCIM/100: 1 video and 1 other file (e.g. IMG_0005.HEIC, clip.3gp)" in lines
+    # the three stills, and the six clips in formats trapcls decodes, each an error row (they hold no video)
+    rows = csv_rows(out)
+    assert len(rows) == 9 and sum(row["status"] == "error" for row in rows.values()) == 6
 
 
 def test_predict_says_nothing_when_there_is_nothing_to_say(tiny_run, tmp_path):
@@ -84,20 +88,26 @@ def test_predict_says_nothing_when_there_is_nothing_to_say(tiny_run, tmp_path):
 def test_watch_logs_each_folder_once_and_status_lists_the_counts(watch, tmp_path):
     inbox = tmp_path / "inbox"
     _card(inbox)
-    # Rescans every 0.3 s: a folder's counts are logged once they held for one rescan, and never again.
-    daemon = watch(inbox, rescan_interval=0.3, idle_exit=3)
+    # Rescans every 0.3 s: a folder's counts are logged once they held for one rescan, and never again. The
+    # clips it decodes (.MP4 .avi .MOV .mkv .m4v .wmv) are classified, here into error rows (no video in them);
+    # the videos it does not decode (.3gp .MTS) are counted with the other files.
+    daemon = watch(inbox, rescan_interval=0.3, idle_exit=3, clip_settle=0.5, max_attempts=1)
     assert daemon.finish() == 0, daemon.log
-    assert csv_paths(inbox / "cam1" / "predictions.csv") == {"IMG_0001.JPG", "IMG_0002.jpg"}
+    rows = csv_rows(inbox / "cam1" / "predictions.csv")
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "IMG_0001.JPG": "ok", "IMG_0002.jpg": "ok", "CLIP0001.MP4": "error", "CLIP0002.avi": "error",
+        "CLIP0003.MOV": "error"}
     noted = [line for line in daemon.lines if "not classified" in line]
-    assert len(noted) == 2, daemon.log
-    assert "cam1: 3 videos not classified: trapcls classifies still images (JPEG, PNG); e.g. " in noted[0]
+    assert len(noted) == 1, daemon.log
     # cam2's own predictions.csv (OUT is the inbox) is not counted among its other files
-    assert "cam2: 5 videos and 2 other files not classified" in noted[1]
+    assert "cam2: 2 videos and 2 other files not classified: trapcls classifies still images (JPEG, PNG) and " \
+           "clips (.mp4 .mov .m4v .avi .asf .wmv .mkv); e.g. clip.MTS, notes.txt, IMG_0005.HEIC" in noted[0]
     text = status(inbox)
-    assert "not classified: cam1: 3 videos (e.g. CLIP0001.MP4, CLIP0002.avi, CLIP0003.MOV)" in text
-    assert "not classified: cam2: 5 videos and 2 other files" in text
+    assert "not classified: cam2: 2 videos and 2 other files (e.g. clip.MTS, notes.txt, IMG_0005.HEIC); trapcls " \
+           "classifies still images (JPEG, PNG) and clips (.mp4" in text, text
+    assert "not classified: cam1" not in text
     report = json.loads(status(inbox, "--json"))["unclassified"]
-    assert {k: (v["videos"], v["others"]) for k, v in report.items()} == {"cam1": (3, 0), "cam2": (5, 2)}
+    assert {k: (v["videos"], v["others"]) for k, v in report.items()} == {"cam2": (2, 2)}
     # A restart finds the same counts in the journal: nothing is logged again.
     again = watch(inbox, rescan_interval=0.3, idle_exit=2)
     assert again.finish() == 0, again.log

@@ -50,6 +50,13 @@ BatchSize = Annotated[Optional[int], typer.Option(
 Threads = Annotated[Optional[int], typer.Option(
     "--threads", help="CPU inference threads, each running its own batch; default: all cores.")]
 Workers = Annotated[Optional[int], typer.Option("--workers", help="Image decoding threads; default: all cores.")]
+VideoFps = Annotated[float, typer.Option(
+    "--video-fps", help="Video clips: frames sampled per second of video (the first frame always).")]
+VideoMaxFrames = Annotated[Optional[int], typer.Option(
+    "--video-max-frames", help="Video clips: at most this many frames per clip, spread evenly over it.")]
+VideoTimeout = Annotated[float, typer.Option(
+    "--video-timeout", help="Video clips: seconds one clip's decoding may take, plus 2 per second of clip, before "
+                            "it becomes an error row.")]
 
 # --- reading a field CSV (events, convert, adapt) ---------------------------------------------------------
 FieldCsv = Annotated[Path, typer.Argument(

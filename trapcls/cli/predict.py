@@ -14,6 +14,9 @@ from trapcls.cli.options import (
     BlankThreshold,
     RunBundle,
     Threads,
+    VideoFps,
+    VideoMaxFrames,
+    VideoTimeout,
     Workers,
     choices,
     config,
@@ -30,7 +33,8 @@ P = PredictConfig  # the defaults: a field's default is its class attribute
 def predict(
     ctx: typer.Context,
     inputs: Annotated[Optional[list[Path]], typer.Argument(
-        help="Folders (searched recursively), image files, or quoted globs such as 'cams/**/*.JPG'.")] = None,
+        help="Folders (searched recursively), image or video files, or quoted globs such as 'cams/**/*.JPG'.")]
+    = None,
     bundle: RunBundle = None,
     out: Annotated[Path, typer.Option(help="CSV to write. If it exists, files already in it are skipped (resume).")]
     = ...,
@@ -49,11 +53,17 @@ def predict(
     tta: Annotated[bool, typer.Option(help="Average with a horizontally flipped copy (twice the model work).")]
     = P.tta,
     blank_threshold: BlankThreshold = P.blank_threshold,
+    video_fps: VideoFps = P.video_fps,
+    video_max_frames: VideoMaxFrames = P.video_max_frames,
+    video_timeout: VideoTimeout = P.video_timeout,
+    video_frames: Annotated[Optional[Path], typer.Option(
+        help="Also write one row per sampled frame of each video clip to this CSV.")] = P.video_frames,
     overwrite: Annotated[bool, typer.Option(help="Start --out afresh instead of resuming it.")] = P.overwrite,
     strict: Annotated[bool, typer.Option(help="Exit 1 when any image classified in this run could not be read.")]
     = False,
 ) -> None:
-    """Classify JPEG/PNG images into a CSV of per-class probabilities; unreadable files become error rows.
+    """Classify JPEG/PNG images and video clips (one row per clip) into a CSV of per-class probabilities;
+    unreadable files become error rows.
 
     Rows are appended as batches finish. Interrupted? Run the same command again: it skips what
     is done, repairs a torn last line, and ends with the same CSV an uninterrupted run writes.

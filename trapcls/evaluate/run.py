@@ -108,8 +108,9 @@ def blank_rule(config: EvaluateConfig, predictions: Predictions) -> BlankRule:
 
 
 def read_labels(path: Path, *, label_regex: str | None = None) -> list[Sample]:
-    """Labels in any layout `train` reads; the images need not exist (they are only used for galleries)."""
-    return load_samples(path, label_regex=label_regex, check_files=False)
+    """Labels in any layout `train` reads, video clips included (class folders and --label-regex find them too); the
+    files need not exist (they are only used for galleries)."""
+    return load_samples(path, label_regex=label_regex, check_files=False, clips=True)
 
 
 def match(predictions: Predictions, samples: list[Sample]) -> Matched:

@@ -29,6 +29,12 @@ class RunOptions:
     threads: int | None = option(None, low=1, hint="leave it out for the default")
     workers: int | None = option(None, low=1, hint="leave it out for the default")
     blank_threshold: float | None = option(None, low=0, high=1)
+    # Video clips: frames sampled per second of video (the MegaDetector / SpeciesNet convention: 1), at most
+    # this many per clip (spread evenly over a long one), and how long one clip's decoding may take: these
+    # seconds plus 2 for each second of clip its container states (predict/clip_workers.py).
+    video_fps: float = option(1.0, low=0, low_open=True, high=60)
+    video_max_frames: int | None = option(None, low=1, hint="leave it out for no limit")
+    video_timeout: float = option(30.0, low=0, low_open=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +49,7 @@ class PredictConfig(RunOptions):
     shard: tuple[int, int] | None = None
     overwrite: bool = False
     tta: bool = False
+    video_frames: Path | None = None  # also write one row per sampled frame of each clip here
 
     def __post_init__(self) -> None:
         check_options(self)

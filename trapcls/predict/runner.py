@@ -8,6 +8,7 @@ bounded window of batches is ever in memory, whatever the number of files.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -18,19 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.frames.discover import ImageFile, Unclassified, discover
+from trapcls.core.frames.discover import CLIP_SUFFIXES, ImageFile, Unclassified, discover
 from trapcls.core.frames.preprocess import PreprocessSpec, preprocess_frame
 from trapcls.core.model.blank import BlankRule
 from trapcls.core.model.bundle import Bundle, load_bundle
-from trapcls.core.model.probs import probabilities
-from trapcls.core.system.exceptions import BundleError, ImageReadError
+from trapcls.core.system.exceptions import ImageReadError
 from trapcls.core.system.hardware import cores
 from trapcls.core.system.names import display
 from trapcls.core.table.append import CsvAppender
 from trapcls.core.table.layout import check_submission_ids
 from trapcls.core.table.row import Row
 from trapcls.predict.backends import Backend, choose_backend, create_backend
+from trapcls.predict.clips import FrameRows, classify_clips
 from trapcls.predict.config import DEFAULT_BATCH, PredictConfig
+from trapcls.predict.infer import frame_probs
 from trapcls.predict.merge import merge_csvs
 from trapcls.predict.shard import select_shard
 
@@ -50,6 +52,7 @@ class PredictSummary:
     precision: str = ""  # which precision the backend runs and why, where it chooses one (openvino)
     images: int = 0
     classified: int = 0
+    clips: int = 0  # of those classified, video clips
     skipped: int = 0
     failed: int = 0
     seconds: float = 0.0
@@ -63,8 +66,9 @@ class PredictSummary:
         """What the run did, for the terminal."""
         if self.classified or not self.skipped:
             rate = self.classified / self.seconds if self.seconds > 0 else 0.0
-            return [f"{self.classified} images -> {self.out} ({self.failed} unreadable) in {self.seconds:.1f}s, "
-                    f"{rate:.1f} images/s"]
+            clips = f" and {self.clips} video clip{'s' if self.clips != 1 else ''}" if self.clips else ""
+            return [f"{self.classified - self.clips} images{clips} -> {self.out} ({self.failed} unreadable) in "
+                    f"{self.seconds:.1f}s, {rate:.1f} {'files' if self.clips else 'images'}/s"]
         return [f"nothing to do: all {self.images} images are already in {self.out}"]
 
     def notices(self, *, submission: bool = False) -> list[str]:
@@ -90,7 +94,7 @@ def unclassified_lines(per_folder: dict[str, Unclassified], limit: int = 10) -> 
     lines = []
     if total.videos:
         lines.append(f"{total.videos} video{'s' if total.videos > 1 else ''} not classified: trapcls classifies "
-                     "still images (JPEG, PNG)")
+                     f"still images (JPEG, PNG) and clips ({' '.join(CLIP_SUFFIXES)})")
     if total.others:
         lines.append(f"{total.others} other file{'s' if total.others > 1 else ''} not classified: not JPEG or PNG")
     lines += [f"  {name}: {per_folder[name].describe()} ({per_folder[name].example()})"
@@ -112,9 +116,10 @@ def run_predict(
     `overwrite`), and a finished CSV is put in canonical (sorted) order.
     """
     bundle = load_bundle(config.bundle)
-    layout = bundle.layout(config.fmt, config.blank_threshold)
-    found = discover(config.inputs, file_list=config.file_list, ignore=config.out)
+    found = discover(config.inputs, file_list=config.file_list, ignore=config.out, clips=True)
     files = found.files
+    # The clip columns when the whole job holds a clip (not this shard only: every shard writes one header).
+    layout = bundle.layout(config.fmt, config.blank_threshold, clips=any(f.is_clip for f in files))
     if config.fmt == "submission":
         check_submission_ids([f.rel for f in files])  # over the whole job, so clashes between shards are caught too
     if config.shard:
@@ -135,8 +140,15 @@ def run_predict(
     start = time.perf_counter()
     try:
         batch_size = config.batch_size or DEFAULT_BATCH.get(backend.device, 8)
-        for results in classify_batches(todo, bundle, backend, batch_size=batch_size,
-                                        workers=config.workers, tta=config.tta):
+        frames = [f for f in todo if not f.is_clip]
+        clips = [f for f in todo if f.is_clip]
+        work = [classify_batches(frames, bundle, backend, batch_size=batch_size, workers=config.workers,
+                                 tta=config.tta)]
+        if clips:
+            per_frame = FrameRows(config.video_frames, bundle, appender.done) if config.video_frames else None
+            work.append(classify_clips(clips, bundle, backend, config, batch_size=batch_size, tta=config.tta,
+                                       frames=per_frame))
+        for results in itertools.chain(*work):
             appender.append(results)
             _count(summary, results)
             if progress:
@@ -150,6 +162,7 @@ def run_predict(
 
 def _count(summary: PredictSummary, results: list[Row]) -> None:
     summary.classified += len(results)
+    summary.clips += sum(result.clip is not None for result in results)
     for result in results:
         if not result.ok:
             log.warning("%s: %s", result.path, result.error)
@@ -216,26 +229,12 @@ def _decode(path: Path, spec: PreprocessSpec) -> tuple[np.ndarray, str | None] |
         return _Failure(f"unexpected error while decoding: {type(exc).__name__}: {detail}")
 
 
-def _checked(logits: np.ndarray, bundle: Bundle, frames: int) -> np.ndarray:
-    """The model's output as it must be: one row of len(classes) finite logits per frame. A model that
-    declares one output shape and returns another (ONNX Runtime only warns) would write ragged rows."""
-    if logits.shape != (frames, len(bundle.classes)):
-        raise BundleError(f"{bundle.root}: the model returned logits of shape {tuple(logits.shape)} for {frames} "
-                          f"frames; bundle.json lists {len(bundle.classes)} classes. The model and bundle.json do "
-                          "not belong together: re-export the bundle.")
-    return logits
-
-
 def _infer(batch: list[ImageFile], decoded: list[Future], bundle: Bundle, backend: Backend, tta: bool) -> list[Row]:
     items = [future.result() for future in decoded]
     good = [i for i, item in enumerate(items) if not isinstance(item, _Failure)]
     probs = {}
     if good:
-        x = np.stack([items[i][0] for i in good])
-        p = probabilities(_checked(backend.logits(x), bundle, len(good)), bundle.temperature)
-        if tta:  # horizontal flip: the same scene, the same answer; average the two
-            flipped = np.ascontiguousarray(x[..., ::-1])
-            p = (p + probabilities(_checked(backend.logits(flipped), bundle, len(good)), bundle.temperature)) / 2
+        p = frame_probs(np.stack([items[i][0] for i in good]), bundle, backend, tta)
         probs = dict(zip(good, p, strict=True))
     out = []
     for i, file in enumerate(batch):

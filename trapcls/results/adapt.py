@@ -11,7 +11,8 @@ mix from unlabelled predictions alone with EM, assuming only the priors changed 
 starting from pi = pi_train. The M-step here is the MAP estimate under a Dirichlet prior centred
 on the training priors with strength s pseudo-frames (--prior-strength): it damps the estimate
 when a deployment has few frames and keeps a class the camera has not shown yet from being
-driven to zero. Deployments with fewer than --min-frames readable frames are left unchanged.
+driven to zero. Deployments with fewer than --min-frames readable frames are left unchanged. A video
+clip's row counts as one frame (its combined probabilities) and keeps its clip cells.
 
 pi_train comes from the bundle (`training.config.train_class_counts`, written by `trapcls
 train`); a bundle without them is assumed to have been trained on a uniform mix, and the
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,6 @@ from trapcls.core.system.fsutil import atomic_write_text, refuse_input_as_output
 from trapcls.core.system.names import display
 from trapcls.core.table.layout import Layout
 from trapcls.core.table.read import Table, read_field
-from trapcls.core.table.row import Row
 from trapcls.results.config import AdaptConfig
 from trapcls.results.events import deployment_of
 
@@ -139,7 +139,9 @@ def run_adapt(config: AdaptConfig) -> AdaptSummary:
     if bundle.blank_policy and config.blank_threshold is None and table.blank is not None:
         summary.notes.append(f"is_blank uses the bundle's certified threshold {rule.threshold:g}, but it was certified "
                              "on unadapted probabilities: its guarantee does not carry over to adapted ones.")
-    _write(config, table, adapted, Layout("field", table.classes, rule, model=(table.model or "") + ADAPTED))
+    clips = any(frame.clip is not None for frame in table.rows)  # video clips keep their clip columns
+    _write(config, table, adapted, Layout("field", table.classes, rule, model=(table.model or "") + ADAPTED,
+                                          clips=clips))
     _write_report(summary, table, config)
     return summary
 
@@ -178,8 +180,9 @@ def _check_outputs(config: AdaptConfig) -> Path:
 def _write(config: AdaptConfig, table: Table, adapted: dict[str, np.ndarray], layout: Layout) -> None:
     rows = []
     for frame in table.rows:
-        row = (Row(frame.path, adapted[frame.path], captured=frame.captured) if frame.ok
-               else Row(frame.path, None, captured=frame.captured, error=frame.error or "error"))
+        # replace(): a clip's row keeps its clip fields (frames sampled, duration, frame rate, best frame).
+        row = (replace(frame, probs=adapted[frame.path]) if frame.ok
+               else replace(frame, error=frame.error or "error"))
         rows.append(layout.cells(row))
     with writing(config.out):
         write_csv(config.out, layout.header(), sorted(rows, key=lambda r: r[0]))

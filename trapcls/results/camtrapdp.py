@@ -42,7 +42,6 @@ Conventions (Camtrap DP's own vocabulary in `code`):
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import mimetypes
@@ -61,7 +60,9 @@ from trapcls.core.system.fsutil import atomic_write_text, refuse_input_as_output
 from trapcls.core.system.names import display, name_bytes
 from trapcls.core.table.read import Table
 from trapcls.core.table.row import Row
+from trapcls.results.clips import clip_end, files_word, known_duration, known_rate
 from trapcls.results.config import ConvertConfig, ConvertSummary
+from trapcls.results.deployments import DEPLOYMENT_FIELDS, read_deployments
 from trapcls.results.events import Event, deployment_of, group_events
 from trapcls.results.taxa import Taxon, taxa_for
 
@@ -69,11 +70,6 @@ VERSION = "1.0.2"
 PROFILE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}/camtrap-dp-profile.json"
 TABLES = ("deployments", "media", "observations")
 # The columns of the three Table Schemas, in their order (a validator checks the header against them).
-DEPLOYMENT_FIELDS = (
-    "deploymentID", "locationID", "locationName", "latitude", "longitude", "coordinateUncertainty",
-    "deploymentStart", "deploymentEnd", "setupBy", "cameraID", "cameraModel", "cameraDelay", "cameraHeight",
-    "cameraDepth", "cameraTilt", "cameraHeading", "detectionDistance", "timestampIssues", "baitUse", "featureType",
-    "habitat", "deploymentGroups", "deploymentTags", "deploymentComments")
 MEDIA_FIELDS = (
     "mediaID", "deploymentID", "captureMethod", "timestamp", "filePath", "filePublic", "fileName", "fileMediatype",
     "exifData", "favorite", "mediaComments")
@@ -85,7 +81,11 @@ OBSERVATION_FIELDS = (
     "observationTags", "observationComments")
 TAXON_RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species", "subspecies")
 PLACEHOLDER_LOCATION = "placeholder location: pass --deployments"
-_MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+# IANA media types by suffix: the frames and every video clip suffix trapcls classifies (the system's mimetypes table
+# lacks some, e.g. .mkv, on many machines; Camtrap DP wants "image/...", "video/..." or "audio/...").
+_MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".mp4": "video/mp4",
+               ".m4v": "video/x-m4v", ".mov": "video/quicktime", ".avi": "video/x-msvideo", ".asf": "video/x-ms-asf",
+               ".wmv": "video/x-ms-wmv", ".mkv": "video/x-matroska"}
 _OFFSET = re.compile(r"^(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?$")
 _NAME = re.compile(r"[^a-z0-9._-]+")
 _UNREADABLE = "not classified: trapcls could not read the image(s)"
@@ -116,6 +116,7 @@ def write_camtrap_dp(table: Table, config: ConvertConfig, *, threshold: float) -
                                           "media": (MEDIA_FIELDS, media),
                                           "observations": (OBSERVATION_FIELDS, observations)}, package)
     return ConvertSummary(out=config.out, to="camtrap-dp", frames=len(media),
+                          clips=sum(m["fileMediatype"].startswith("video/") for m in media),
                           events=sum(o["observationLevel"] == "event" for o in observations), notes=notes)
 
 
@@ -147,6 +148,7 @@ def capture_moments(frames: list[Row], zone: tzinfo | None, notes: list[str]) ->
     """Each timed frame's capture time with its UTC offset: EXIF's when it had one, else `zone`'s."""
     moments: dict[str, datetime] = {}
     untimed, unzoned, unsafe = [], [], []
+    files = files_word(frames)
     for frame in frames:
         if not frame.captured:
             untimed.append(frame.path)
@@ -162,14 +164,14 @@ def capture_moments(frames: list[Row], zone: tzinfo | None, notes: list[str]) ->
             moment = moment.replace(tzinfo=zone)
         moments[frame.path] = moment
     if unzoned:
-        raise DataError(f"{len(unzoned)} frames have a capture time without a UTC offset (EXIF rarely records "
+        raise DataError(f"{len(unzoned)} {files} have a capture time without a UTC offset (EXIF rarely records "
                         f"one), e.g. {listing(unzoned)}, and Camtrap DP timestamps need one: pass --timezone with "
                         "the cameras' time zone (Europe/Brussels) or offset (+02:00).")
     if untimed:
-        notes.append(f"{len(untimed)} frames have no capture time and are left out (Camtrap DP requires a "
+        notes.append(f"{len(untimed)} {files} have no capture time and are left out (Camtrap DP requires a "
                      f"timestamp for each image): {listing(untimed)}.")
     if unsafe:
-        notes.append(f"{len(unsafe)} frames are left out because Camtrap DP's filePath may not start with '.', "
+        notes.append(f"{len(unsafe)} {files} are left out because Camtrap DP's filePath may not start with '.', "
                      f"'/' or '~' nor contain '..': {listing(unsafe)}. Rename them and predict again.")
     return moments
 
@@ -189,20 +191,47 @@ def _id(kind: str, key: str) -> str:
 
 
 def _media_rows(events: list[Event], moments: dict[str, datetime]) -> list[dict[str, str]]:
-    """One media.csv row per timed frame, by deployment, time and path."""
+    """One media.csv row per timed frame or clip, by deployment, time and path."""
     rows = []
     for event in events:
         for frame in event.frames:
             if frame.path not in moments:
                 continue
-            suffix = PurePosixPath(frame.path).suffix.lower()
             rows.append({
                 "mediaID": _id("media", frame.path), "deploymentID": event.deployment,
                 "timestamp": _stamp(moments[frame.path]), "filePath": frame.path, "filePublic": "false",
-                "fileName": PurePosixPath(frame.path).name,
-                "fileMediatype": _MEDIATYPES.get(suffix) or mimetypes.guess_type(frame.path)[0] or "image/jpeg",
+                "fileName": PurePosixPath(frame.path).name, "fileMediatype": media_type(frame),
+                "mediaComments": _clip_comment(frame),
+                "end": _stamp(clip_end(moments[frame.path], frame, whole_seconds=True)),  # not a column: for spans
             })
     return rows
+
+
+def media_type(row: Row) -> str:
+    """The IANA media type of a frame or clip, by its suffix (a clip's is always "video/...")."""
+    kind = "image" if row.clip is None else "video"
+    found = _MEDIATYPES.get(PurePosixPath(row.path).suffix.lower()) or mimetypes.guess_type(row.path)[0] or ""
+    if found.startswith(kind + "/"):
+        return found
+    return "image/jpeg" if kind == "image" else "video/mp4"  # not a suffix trapcls reads: only a hand-made CSV
+
+
+def _clip_comment(row: Row) -> str:
+    """What a clip's row says besides its verdict (frames sampled, length, the frame that shows it best), for
+    mediaComments; "" for a frame."""
+    clip = row.clip
+    if clip is None:
+        return ""
+    parts = [f"video clip: {clip.frames} frames sampled"]
+    if known_duration(clip) is not None:
+        parts.append(f"{clip.duration:g} s long")
+    rate = known_rate(clip)
+    if rate is not None:
+        parts.append(f"{rate:g} frames/s")
+    if clip.best_frame is not None:
+        when = f" ({clip.best_frame / rate:.1f} s)" if rate is not None else ""
+        parts.append(f"best frame {clip.best_frame}{when}")
+    return ", ".join(parts)
 
 
 def _verdicts(table: Table, taxa: dict[str, Taxon], threshold: float,
@@ -243,15 +272,16 @@ def _observation_rows(events: list[Event], moments: dict[str, datetime],
         frames = [f for f in event.frames if f.path in moments]
         if not frames:  # an untimed frame: no timestamp, so no event either
             continue
-        times = [moments[f.path] for f in frames]
+        # A clip's observation lasts from its start to its end (start + duration, up to the whole second).
+        spans = [(moments[f.path], clip_end(moments[f.path], f, whole_seconds=True)) for f in frames]
         rows.append({"observationID": _id("event-observation", event.id), "deploymentID": event.deployment,
-                     "eventID": event.id, "eventStart": _stamp(min(times)), "eventEnd": _stamp(max(times)),
-                     "observationLevel": "event", **verdict(event.probs)})
-        for frame in frames:
-            stamp = _stamp(moments[frame.path])
+                     "eventID": event.id, "eventStart": _stamp(min(s for s, _ in spans)),
+                     "eventEnd": _stamp(max(e for _, e in spans)), "observationLevel": "event",
+                     **verdict(event.probs)})
+        for frame, (start, end) in zip(frames, spans):
             rows.append({"observationID": _id("media-observation", frame.path), "deploymentID": event.deployment,
-                         "mediaID": _id("media", frame.path), "eventID": event.id, "eventStart": stamp,
-                         "eventEnd": stamp, "observationLevel": "media", **verdict(frame.probs)})
+                         "mediaID": _id("media", frame.path), "eventID": event.id, "eventStart": _stamp(start),
+                         "eventEnd": _stamp(end), "observationLevel": "media", **verdict(frame.probs)})
     return rows
 
 
@@ -271,9 +301,9 @@ def _deployment_rows(media: list[dict[str, str]], given_file: Path | None, notes
     """One deployments.csv row per deployment with media: from --deployments, else placeholders."""
     spans: dict[str, tuple[datetime, datetime]] = {}
     for row in media:
-        moment = datetime.fromisoformat(row["timestamp"])
-        first, last = spans.get(row["deploymentID"], (moment, moment))
-        spans[row["deploymentID"]] = (min(first, moment), max(last, moment))
+        moment, end = datetime.fromisoformat(row["timestamp"]), datetime.fromisoformat(row["end"])
+        first, last = spans.get(row["deploymentID"], (moment, end))
+        spans[row["deploymentID"]] = (min(first, moment), max(last, end))
     given = read_deployments(given_file, notes) if given_file else None
     if given is not None:
         missing = [name for name in spans if name not in given]
@@ -295,62 +325,6 @@ def _deployment_rows(media: list[dict[str, str]], given_file: Path | None, notes
         row["deploymentEnd"] = row.get("deploymentEnd") or _stamp(end)
         rows.append(row)
     return rows
-
-
-def read_deployments(path: Path, notes: list[str]) -> dict[str, dict[str, str]]:
-    """Read a --deployments CSV: deploymentID, latitude, longitude and optional deployments-table columns."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            rows, fields = list(reader), [f.strip() for f in reader.fieldnames or []]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"Cannot read --deployments {path}: {exc}.") from exc
-    missing = [f for f in ("deploymentID", "latitude", "longitude") if f not in fields]
-    if missing or not rows:
-        raise DataError(f"--deployments {path} must be a CSV with the columns deploymentID,latitude,longitude "
-                        "(decimal degrees, WGS84) and one row per camera folder; it has no "
-                        f"{', '.join(missing) or 'rows'}.")
-    ignored = [f for f in fields if f not in DEPLOYMENT_FIELDS]
-    if ignored:
-        notes.append(f"--deployments columns that are not Camtrap DP deployment fields are ignored: "
-                     f"{listing(ignored)}.")
-    given: dict[str, dict[str, str]] = {}
-    for line, raw in enumerate(rows, start=2):
-        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k and k.strip() in DEPLOYMENT_FIELDS}
-        name = row["deploymentID"]
-        where = f"--deployments {path}: row {line} ({name or 'no deploymentID'})"
-        if not name or name in given:
-            raise DataError(f"{where}: every row needs a deploymentID of its own.")
-        for field, limit in (("latitude", 90), ("longitude", 180)):
-            row[field] = _coordinate(row[field], limit, f"{where}: {field}")
-        for field in ("deploymentStart", "deploymentEnd"):
-            if row.get(field):
-                row[field] = _aware(row[field], f"{where}: {field}")
-        given[name] = row
-    return given
-
-
-def _coordinate(text: str, limit: float, where: str) -> str:
-    if not text:
-        raise DataError(f"{where} is empty; Camtrap DP requires decimal degrees (WGS84) for every deployment.")
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not -limit <= value <= limit:
-        raise DataError(f"{where} {text!r} is not a number of decimal degrees between -{limit} and {limit}.")
-    return text
-
-
-def _aware(text: str, where: str) -> str:
-    try:
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)  # Python 3.10: no Z
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise DataError(f"{where} {text!r} is not an ISO 8601 date and time with a UTC offset, e.g. "
-                        "2021-04-01T12:00:00+02:00.")
-    return _stamp(moment.replace(microsecond=0))
 
 
 def _check_ranks(taxa: dict[str, Taxon], taxa_file: Path | None) -> None:

@@ -69,21 +69,31 @@ class ConvertConfig(ReadOptions, EventOptions):
         return [*super().inputs(), ("the --taxa CSV", self.taxa), ("the --deployments CSV", self.deployments)]
 
 
+def files_phrase(files: int, clips: int) -> str:
+    """How many files a command read, for the terminal: "12 frames", or "10 frames and 2 clips" when some are
+    video clips."""
+    if not clips:
+        return f"{files} frames"
+    frames = files - clips
+    return f"{frames} frames and {clips} clips" if frames else f"{clips} clips"
+
+
 @dataclass
 class ConvertSummary:
     """What a conversion wrote."""
 
     out: Path
     to: str
-    frames: int = 0
+    frames: int = 0  # files written (frames and clips)
     events: int = 0
     notes: list[str] = field(default_factory=list)  # what the user should know (placeholders, frames left out)
     rule: BlankRule | None = None  # the blank rule applied, and why (None: no blank class)
+    clips: int = 0  # how many of `frames` are video clips
 
     def lines(self) -> list[str]:
         """What was written, for the terminal."""
         events = f", {self.events} events" if self.events else ""
-        return [f"{self.frames} frames{events} -> {self.out} ({self.to})"]
+        return [f"{files_phrase(self.frames, self.clips)}{events} -> {self.out} ({self.to})"]
 
     def notices(self) -> list[str]:
         """What the user should know besides: the blank rule applied and why, then the notes."""

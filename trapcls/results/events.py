@@ -1,4 +1,4 @@
-"""Camera-trap events: the frames one visit produced, grouped by camera and capture time.
+"""Camera-trap events: the frames and video clips one visit produced, grouped by camera and capture time.
 
 Grouping: a deployment is a camera folder (the first N folders of a frame's path; frames directly
 under the root form the deployment "."). Within it, frames are sorted by capture time and a new
@@ -6,6 +6,12 @@ event starts when a frame comes more than `gap` seconds after the previous one; 
 one event. File names and row order never matter. A frame without a capture time is an event of
 its own, flagged `untimed`. An unreadable frame counts in its event (`unreadable`) but adds no
 evidence; an event with no readable frame has no label.
+
+A video clip is one item of its deployment, like a frame, placed by its start time (the container's
+creation time). It lasts: the gap is counted from the end of the event so far (the latest end of its
+items, a clip's end being its start plus its duration), so the clips of a camera that re-triggers while
+an animal stays are one event however long each clip is, and the event's `end` is when its last clip ends.
+A frame lasts no time, so for frames the end is the last capture time, as before clips.
 
 The event's probabilities are its readable frames' combined by `core/model/probs.combine_frames`, the rule a
 video clip's sampled frames are combined by too (written there once).
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +34,20 @@ from trapcls.core.system.names import neutralise
 from trapcls.core.table.blank import rule_for_table
 from trapcls.core.table.read import Table, read_field
 from trapcls.core.table.row import Row, number
-from trapcls.results.config import EventsConfig
+from trapcls.results.clips import clip_end
+from trapcls.results.config import EventsConfig, files_phrase
 
 
 @dataclass(frozen=True)
 class Event:
-    """The frames of one visit, in time order, and their combined probabilities (None if none was readable)."""
+    """The frames (and clips) of one visit, in time order, their combined probabilities (None if none was readable)
+    and when the visit ended (the capture time of its last frame, or the end of its last clip, as text)."""
 
     id: str
     deployment: str
     frames: tuple[Row, ...]
     probs: np.ndarray | None
+    end: str = ""
 
     @property
     def timed(self) -> bool:
@@ -46,10 +56,6 @@ class Event:
     @property
     def start(self) -> str:
         return self.frames[0].captured
-
-    @property
-    def end(self) -> str:
-        return self.frames[-1].captured
 
     @property
     def unreadable(self) -> int:
@@ -76,13 +82,17 @@ def group_events(table: Table, *, gap: float, deployment: Callable[[str], str], 
 
 
 def _split(frames: list[Row], gap: float) -> Iterable[list[Row]]:
-    """Timed frames in runs with no step over `gap`, then each untimed frame alone (by path, for a stable order)."""
+    """Timed frames (and clips) in runs where none starts more than `gap` after the run so far ended, then each
+    untimed one alone (by path, for a stable order)."""
     timed = sorted((f for f in frames if f.captured), key=lambda f: (f.time, f.path))
     current: list[Row] = []
+    end = None
     for frame in timed:
-        if current and (frame.time - current[-1].time).total_seconds() > gap:
+        if current and (frame.time - end).total_seconds() > gap:
             yield current
             current = []
+        finish = clip_end(frame.time, frame)
+        end = finish if not current else max(end, finish)
         current.append(frame)
     if current:
         yield current
@@ -98,7 +108,18 @@ def _event(deployment: str, frames: list[Row], blank: int | None, relative: bool
     suffix = first.time.strftime("%Y%m%dT%H%M%S") if first.captured else "untimed:" + inside
     readable = [f.probs for f in frames if f.ok]
     probs = combine_frames(np.stack(readable), blank) if readable else None
-    return Event(id=f"{deployment}/{suffix}", deployment=deployment, frames=tuple(frames), probs=probs)
+    return Event(id=f"{deployment}/{suffix}", deployment=deployment, frames=tuple(frames), probs=probs,
+                 end=_end(frames))
+
+
+def _end(frames: list[Row]) -> str:
+    """The latest end among `frames`, as text: a frame's capture time as the CSV wrote it, a clip's computed end."""
+    if not frames[0].captured:
+        return ""
+    last = max(reversed(frames), key=lambda f: clip_end(f.time, f))  # on a tie, the last in time order
+    moment = datetime.fromisoformat(last.captured)
+    finish = clip_end(moment, last, whole_seconds=True)
+    return last.captured if finish == moment else finish.isoformat(timespec="seconds")
 
 
 def events_header(classes: tuple[str, ...], blank: int | None) -> list[str]:
@@ -141,20 +162,23 @@ class EventsSummary:
     unreadable: int
     blank_events: int | None  # None when the model has no blank class
     rule: BlankRule | None  # the blank rule applied, and why (None: no blank class)
+    clips: int = 0  # how many of the rows (`frames`) are video clips
 
     def lines(self) -> list[str]:
         """What was written, for the terminal."""
         blank = "" if self.blank_events is None else f", {self.blank_events} blank"
-        return [f"{self.frames} frames -> {self.events} events{blank} in {self.deployments} deployments -> {self.out}"]
+        return [f"{files_phrase(self.frames, self.clips)} -> {self.events} events{blank} in {self.deployments} "
+                f"deployments -> {self.out}"]
 
     def notices(self) -> list[str]:
         """What the user should know besides: the blank rule applied and why, frames that stand alone."""
         notes = [self.rule.describe()] if self.rule else []
+        files = "frames or clips" if self.clips else "frames"
         if self.untimed:
-            notes.append(f"note: {self.untimed} frames have no capture time; each is an event of its own "
+            notes.append(f"note: {self.untimed} {files} have no capture time; each is an event of its own "
                          "(untimed = true).")
         if self.unreadable:
-            notes.append(f"note: {self.unreadable} frames were unreadable; they are counted in their events "
+            notes.append(f"note: {self.unreadable} {files} were unreadable; they are counted in their events "
                          "(unreadable) but add no evidence.")
         return notes
 
@@ -172,7 +196,7 @@ def run_events(config: EventsConfig) -> EventsSummary:
         write_events(events, table, config.out, rule=rule)
     blank = table.blank
     return EventsSummary(
-        out=config.out, frames=len(table.rows), events=len(events),
+        out=config.out, frames=len(table.rows), clips=sum(f.clip is not None for f in table.rows), events=len(events),
         deployments=len({e.deployment for e in events}),
         untimed=sum(not f.captured for f in table.rows), unreadable=sum(not f.ok for f in table.rows), rule=rule,
         blank_events=None if rule is None else sum(e.probs is not None and rule.is_blank(e.probs[blank])

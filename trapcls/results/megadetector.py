@@ -28,6 +28,18 @@ writes each frame this way:
 - `datetime`: the capture time as EXIF writes it ("2021:04:11 20:43:09", camera wall clock), as
   MegaDetector's run_detector_batch writes it with --include_image_timestamp; absent when the
   frame has none.
+- a video clip's entry (format 1.4+ video fields, as MegaDetector's process_video writes them) is
+  the clip's row, classified like a frame: its combined probabilities give one whole-frame detection
+  or none, and the detection carries `frame_number`, the clip's best frame (the sampled frame that
+  shows its label best). `frame_rate` is the clip's frame rate, so that frame_number / frame_rate is
+  the detection's time in the clip, and `frames_processed` lists the frame numbers the row knows were
+  classified: the first frame (always sampled) and the best one (the field CSV records how many
+  frames were sampled, not which). Timelapse keeps a video detection only when frame_number >= 0
+  and frame_rate > 0, and shows the clip as Empty otherwise: so a clip whose container states no
+  frame rate (or whose cell is not a positive number) gets frame_rate 1, a stand-in, and its detection
+  on frame 0, the clip's start, which is 0 s at any frame rate; a note counts such clips. A clip
+  that failed gets `failure`, `detections: null`, `frame_rate` -1 and no frames processed, as
+  MegaDetector writes a failed video. `datetime` is the clip's start.
 
 Categories: `classification_categories` maps the class's position in the model's class list
 (the CSV's column order) to its name, for every class except blank: blank is never a
@@ -53,7 +65,8 @@ from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import atomic_write_text, refuse_input_as_output, writing
 from trapcls.core.system.names import display
 from trapcls.core.table.read import Table
-from trapcls.core.table.row import Row
+from trapcls.core.table.row import Clip, Row
+from trapcls.results.clips import files_word, known_rate
 from trapcls.results.config import ConvertConfig, ConvertSummary
 from trapcls.results.taxa import Taxon, taxa_for
 
@@ -67,6 +80,8 @@ DETECTOR = f"trapcls {__version__} whole-frame (no detector: one box covering th
 COMPLETION_TIME = "%Y-%m-%d %H:%M:%S"  # the format's completion times
 EXIF_TIME = "%Y:%m:%d %H:%M:%S"  # per-image datetime, as run_detector_batch writes it
 DIGITS = 6
+FAILED_FRAME_RATE = -1.0  # a failed video's frame_rate, as MegaDetector writes it (the validator then wants `failure`)
+STAND_IN_FRAME_RATE = 1.0  # a clip of unknown frame rate: Timelapse drops a video detection without a positive one
 _DRIVE = re.compile(r"^[A-Za-z]:")  # C:\x.jpg, or C:x.jpg (relative to drive C's current folder)
 
 
@@ -80,7 +95,7 @@ def write_megadetector(table: Table, config: ConvertConfig, *, threshold: float)
     with writing(config.out):
         atomic_write_text(config.out, json.dumps(results, indent=1, allow_nan=False) + "\n")
     return ConvertSummary(out=config.out, to="megadetector", frames=len(table.rows),
-                          notes=_notes(table, config.out, outside))
+                          clips=sum(f.clip is not None for f in table.rows), notes=_notes(table, config.out, outside))
 
 
 def inside_image_folder(path: str) -> bool:
@@ -133,14 +148,31 @@ def _info(table: Table, threshold: float) -> dict:
 
 
 def image_entry(frame: Row, *, blank: int | None, kinds: list[str], threshold: float) -> dict:
-    """One `images[]` entry: a whole-frame detection, none (blank), or a failure (unreadable)."""
+    """One `images[]` entry: a whole-frame detection, none (blank), or a failure (unreadable); a clip's with its
+    video fields."""
     entry: dict = {"file": display(frame.path)}
     if frame.captured:
         entry["datetime"] = frame.time.strftime(EXIF_TIME)
     if not frame.ok:
+        if frame.clip is not None:
+            entry.update(frame_rate=FAILED_FRAME_RATE, frames_processed=[])
         return {**entry, "failure": display(frame.error or "unreadable (the CSV gives no reason)"), "detections": None}
     detection = whole_frame_detection(frame.probs, blank=blank, kinds=kinds, threshold=threshold)
+    if frame.clip is not None:
+        rate, number = clip_anchor(frame.clip)
+        entry.update(frame_rate=rate, frames_processed=sorted({0, number}))
+        if detection is not None:
+            detection["frame_number"] = number
     return {**entry, "detections": [] if detection is None else [detection]}
+
+
+def clip_anchor(clip: Clip) -> tuple[float, int]:
+    """(frame_rate, frame_number) of a classified clip's detection: its frame rate and best frame, or, when the frame
+    rate is unknown, the stand-in rate and frame 0 (the clip's start at any rate), so that Timelapse keeps it."""
+    rate = known_rate(clip)
+    if rate is None:
+        return STAND_IN_FRAME_RATE, 0
+    return rate, clip.best_frame if clip.best_frame is not None and clip.best_frame >= 0 else 0
 
 
 def whole_frame_detection(probs: np.ndarray, *, blank: int | None, kinds: list[str], threshold: float) -> dict | None:
@@ -156,14 +188,19 @@ def whole_frame_detection(probs: np.ndarray, *, blank: int | None, kinds: list[s
 
 
 def _notes(table: Table, out: Path, outside: list[str]) -> list[str]:
-    notes = []
+    notes, files = [], files_word(table.rows)
     if outside:
-        notes.append(f"{len(outside)} frames are left out: their paths leave the image folder (absolute, or with "
+        notes.append(f"{len(outside)} {files} are left out: their paths leave the image folder (absolute, or with "
                      f"'..'), which a file entry may not, e.g. {', '.join(map(display, outside[:5]))}.")
     unreadable = sum(not f.ok for f in table.rows)
     if unreadable:
-        notes.append(f"{unreadable} frames were unreadable: they are in the JSON with their error as `failure` and "
+        notes.append(f"{unreadable} {files} were unreadable: they are in the JSON with their error as `failure` and "
                      "no detections (Timelapse skips them).")
+    unknown = sum(f.ok and f.clip is not None and known_rate(f.clip) is None for f in table.rows)
+    if unknown:
+        notes.append(f"{unknown} clips have no known frame rate: their frame_rate is a stand-in "
+                     f"{STAND_IN_FRAME_RATE:g} and their detection is on frame 0, the clip's start (Timelapse drops a "
+                     "video detection without a positive frame rate).")
     if table.blank is None:
         notes.append("the model has no blank class: every readable frame gets a whole-frame detection (conf 1.0).")
     if table.model is None:

@@ -26,6 +26,8 @@ TEMP_SUFFIXES = (".part", ".tmp", ".crdownload")
 # What camera traps record besides stills (MP4/AVI/MOV mostly; AVCHD .mts; older .3gp, .wmv, .asf).
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".3gp", ".wmv", ".asf", ".mts", ".m2ts", ".mpg", ".mpeg",
                   ".webm", ".flv")
+# The video clips trapcls classifies (any case; core/frames/video.py decodes them); other videos are counted only.
+CLIP_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".asf", ".wmv", ".mkv")
 # Files an operating system leaves in folders; as silent as hidden names.
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
 EXAMPLES = 3
@@ -42,6 +44,11 @@ class ImageFile:
     @property
     def stem(self) -> str:
         return self.path.stem
+
+    @property
+    def is_clip(self) -> bool:
+        """A video clip (by its suffix), classified from sampled frames; else a still image."""
+        return is_clip(self.path.name)
 
 
 @dataclass
@@ -81,15 +88,23 @@ def _count(n: int, noun: str) -> str:
     return "" if not n else f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def file_kind(name: str) -> str | None:
-    """"image" (classified), "video" or "other" (counted, not classified), or None for a name skipped silently:
-    hidden, a copy tool's temporary file, or an operating system's (Thumbs.db)."""
+def file_kind(name: str, *, clips: bool = False) -> str | None:
+    """"image" (classified), "clip" (a video clip, classified when `clips`; else counted as a "video"), "video" or
+    "other" (counted, not classified), or None for a name skipped silently: hidden, a copy tool's temporary file,
+    or an operating system's (Thumbs.db)."""
     lower = name.lower()
     if name.startswith(".") or lower.endswith(TEMP_SUFFIXES) or lower in SYSTEM_FILES:
         return None
     if lower.endswith(IMAGE_SUFFIXES):
         return "image"
+    if clips and lower.endswith(CLIP_SUFFIXES):
+        return "clip"
     return "video" if lower.endswith(VIDEO_SUFFIXES) else "other"
+
+
+def is_clip(name: str) -> bool:
+    """A name trapcls classifies as a video clip."""
+    return name.lower().endswith(CLIP_SUFFIXES)
 
 
 @dataclass
@@ -123,7 +138,8 @@ def discover_images(inputs: list[Path], *, file_list: Path | None = None) -> lis
     return discover(inputs, file_list=file_list).files
 
 
-def discover(inputs: list[Path], *, file_list: Path | None = None, ignore: Path | None = None) -> Discovery:
+def discover(inputs: list[Path], *, file_list: Path | None = None, ignore: Path | None = None,
+             clips: bool = False) -> Discovery:
     """Expand folders, quoted globs, files and a file list into a sorted, de-duplicated list of images.
 
     Folders (and folders a glob matches) contribute regular files whose extension is
@@ -133,7 +149,8 @@ def discover(inputs: list[Path], *, file_list: Path | None = None, ignore: Path 
     Other regular files a walk meets (videos, anything else, but not `ignore`, e.g. the output
     CSV) are counted per folder in `Discovery.unclassified`. A file named explicitly or in
     `file_list` is always included, even if missing or broken, so it gets its error row instead
-    of vanishing. Reported paths are relative to the common parent of the inputs.
+    of vanishing. Reported paths are relative to the common parent of the inputs. With `clips`, video clips
+    (CLIP_SUFFIXES) are found like images.
     """
     sources = _sources(inputs) + (_read_file_list(file_list) if file_list is not None else [])
     if not sources and file_list is not None:
@@ -153,7 +170,8 @@ def discover(inputs: list[Path], *, file_list: Path | None = None, ignore: Path 
             others[path] = (path.parent.relative_to(base).as_posix(), kind)
 
     for source in sources:
-        walked = _walk(source.path, source.pattern, roots, (outside, broken), tally) if source.walk else None
+        walked = _walk(source.path, source.pattern, roots, (outside, broken), tally, clips=clips) if source.walk \
+            else None
         paths = [source.path] if walked is None else list(walked)
         if source.pattern is not None and not paths:
             raise DataError(
@@ -172,11 +190,11 @@ def discover(inputs: list[Path], *, file_list: Path | None = None, ignore: Path 
         unclassified.setdefault(folder, Unclassified()).add(path.name, kind)
     if not found:
         also = Discovery([], unclassified).total()
+        looked = IMAGE_SUFFIXES + (CLIP_SUFFIXES if clips else ())
         raise DataError(
-            f"No JPEG or PNG images found under {', '.join(s.label for s in sources)} "
-            f"(looked for {', '.join(IMAGE_SUFFIXES)} in any case, recursively)"
-            + (f"; it holds {also.describe()} ({also.example()}), which trapcls does not classify: it classifies "
-               "still images." if also else ".")
+            f"No {'images or video clips' if clips else 'JPEG or PNG images'} found under "
+            f"{', '.join(s.label for s in sources)} (looked for {', '.join(looked)} in any case, recursively)"
+            + (f"; it holds {also.describe()} ({also.example()}), which trapcls does not classify." if also else ".")
         )
     return Discovery(sorted(found.values(), key=lambda f: f.rel), unclassified)
 
@@ -227,7 +245,8 @@ def _real(path: Path) -> Path:
 
 
 def _walk(root: Path, pattern: tuple[str, ...] | None, roots: tuple[Path, ...],
-          skipped: tuple[list[Path], list[Path]], tally: Callable[[Path, str], None]) -> Iterator[Path]:
+          skipped: tuple[list[Path], list[Path]], tally: Callable[[Path, str], None], *,
+          clips: bool = False) -> Iterator[Path]:
     """Image files under `root` (all, or those `pattern` matches or lying in a folder it matches); other regular
     files the same selection holds go to `tally` with their kind. The symlinks left out are noted in `skipped`:
     (those pointing outside every root, those broken or looping)."""
@@ -245,10 +264,10 @@ def _walk(root: Path, pattern: tuple[str, ...] | None, roots: tuple[Path, ...],
                 if hit or _may_descend(sub, pattern):
                     stack.append((Path(entry.path), sub, hit))
                 continue
-            kind = file_kind(entry.name) if hit else None
+            kind = file_kind(entry.name, clips=clips) if hit else None
             if kind is None or not _regular(entry, broken):
                 continue
-            if kind != "image":
+            if kind not in ("image", "clip"):
                 tally(Path(entry.path), kind)
             elif _inside(entry, roots, outside):
                 yield Path(entry.path)
@@ -312,9 +331,10 @@ def _may_descend(parts: tuple[str, ...], pattern: tuple[str, ...] | None) -> boo
     return all(fnmatchcase(name, seg) for name, seg in zip(parts, head))
 
 
-def is_candidate(name: str) -> bool:
-    """An image name worth classifying: a JPEG/PNG suffix, not hidden, not a copy tool's temp file."""
-    return file_kind(name) == "image"
+def is_candidate(name: str, *, clips: bool = False) -> bool:
+    """An image name worth classifying (with `clips`, a video clip's too): a JPEG/PNG suffix, not hidden, not a
+    copy tool's temp file."""
+    return file_kind(name, clips=clips) in ("image", "clip")
 
 
 # --- the watch's repeated walk ------------------------------------------------------------------------------
@@ -358,8 +378,9 @@ class TreeScanner:
     looping links are skipped and logged, as in `discover`.
     """
 
-    def __init__(self, root: Path, *, full_every: int = 10, ignore: Callable[[str], bool] | None = None) -> None:
-        self.root = root
+    def __init__(self, root: Path, *, full_every: int = 10, ignore: Callable[[str], bool] | None = None,
+                 clips: bool = False) -> None:
+        self.root, self.clips = root, clips  # clips: video clips are reported with the images, not counted
         self.full_every = max(full_every, 1)
         self._ignore = ignore or (lambda rel: False)  # names (relative to the root) not counted as unclassified
         self._folders: dict[str, _Folder] = {}
@@ -414,10 +435,10 @@ class TreeScanner:
             if entry.is_dir(follow_symlinks=False):
                 subfolders.append(entry.name)
                 continue
-            kind = file_kind(entry.name)
+            kind = file_kind(entry.name, clips=self.clips)
             if kind is None or not _regular(entry, broken):
                 continue
-            if kind != "image":
+            if kind not in ("image", "clip"):
                 if not self._ignore(prefix + entry.name):
                     others.append((entry.name, kind))
             elif _inside(entry, (self.root,), outside):

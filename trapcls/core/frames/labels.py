@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trapcls.core.frames.discover import discover_images
+from trapcls.core.frames.discover import discover
 from trapcls.core.model.bundle_checks import class_names_problem
 from trapcls.core.system.exceptions import DataError, OptionError
 
@@ -33,23 +33,25 @@ class Sample:
     site: str | None = None
 
 
-def load_samples(data: Path, *, label_regex: str | None = None, check_files: bool = True) -> list[Sample]:
+def load_samples(data: Path, *, label_regex: str | None = None, check_files: bool = True,
+                 clips: bool = False) -> list[Sample]:
     """Read labelled images from a class-per-folder tree, a `filepath,label[,site]` CSV, a DrivenData
     Conser-vision folder (train_features.csv + train_labels.csv), or, with `label_regex`, file names.
 
-    `check_files=False` accepts listed images that do not exist (evaluation needs only the labels).
+    `check_files=False` accepts listed images that do not exist (evaluation needs only the labels). `clips`: class
+    folders and --label-regex find video clips as well as images (evaluate scores clips; training reads images).
     """
     if not data.exists():
         raise DataError(f"Training data {data} does not exist. Pass a class-per-folder tree, a filepath,label CSV "
                         "or a folder holding train_features.csv and train_labels.csv.")
     if label_regex is not None:
-        samples = _from_file_names(data, label_regex)
+        samples = _from_file_names(data, label_regex, clips)
     elif data.is_file():
         samples = _from_csv(data, check_files=check_files)
     elif (data / DRIVENDATA_FEATURES).exists() or (data / DRIVENDATA_LABELS).exists():
         samples = _from_drivendata(data, check_files=check_files)
     else:
-        samples = _from_folders(data)
+        samples = _from_folders(data, clips)
     classes = sorted({s.label for s in samples})
     if len(classes) < 2:
         raise DataError(f"{data}: found {len(classes)} class(es) ({', '.join(classes)}); a classifier needs "
@@ -67,7 +69,7 @@ def listing(items: list[str]) -> str:
     return ", ".join(items[:_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
-def _from_folders(root: Path) -> list[Sample]:
+def _from_folders(root: Path, clips: bool = False) -> list[Sample]:
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         raise DataError(f"{root} has no class sub-folders; expected {root}/<class>/*.jpg, a CSV file, or "
@@ -75,14 +77,14 @@ def _from_folders(root: Path) -> list[Sample]:
     samples, empty = [], []
     for class_dir in class_dirs:
         try:
-            files = discover_images([class_dir])
+            files = discover([class_dir], clips=clips).files
         except DataError:
             empty.append(class_dir.name)
             continue
         samples.extend(Sample(path=f.path, label=class_dir.name) for f in files)
     if empty:
-        raise DataError(f"{root}: class folders without JPEG/PNG images: {listing(empty)} ({len(empty)} in all). "
-                        "Remove or fill them.")
+        raise DataError(f"{root}: class folders without JPEG/PNG images{' or video clips' if clips else ''}: "
+                        f"{listing(empty)} ({len(empty)} in all). Remove or fill them.")
     return samples
 
 
@@ -227,7 +229,7 @@ def _by_id(path: Path, rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:
     return by_id
 
 
-def _from_file_names(root: Path, label_regex: str) -> list[Sample]:
+def _from_file_names(root: Path, label_regex: str, clips: bool = False) -> list[Sample]:
     """Label (first group or group `label`) and optional site (group `site`) from each file name."""
     try:
         pattern = re.compile(label_regex)
@@ -240,7 +242,7 @@ def _from_file_names(root: Path, label_regex: str) -> list[Sample]:
     if not root.is_dir():
         raise DataError(f"--label-regex needs a folder of images to search; {root} is a file.")
     samples, unmatched = [], []
-    for file in discover_images([root]):
+    for file in discover([root], clips=clips).files:
         match = pattern.search(file.path.name)
         label = (match.group(label_group) or "").strip() if match else ""
         if not label:

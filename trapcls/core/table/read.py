@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -137,10 +138,13 @@ def _clip(cells: list[str], where: str) -> Clip | None:
         return None
     try:
         frames, duration, rate, best = (float(c) if c else None for c in cells)
+        if any(v is not None and not (math.isfinite(v) and v >= 0) for v in (frames, duration, rate, best)):
+            raise ValueError
         return Clip(frames=int(frames or 0), duration=duration, frame_rate=rate,
                     best_frame=None if best is None else int(best))
     except (ValueError, OverflowError):
-        raise DataError(f"{where}: the clip cells {cells} are not numbers.") from None
+        raise DataError(f"{where}: the clip cells (frames, duration_s, frame_rate, best_frame) {cells} are not "
+                        "finite numbers of at least 0.") from None
 
 
 def _probs(cells: list[str], where: str, distribution: bool) -> np.ndarray:
