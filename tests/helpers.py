@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo"
 FRAMES = DEMO / "frames"
 BURST = REPO / "tests" / "data" / "reconyx_burst"
+CLIPS = REPO / "tests" / "data" / "clips"  # four real camera-trap clips (zamba's test assets, MIT)
 SAMPLES = REPO / "trapcls" / "samples"
 LITE0_WEIGHTS = REPO / "examples" / "weights" / "efficientnet-lite0-57934424.pth"
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DEMO, trapcls, write_jpeg
+from helpers import CLIPS, DEMO, trapcls, write_jpeg
 
 # The whole table of bad inputs, about 20 s with the tiny bundle: the full suite and CI, not the fast subset.
 pytestmark = pytest.mark.slow
@@ -127,6 +127,18 @@ CASES: list[tuple[str, str, int, str]] = [
     ("train-two-blank-classes", "train {two_blank_labels} --out {out} " + ARCH, 1, "several classes mean blank"),
     ("train-control-char-class", "train {cr_labels} --out {out} " + ARCH, 1, "control characters"),
     ("events-class-column-twice", "events {twice_csv} --out {out_csv}", 1, "more than once"),
+    ("predict-video-fps-0", "predict {imgs} --bundle {bundle} --out {out_csv} --video-fps 0", 2, "--video-fps"),
+    ("predict-video-max-frames-0", "predict {imgs} --bundle {bundle} --out {out_csv} --video-max-frames 0", 2,
+     "--video-max-frames"),
+    ("predict-video-timeout-negative", "predict {imgs} --bundle {bundle} --out {out_csv} --video-timeout -1", 2,
+     "--video-timeout"),
+    ("predict-video-frames-is-a-folder", "predict {clips} --bundle {bundle} --out {out_csv} --video-frames {folder}",
+     1, "{folder}"),
+    ("predict-video-frames-is-the-labels", "predict {clips} --bundle {bundle} --out {out_csv} --video-frames "
+     "{torn_labels}", 1, "not the frames CSV"),
+    ("events-clip-ends-after-9999", "events {long_clip_csv} --out {out_csv}", 1, "ends after the year 9999"),
+    ("convert-clip-rate-nan", "convert {nan_rate_csv} --to megadetector --out {out_json}", 1,
+     "not finite numbers"),
     ("events-out-is-the-predictions", "events {pred_csv} --out {pred_csv}", 1, "is the predictions CSV itself"),
     ("convert-out-is-the-predictions", "convert {pred_csv} --to megadetector --out {pred_csv} --overwrite", 1,
      "is the predictions CSV itself"),
@@ -369,6 +381,20 @@ def _predictions(root: Path, bundle: Path) -> dict[str, Path]:
     header, first, *rest = made["submission_csv"].read_text().split("\n")
     first = ",".join([first.split(",")[0], "nan", *first.split(",")[2:]])
     made["nan_csv"] = _write(root / "nan.csv", "\n".join([header, first, *rest]).encode())
+    made.update(_clip_predictions(root))
+    return made
+
+
+def _clip_predictions(root: Path) -> dict[str, Path]:
+    """A folder with one real clip, and field CSVs whose clip cells were edited by hand."""
+    clips = root / "clips"
+    clips.mkdir()
+    shutil.copyfile(CLIPS / "09100029_Eland.MP4", clips / "a.MP4")
+    header = "path,captured,label,probability,a,b,status,error,model,frames,duration_s,frame_rate,best_frame\n"
+    made = {"clips": clips}
+    for name, clip in (("long_clip_csv", "3,1e15,30,2"), ("nan_rate_csv", "3,2,nan,2")):
+        made[name] = _write(root / f"{name}.csv", (header + f"c.mp4,2024-01-01T00:00:00,a,0.9,0.9,0.1,ok,,m,{clip}\n")
+                            .encode())
     return made
 
 

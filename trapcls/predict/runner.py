@@ -135,17 +135,21 @@ def run_predict(
     summary.skipped = len(files) - len(todo)
     if summary.skipped:
         log.info("resuming: %d of %d files are already in %s", summary.skipped, len(files), config.out)
+    frames = [f for f in todo if not f.is_clip]
+    clips = [f for f in todo if f.is_clip]
+    try:  # checked before the work starts, like --out
+        per_frame = FrameRows(config.video_frames, bundle, appender.done) if config.video_frames and clips else None
+    except BaseException:
+        appender.close()
+        raise
     if on_total:
         on_total(len(todo))
     start = time.perf_counter()
     try:
         batch_size = config.batch_size or DEFAULT_BATCH.get(backend.device, 8)
-        frames = [f for f in todo if not f.is_clip]
-        clips = [f for f in todo if f.is_clip]
         work = [classify_batches(frames, bundle, backend, batch_size=batch_size, workers=config.workers,
                                  tta=config.tta)]
         if clips:
-            per_frame = FrameRows(config.video_frames, bundle, appender.done) if config.video_frames else None
             work.append(classify_clips(clips, bundle, backend, config, batch_size=batch_size, tta=config.tta,
                                        frames=per_frame))
         for results in itertools.chain(*work):
