@@ -30,8 +30,10 @@ from PIL import Image
 
 from helpers import BURST, REPO
 from trapcls.core.frames.clip_time import capture_time, parse_stamp
+from trapcls.core.frames.discover import CLIP_SUFFIXES as VIDEO_SUFFIXES
+from trapcls.core.frames.discover import is_clip
 from trapcls.core.frames.preprocess import PreprocessSpec, resize, to_array
-from trapcls.core.frames.video import VIDEO_SUFFIXES, SampledClip, is_clip, sample_clip, spread
+from trapcls.core.frames.video import SampledClip, sample_clip, spread
 from trapcls.core.system.exceptions import ImageReadError
 from trapcls.predict.clip_workers import ClipDecoder
 
@@ -531,7 +533,6 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
 def test_no_worker_outlives_a_run_stopped_by_ctrl_c_or_killed(tmp_path, how):
     """A real run: two workers, one hanging; Ctrl-C stops it cleanly, SIGKILL leaves no worker behind either."""

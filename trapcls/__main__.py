@@ -2,4 +2,5 @@
 
 from trapcls.cli import main
 
-main()
+if __name__ == "__main__":  # a worker process started by spawn imports this module again: it must not run the CLI
+    main()

@@ -35,8 +35,6 @@ from trapcls.core.system.names import display
 
 log = logging.getLogger(__name__)
 
-# The clips trapcls classifies (discover.VIDEO_SUFFIXES is wider: it counts every video it sees).
-VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".asf", ".wmv", ".mkv")
 DEFAULT_FPS = 1.0
 # The demuxers for those suffixes, and nothing else: a file named .mp4 that is really an HLS playlist or
 # an FFmpeg concat list would make FFmpeg open the files or URLs it names. Only local files are opened.
@@ -70,11 +68,6 @@ class SampledClip:
     decoded: int
     captured: str | None = None
     captured_from: str = ""
-
-
-def is_clip(name: str | os.PathLike[str]) -> bool:
-    """Whether trapcls classifies the file `name` as a video clip (by its suffix, any case)."""
-    return os.fspath(name).lower().endswith(VIDEO_SUFFIXES)
 
 
 def sample_clip(path: str | os.PathLike[str], spec: PreprocessSpec, *, fps: float = DEFAULT_FPS,
