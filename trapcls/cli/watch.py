@@ -16,6 +16,9 @@ from trapcls.cli.options import (
     Json,
     RunBundle,
     Threads,
+    VideoFps,
+    VideoMaxFrames,
+    VideoTimeout,
     Workers,
     config,
     run_bundle,
@@ -37,6 +40,9 @@ def watch(
     = W.folder_depth,
     settle: Annotated[float, typer.Option(
         help="Seconds a file's size and mtime must stay unchanged before it counts as copied.")] = W.settle,
+    clip_settle: Annotated[float, typer.Option(
+        help="Video clips: seconds a clip must also stay unchanged (here, or by its mtime) when no close event says "
+             "its copy ended: an MP4 cannot be read until then, and a copy may pause.")] = W.clip_settle,
     rescan_interval: Annotated[float, typer.Option(
         help="Seconds between full rescans that catch files whose events were lost.")] = W.rescan_interval,
     polling: Annotated[bool, typer.Option(
@@ -53,6 +59,9 @@ def watch(
     batch_size: BatchSize = W.batch_size,
     threads: Threads = W.threads,
     workers: Workers = W.workers,
+    video_fps: VideoFps = W.video_fps,
+    video_max_frames: VideoMaxFrames = W.video_max_frames,
+    video_timeout: VideoTimeout = W.video_timeout,
     max_attempts: Annotated[int, typer.Option(
         help="Tries per file before it becomes an error row (a changed file starts again).")] = W.max_attempts,
     flush_interval: Annotated[float, typer.Option(
@@ -69,7 +78,8 @@ def watch(
         help="MiB that must stay free on --out's disk (and --all-csv's) to take work, so the journal can always "
              "commit; below it the daemon pauses until there is room (0: no reserve).")] = W.min_free,
 ) -> None:
-    """Classify every image that lands in INBOX exactly once and keep each camera folder's predictions.csv current.
+    """Classify every image and video clip that lands in INBOX exactly once and keep each camera folder's
+    predictions.csv current.
 
     Runs until SIGTERM/Ctrl-C (which finish the current batch, write the CSVs and exit 0). A SQLite
     journal in OUT/.trapcls/ records every file, so a crash or power cut loses nothing: restart and

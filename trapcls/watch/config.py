@@ -19,6 +19,9 @@ class WatchConfig(RunOptions, EventOptions):
     out: Path | None = None  # default: the inbox itself (each camera folder gets its predictions.csv)
     folder_depth: int = option(1, low=0, hint="0: one CSV for the whole inbox")
     settle: float = option(5.0, low=0)
+    # A video clip copied with pauses longer than --settle must not be read half-copied (an MP4 has no index until
+    # its copy ends): without a close event it must also have been unchanged this long (trapcls.watch.intake).
+    clip_settle: float = option(30.0, low=0)
     rescan_interval: float = option(60.0, low=0)
     polling: bool = False
     poll_interval: float = option(2.0, low=0)

@@ -5,8 +5,10 @@ How nothing is lost and nothing is done twice:
   its size and mtime, and results are committed per batch together with the "CSV is stale"
   flag of their folder; the CSVs are rebuilt from the journal (trapcls.watch.writers), so a crash
   at any moment leaves either the old or the new CSV;
-- a file is classified only once complete, and found whether or not its file events arrive
-  (trapcls.watch.intake);
+- a file is classified only once complete (a video clip once its copy has surely ended), and found whether
+  or not its file events arrive (trapcls.watch.intake);
+- video clips are classified in a lane of their own (trapcls.watch.clips), so that a long clip never holds up
+  the frames; their rows come back to the loop, which records them like frames';
 - SIGTERM/SIGINT finish the current batch, write the CSVs and exit 0;
 - a full, read-only or vanished output disk (or less than --min-free left) pauses the daemon instead of
   stopping it, and it resumes by itself (trapcls.watch.guard);
@@ -29,9 +31,11 @@ from trapcls.core.model.bundle import load_bundle
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import check_writable, storage_fault
 from trapcls.core.system.names import display
+from trapcls.core.table.row import Row
 from trapcls.predict.backends import choose_backend, create_backend
 from trapcls.predict.config import DEFAULT_BATCH
 from trapcls.predict.runner import classify_batches
+from trapcls.watch.clips import CLIPS_PER_RUN, ClipLane, SharedBackend
 from trapcls.watch.config import WatchConfig
 from trapcls.watch.guard import DiskGuard
 from trapcls.watch.intake import Intake
@@ -45,6 +49,7 @@ from trapcls.watch.writers import Writers
 log = logging.getLogger(__name__)
 
 ERRORS_PER_MINUTE = 10
+CLIP_STOP_GRACE = 5.0  # seconds a stop waits for the clip being decoded; one not finished is redone at next start
 
 
 @dataclass
@@ -72,6 +77,7 @@ class Watcher:
                                on_pause=self._let_go_of_outputs, progress=self._progress)
         self.journal: Journal | None = None
         self.writers: Writers | None = None  # made once the model's CSV layout is known (_open)
+        self.lane: ClipLane | None = None  # video clips, classified beside the frames (made with the model: _open)
         self._stop = False
         self._errors = _ErrorLog()
         self._last_flush = 0.0
@@ -96,6 +102,9 @@ class Watcher:
             guard.guarded(self._flush)  # CSVs left stale by a crash
             self._loop()
             notifier.stopping()
+            self.lane.stop(grace=CLIP_STOP_GRACE)
+            if guard.pause is None:
+                guard.guarded(self._take_clips)  # the rows the lane finished meanwhile
             if guard.pause is None:
                 guard.guarded(self._flush)
             if guard.pause is not None:
@@ -108,6 +117,8 @@ class Watcher:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.intake.events.stop()
+            if self.lane is not None:
+                self.lane.stop(grace=0)  # an error stopped the loop: what the lane has not recorded is redone
             self._let_go_of_outputs()
             if self.journal is not None:
                 self.journal.close()
@@ -134,8 +145,9 @@ class Watcher:
         backend = create_backend(choice.name, bundle, threads=config.threads)
         self.summary.backend = f"{choice.name} on {backend.device}"
         log.info("backend %s on %s (%s)", choice.name, backend.device, choice.reason)
-        self._bundle, self._backend = bundle, backend
+        self._bundle, self._backend = bundle, SharedBackend(backend)  # the clip lane's thread calls it too
         self._batch = config.batch_size or DEFAULT_BATCH.get(backend.device, 8)
+        self.lane = ClipLane(bundle, self._backend, config, batch_size=self._batch)
         self.writers = Writers(config, self.out, bundle.layout("field", config.blank_threshold),
                                whole_disk=self.guard.whole_disk)
         if self.writers.layout.blank_rule is not None:
@@ -194,22 +206,30 @@ class Watcher:
             self._errors.summarise()
             if not work:
                 if config.idle_exit is not None and not intake.waiting and not self.journal.pending_count() \
-                        and time.monotonic() - idle_since >= config.idle_exit:
+                        and self.lane.idle and time.monotonic() - idle_since >= config.idle_exit:
                     break
                 intake.wait_for_events(timeout=min(0.5, max(config.settle / 4, 0.05)))
 
     def _step(self) -> bool:
-        """Settle, classify a few batches, rewrite the CSVs when due, report; True if there was work."""
+        """Settle, record the clips the lane finished and give it more, classify a few batches of frames, rewrite
+        the CSVs when due, report; True if there was work."""
         self.intake.settle()
-        work = self.journal.pending(limit=self._batch * 4)
-        if work:
-            self._classify(work)
+        work = self._take_clips()
+        if self.lane.idle:
+            clips = self._unchanged(self.journal.pending(limit=CLIPS_PER_RUN, clips=True))
+            if clips:
+                self.lane.start(clips)
+                work = True
+        frames = self.journal.pending(limit=self._batch * 4, clips=False)
+        if frames:
+            self._classify(frames)
+            work = True
         flush_due = not work or time.monotonic() - self._last_flush >= self.config.flush_interval
         if flush_due and self.journal.dirty_folders():
             self._flush()
             self._last_flush = time.monotonic()
         self.guard.report()
-        return bool(work)
+        return work
 
     def _flush(self) -> None:
         """Rewrite the CSVs of every folder with new results (trapcls.watch.writers), unless OUT is gone."""
@@ -228,42 +248,78 @@ class Watcher:
 
     # --- classifying -------------------------------------------------------------------------
 
+    def _unchanged(self, work: list[Entry]) -> list[tuple[Entry, ImageFile]]:
+        """The files of `work` still as they settled, to classify (a file gone or changed meanwhile is not)."""
+        return [(entry, ImageFile(path=self.inbox / entry.path, rel=entry.path)) for entry in work
+                if not self._changed(entry)]
+
+    def _changed(self, entry: Entry) -> bool:
+        """Whether the file of a pending `entry` is gone (then forgotten) or changed since it settled (then it waits
+        to settle again, and is not taken meanwhile): either way, not one to classify or to record a result of."""
+        try:
+            st = os.stat(self.inbox / entry.path)
+        except OSError:
+            self.journal.forget(entry.path)  # gone before its turn: nothing to classify
+            self.intake.forget(entry.path)
+            return True
+        if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
+            self.intake.saw(entry.path)
+            self.journal.defer(entry.path, self.config.settle + 0.5)
+            return True
+        return False
+
     def _classify(self, work: list[Entry]) -> None:
-        """Classify the files of `work` that are still as they settled, recording each batch as it finishes."""
-        files, entries = [], {}
-        for entry in work:
-            path = self.inbox / entry.path
-            try:
-                st = os.stat(path)
-            except OSError:
-                self.journal.forget(entry.path)  # gone before its turn: nothing to classify
-                self.intake.forget(entry.path)
-                continue
-            if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
-                self.intake.saw(entry.path)  # changed since it settled: wait again (and do not pick it up meanwhile)
-                self.journal.defer(entry.path, self.config.settle + 0.5)
-                continue
-            files.append(ImageFile(path=path, rel=entry.path))
-            entries[entry.path] = entry
-        batches = classify_batches(files, self._bundle, self._backend, batch_size=self._batch,
+        """Classify the frames of `work` that are still as they settled, recording each batch as it finishes."""
+        todo = self._unchanged(work)
+        entries = {entry.path: entry for entry, _ in todo}
+        batches = classify_batches([f for _, f in todo], self._bundle, self._backend, batch_size=self._batch,
                                    workers=self.config.workers)
         try:
             for results in batches:
-                done = [(entries[r.path], [float(p) for p in r.probs], r.captured or None) for r in results if r.ok]
-                failed = [(entries[r.path], r.error or "unknown error", r.captured or None) for r in results
-                          if not r.ok]
-                final = self.journal.record(done, failed, max_attempts=self.config.max_attempts,
-                                            backoff=max(self.config.settle, 1.0))
-                for entry, error, _ in failed:
-                    self._errors.note(entry.path, error)
-                self.summary.classified += len(done)
-                self.summary.errors += len(final)
-                self.writers.log(results, {e.path for e in final} | {e.path for e, _, _ in done})
-                self.notifier.watchdog()
+                self._record(results, entries)
                 if self._stop:
                     break
         finally:
             batches.close()
+
+    def _take_clips(self) -> bool:
+        """Record the rows the clip lane finished; True if there were any.
+
+        A clip that changed while it was decoded (a copy that went on after a pause) gets no row, failed or not:
+        it waits to settle again. A failure counts (towards --max-attempts, then an error row) only once the
+        clip has been unchanged for --clip-settle, as a clip taken without a close event has: one taken on its
+        close event may be reopened and written on by a copy tool that works in sessions, so its failure is
+        tried again when that time has passed, unrecorded."""
+        finished, error = self.lane.take()
+        rows = []
+        for entry, row in finished:
+            if self._changed(entry):
+                continue
+            # unchanged since its mtime (this machine's clock permitting), and at least since it was filed
+            wait = self.config.clip_settle - (time.time() - min(entry.mtime_ns / 1e9, entry.updated))
+            if not row.ok and wait > 0:
+                self.journal.defer(entry.path, wait)
+                continue
+            rows.append((entry, row))
+        if rows:
+            self._record([row for _, row in rows], {entry.path: entry for entry, _ in rows})
+        if error is not None:
+            raise error
+        return bool(finished)
+
+    def _record(self, results: list[Row], entries: dict[str, Entry]) -> None:
+        """Commit the rows of one batch of frames (or of clips) to the journal, and append them to --all-csv."""
+        done = [(entries[r.path], [float(p) for p in r.probs], r.captured or None) for r in results if r.ok]
+        failed = [(entries[r.path], r.error or "unknown error", r.captured or None) for r in results if not r.ok]
+        final = self.journal.record(done, failed, max_attempts=self.config.max_attempts,
+                                    backoff=max(self.config.settle, 1.0),
+                                    clips={r.path: r.clip for r in results if r.ok and r.clip is not None})
+        for entry, error, _ in failed:
+            self._errors.note(entry.path, error)
+        self.summary.classified += len(done)
+        self.summary.errors += len(final)
+        self.writers.log(results, {e.path for e in final} | {e.path for e, _, _ in done})
+        self.notifier.watchdog()
 
 
 class _ErrorLog:

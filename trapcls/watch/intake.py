@@ -1,11 +1,15 @@
 """How the watch daemon finds work: rescans and file events bring paths in, settling lets only complete files through.
 
 A file is filed in the journal as pending once its size and mtime have held for --settle seconds
-(a "closed" event from inotify ends the wait early). watchdog events (created, modified, closed,
-moved: by destination) bring files in quickly; a rescan every --rescan-interval finds whatever
-events were lost (inotify overflows, network mounts). --polling watches by polling, for mounts
-without inotify, and the observer is restarted when a vanished mount comes back. Videos and other
-files it does not classify are counted per camera folder, logged once and kept for `trapcls status`.
+(a "closed" event from inotify ends the wait early). A video clip needs more: an MP4 cannot be read
+until its copy has ended (its index comes last), and a copy may pause for longer than --settle, so
+without a "closed" event a clip must also have been unchanged for --clip-settle seconds, here or by
+its mtime (`Intake._complete`). A pending row in the journal is thus a complete file, frame or clip.
+watchdog events (created, modified, closed, moved: by destination) bring files in quickly; a rescan
+every --rescan-interval finds whatever events were lost (inotify overflows, network mounts).
+--polling watches by polling, for mounts without inotify, and the observer is restarted when a
+vanished mount comes back. Videos trapcls does not decode and other files it does not classify are
+counted per camera folder, logged once and kept for `trapcls status`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from trapcls.core.frames.discover import TreeScanner, Unclassified, discover_images, is_candidate
+from trapcls.core.frames.discover import CLIP_SUFFIXES, TreeScanner, Unclassified, discover, is_candidate, is_clip
 from trapcls.core.system.exceptions import DataError
 from trapcls.watch.config import WatchConfig
 from trapcls.watch.journal import Journal
@@ -26,6 +30,7 @@ from trapcls.watch.paths import CSV_NAME, EVENTS_NAME
 log = logging.getLogger("trapcls.watch.daemon")  # the daemon's log: one stream for the operator
 
 FULL_SCAN_EVERY = 10  # every 10th rescan lists every folder, changed or not (Intake.scan)
+CLASSIFIED = f"trapcls classifies still images (JPEG, PNG) and clips ({' '.join(CLIP_SUFFIXES)})"
 
 
 class Intake:
@@ -59,7 +64,7 @@ class Intake:
             log.warning("inbox %s is not reachable; will look again at the next rescan", self.inbox)
             return
         if self._tree is None:
-            self._tree = TreeScanner(self.inbox, full_every=FULL_SCAN_EVERY, ignore=self._own_output)
+            self._tree = TreeScanner(self.inbox, full_every=FULL_SCAN_EVERY, ignore=self._own_output, clips=True)
         try:
             found = self._tree.scan(full=full)
         except OSError as exc:
@@ -80,7 +85,7 @@ class Intake:
         return path.name.startswith((CSV_NAME, EVENTS_NAME)) and path.is_relative_to(self.out)
 
     def _note_unclassified(self, per_folder: dict[str, Unclassified]) -> None:
-        """Videos and other non-image files per camera folder: logged and stored for `trapcls status` once a
+        """Videos it does not decode and other files per camera folder: logged and stored for `trapcls status` once a
         folder's counts have stayed the same for one rescan (a card being copied is reported once, when done)."""
         counts: dict[str, Unclassified] = {}
         for folder in sorted(per_folder):
@@ -107,8 +112,8 @@ class Intake:
             return
         for folder in sorted(settled & set(counts)):
             where = self.inbox if folder == "." else folder
-            log.warning("%s: %s not classified: trapcls classifies still images (JPEG, PNG); %s", where,
-                        counts[folder].describe(), counts[folder].example())
+            log.warning("%s: %s not classified: %s; %s", where, counts[folder].describe(), CLASSIFIED,
+                        counts[folder].example())
         kept = {f: c for f, c in noted.items() if f not in settled}
         self._unclassified = (counts, {**kept, **{f: now[f] for f in settled if f in now}})
 
@@ -129,10 +134,10 @@ class Intake:
             self.waiting[rel] = (*state, time.monotonic())
 
     def settle(self) -> None:
-        """Files unchanged for --settle seconds go into the journal as pending."""
+        """Complete files go into the journal as pending: unchanged for --settle seconds (a clip: `_complete`)."""
         now, ready = time.monotonic(), []
         for rel, (size, mtime_ns, since) in list(self.waiting.items()):
-            if now - since < self.config.settle:
+            if not self._complete(rel, mtime_ns, now - since):
                 continue
             try:
                 st = os.stat(self.inbox / rel)
@@ -148,6 +153,23 @@ class Intake:
         for rel, _, size, mtime_ns in ready:
             del self.waiting[rel]
             self.known[rel] = (size, mtime_ns)
+
+    def _complete(self, rel: str, mtime_ns: int, unchanged: float) -> bool:
+        """Whether a file unchanged for `unchanged` seconds (as this daemon saw it) is copied whole.
+
+        A frame: after --settle. A clip also needs --clip-settle: a copy that pauses for longer than --settle (a
+        slow card, a network hiccup) would otherwise be read half-copied, and an MP4 then fails (no index yet)
+        while an AVI or MKV gives a row for the part copied so far. The mtime stands in for the wait when it
+        is older (a clip copied before the daemon started, or while it was stopped); a mtime ahead of this
+        machine's clock (a network share) cannot hold a clip back longer than --clip-settle. A "closed" event
+        (`_take_event`) ends both waits.
+        """
+        config = self.config
+        if unchanged < config.settle:
+            return False
+        if not is_clip(rel):
+            return True
+        return unchanged >= config.clip_settle or time.time() - mtime_ns / 1e9 >= config.clip_settle
 
     def forget(self, rel: str) -> None:
         """`rel` left the journal (gone before its turn)."""
@@ -176,7 +198,7 @@ class Intake:
             return
         if kind == "folder":  # a folder moved in whole brings no events for its files: look inside
             try:
-                found = discover_images([path])
+                found = discover([path], clips=True).files
             except (DataError, OSError) as exc:  # nothing in it (yet), or gone again: the rescans look too
                 log.debug("%s: %s", path, exc)
                 found = []
@@ -186,13 +208,14 @@ class Intake:
         closed = kind == "closed"
         # is_file() follows links and is False for a broken or looping one; is_file() first, so resolve() never
         # meets a loop (the rescans count such links with the other special files)
-        if not is_candidate(path.name) or not path.is_file() or self._outside(path):
+        if not is_candidate(path.name, clips=True) or not path.is_file() or self._outside(path):
             return
         key = rel.as_posix()
         self.saw(key)
         if closed and key in self.waiting:  # written and closed: no need to wait for the settle time
             size, mtime_ns, _ = self.waiting[key]
-            self.waiting[key] = (size, mtime_ns, time.monotonic() - self.config.settle)
+            wait = max(self.config.settle, self.config.clip_settle if is_clip(key) else 0.0)
+            self.waiting[key] = (size, mtime_ns, time.monotonic() - wait)
 
     def _outside(self, path: Path) -> bool:
         """A link that leads out of the inbox (or nowhere now: changed since it was looked at)."""

@@ -13,8 +13,13 @@ damaged one beside it. A journal of a newer schema is refused, never misread.
 
 Names are stored as text; a name whose bytes are not UTF-8 (a Latin-1 `café.jpg` from a card: byte 0xE9), which
 Python holds with lone surrogates and SQLite cannot take as text, is stored as a BLOB of its bytes
-(`_stored`, read back by `_name`): lossless, one-to-one (a BLOB never equals a text), and a journal
+(trapcls.watch.store.stored, read back by name_of): lossless, one-to-one (a BLOB never equals a text), and a journal
 written before holds text only, so it reads as it always did.
+
+Video clips have a row in `files` like frames, and one in `clips` (every clip the journal holds, pending or not):
+what a clip's CSV row holds besides a frame's (frames sampled, duration, frame rate, best frame). A table of its
+own rather than columns of `files`, so a journal written before, and a trapcls from before reading this one,
+work as they did.
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from trapcls.core.frames.discover import is_clip
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import free_mib, storage_fault
-from trapcls.core.system.names import display, name_bytes
+from trapcls.core.table.row import Clip
+from trapcls.watch.store import Transaction, name_of, stored
 
 SCHEMA_VERSION = 1
 PENDING, DONE, ERROR = "pending", "done", "error"
@@ -39,7 +46,7 @@ _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_IOERR_SHORT_READ")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY,          -- relative to the inbox, '/'-separated (a BLOB when not UTF-8: _stored)
+    path TEXT PRIMARY KEY,          -- relative to the inbox, '/'-separated (a BLOB when not UTF-8: store.stored)
     folder TEXT NOT NULL,           -- the camera folder whose CSV lists it
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
@@ -52,13 +59,23 @@ CREATE TABLE IF NOT EXISTS files (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_status ON files (status);
+-- the queue in the order `pending` takes it: the next few without sorting every pending row (200,000 at a start)
+CREATE INDEX IF NOT EXISTS files_queue ON files (status, updated, path);
 CREATE TABLE IF NOT EXISTS folders (
     folder TEXT PRIMARY KEY,
     dirty INTEGER NOT NULL DEFAULT 1,
     written REAL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clips (
+    path TEXT PRIMARY KEY,          -- a video clip's files.path; the rest is NULL until it is classified
+    frames INTEGER,
+    duration REAL,
+    frame_rate REAL,
+    best_frame INTEGER
+);
 """
+# Not in TABLES: a journal written before clips were classified has no clips table (and no clip).
 # Not in _SCHEMA or TABLES: made by the first Journal.note_unclassified, so older journals stay valid.
 _UNCLASSIFIED = ("CREATE TABLE IF NOT EXISTS unclassified (folder TEXT PRIMARY KEY, videos INTEGER NOT NULL, "
                  "others INTEGER NOT NULL, examples TEXT NOT NULL, updated REAL NOT NULL)")
@@ -87,6 +104,7 @@ class Entry:
     attempts: int
     last_error: str | None
     updated: float
+    clip: Clip | None = None  # a video clip's (finished: its row's clip cells; Clip() for a clip that failed)
 
 
 class Journal:
@@ -193,7 +211,7 @@ class Journal:
         now, queued = time.time(), 0
         with self._transaction():
             for name, camera, size, mtime_ns in files:
-                path, folder = _stored(name), _stored(camera)
+                path, folder = stored(name), stored(camera)
                 row = self._db.execute("SELECT size, mtime_ns, status FROM files WHERE path = ?", (path,)).fetchone()
                 if row is not None and row[0] == size and row[1] == mtime_ns:
                     continue
@@ -209,25 +227,34 @@ class Journal:
                     " status = 'pending', probs = NULL, captured = NULL, attempts = 0, last_error = NULL,"
                     " retry_after = 0, updated = excluded.updated",
                     (path, folder, size, mtime_ns, now))
+                if is_clip(name):  # a clip known from now on, its row's clip cells unknown until it is classified
+                    self._db.execute("INSERT OR REPLACE INTO clips (path) VALUES (?)", (path,))
                 queued += 1
         return queued
 
-    def pending(self, limit: int | None = None) -> list[Entry]:
-        """Pending files whose retry time has come, oldest first."""
-        sql = "SELECT * FROM files WHERE status = 'pending' AND retry_after <= ? ORDER BY updated, path"
+    def pending(self, limit: int | None = None, *, clips: bool | None = None) -> list[Entry]:
+        """Pending files whose retry time has come, oldest first: all, or only the video clips (`clips` True), or
+        only the frames (False), which the daemon classifies side by side."""
+        # Clips: from the clips table (CROSS JOIN keeps that order), a few rows however long the queue of frames.
+        source = "clips c CROSS JOIN files f ON f.path = c.path" if clips else "files f"
+        kind = " AND f.path NOT IN (SELECT path FROM clips)" if clips is False else ""
+        sql = (f"SELECT f.* FROM {source} WHERE f.status = 'pending' AND f.retry_after <= ?{kind} "
+               "ORDER BY f.updated, f.path")
         rows = self._db.execute(sql + (f" LIMIT {int(limit)}" if limit else ""), (time.time(),)).fetchall()
         return [_entry(r) for r in rows]
 
     def forget(self, path: str) -> None:
         """Drop a pending file that vanished before it was classified (moved away, or a temp name)."""
         with self._transaction():
-            self._db.execute("DELETE FROM files WHERE path = ? AND status = 'pending'", (_stored(path),))
+            self._db.execute("DELETE FROM files WHERE path = ? AND status = 'pending'", (stored(path),))
+            self._db.execute("DELETE FROM clips WHERE path = ? AND path NOT IN (SELECT path FROM files)",
+                             (stored(path),))
 
     def defer(self, path: str, seconds: float) -> None:
         """Do not offer a pending file again for `seconds` (it changed after it settled)."""
         with self._transaction():
             self._db.execute("UPDATE files SET retry_after = ? WHERE path = ? AND status = 'pending'",
-                             (time.time() + seconds, _stored(path)))
+                             (time.time() + seconds, stored(path)))
 
     def pending_count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM files WHERE status = 'pending'").fetchone()[0]
@@ -236,10 +263,11 @@ class Journal:
 
     def record(self, done: list[tuple[Entry, list[float], str | None]],
                failed: list[tuple[Entry, str, str | None]], *,
-               max_attempts: int, backoff: float) -> list[Entry]:
+               max_attempts: int, backoff: float, clips: Mapping[str, Clip] | None = None) -> list[Entry]:
         """Store results and failures in one transaction and mark their folders' CSVs stale.
 
-        `done` holds (entry, probabilities, capture time), `failed` (entry, error, capture time if readable).
+        `done` holds (entry, probabilities, capture time), `failed` (entry, error, capture time if readable);
+        `clips` the clip cells of the video clips among `done`, by path.
         A result counts only if the file still has the size and mtime it was classified with.
         A failure is retried after `backoff * 2**attempts` seconds until `max_attempts`, then
         becomes an error row. Returns the entries that became final errors.
@@ -250,18 +278,21 @@ class Journal:
                 cur = self._db.execute(
                     "UPDATE files SET status = 'done', probs = ?, captured = ?, last_error = NULL, updated = ?"
                     " WHERE path = ? AND size = ? AND mtime_ns = ? AND status = 'pending'",
-                    (json.dumps([float(p) for p in probs]), captured, now, _stored(entry.path), entry.size,
+                    (json.dumps([float(p) for p in probs]), captured, now, stored(entry.path), entry.size,
                      entry.mtime_ns))
                 if cur.rowcount:
                     self._dirty(entry.folder)
+                    clip = (clips or {}).get(entry.path)
+                    if clip is not None:
+                        self._clip(entry.path, clip)
             for entry, error, captured in failed:
                 attempts = entry.attempts + 1
                 status = ERROR if attempts >= max_attempts else PENDING
                 cur = self._db.execute(
                     "UPDATE files SET status = ?, attempts = ?, last_error = ?, captured = ?, retry_after = ?,"
                     " updated = ? WHERE path = ? AND size = ? AND mtime_ns = ? AND status = 'pending'",
-                    (status, attempts, _stored(error), captured, now + backoff * 2 ** attempts, now,
-                     _stored(entry.path), entry.size, entry.mtime_ns))
+                    (status, attempts, stored(error), captured, now + backoff * 2 ** attempts, now,
+                     stored(entry.path), entry.size, entry.mtime_ns))
                 if cur.rowcount and status == ERROR:
                     self._dirty(entry.folder)
                     final.append(entry)
@@ -276,32 +307,39 @@ class Journal:
                 self._db.execute(
                     "INSERT OR REPLACE INTO files (path, folder, size, mtime_ns, status, probs, captured, attempts,"
                     " last_error, retry_after, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
-                    (_stored(e.path), _stored(e.folder), e.size, e.mtime_ns, e.status,
-                     json.dumps(e.probs) if e.probs else None, e.captured, e.attempts, _stored(e.last_error),
+                    (stored(e.path), stored(e.folder), e.size, e.mtime_ns, e.status,
+                     json.dumps(e.probs) if e.probs else None, e.captured, e.attempts, stored(e.last_error),
                      e.updated))
+                if e.clip is not None or is_clip(e.path):
+                    self._clip(e.path, e.clip or Clip())
                 folders.add(e.folder)
                 count += 1
             for folder in folders:
                 self._db.execute("INSERT INTO folders (folder, dirty, written) VALUES (?, 0, ?) "
                                  "ON CONFLICT(folder) DO UPDATE SET dirty = 0, written = excluded.written",
-                                 (_stored(folder), time.time()))
+                                 (stored(folder), time.time()))
         return count
+
+    def _clip(self, path: str, clip: Clip) -> None:
+        """A video clip's row cells (Clip() for one that failed: its cells are NULL but for frames, 0)."""
+        self._db.execute("INSERT OR REPLACE INTO clips VALUES (?, ?, ?, ?, ?)",
+                         (stored(path), clip.frames or None, clip.duration, clip.frame_rate, clip.best_frame))
 
     def _dirty(self, folder: str) -> None:
         self._db.execute("INSERT INTO folders (folder, dirty) VALUES (?, 1) "
                          "ON CONFLICT(folder) DO UPDATE SET dirty = 1",
-                         (_stored(folder),))
+                         (stored(folder),))
 
     def dirty_folders(self) -> list[str]:
-        return sorted(_name(r[0]) for r in self._db.execute("SELECT folder FROM folders WHERE dirty = 1"))
+        return sorted(name_of(r[0]) for r in self._db.execute("SELECT folder FROM folders WHERE dirty = 1"))
 
     def written(self, folder: str, *, as_of: float) -> None:
         """The folder's CSV was rewritten from rows committed up to `as_of`; clear the flag unless newer ones came."""
         with self._transaction():
             newer = self._db.execute("SELECT 1 FROM files WHERE folder = ? AND updated > ? AND status != 'pending'"
-                                     " LIMIT 1", (_stored(folder), as_of)).fetchone()
+                                     " LIMIT 1", (stored(folder), as_of)).fetchone()
             self._db.execute("UPDATE folders SET dirty = ?, written = ? WHERE folder = ?",
-                             (1 if newer else 0, time.time(), _stored(folder)))
+                             (1 if newer else 0, time.time(), stored(folder)))
 
     def known(self) -> dict[str, tuple[int, int]]:
         """path -> (size, mtime_ns) of every done or error row: what the daemon must not take again.
@@ -310,14 +348,15 @@ class Journal:
         hundreds of MiB of a small box's memory for nothing.
         """
         sql = "SELECT path, size, mtime_ns FROM files WHERE status IN ('done', 'error')"
-        return {_name(path): (size, mtime_ns) for path, size, mtime_ns in self._db.execute(sql)}
+        return {name_of(path): (size, mtime_ns) for path, size, mtime_ns in self._db.execute(sql)}
 
     def finished(self, folder: str | None = None) -> list[Entry]:
-        """Done and error rows (of one folder, or all), sorted by path: what the CSVs list."""
-        sql = "SELECT * FROM files WHERE status IN ('done', 'error')"
+        """Done and error rows (of one folder, or all), with a clip's cells, sorted by path: what the CSVs list."""
+        sql = ("SELECT f.*, c.path IS NOT NULL, c.frames, c.duration, c.frame_rate, c.best_frame FROM files f "
+               "LEFT JOIN clips c ON c.path = f.path WHERE f.status IN ('done', 'error')")
         args: tuple = ()
         if folder is not None:
-            sql, args = sql + " AND folder = ?", (_stored(folder),)
+            sql, args = sql + " AND f.folder = ?", (stored(folder),)
         return sorted((_entry(r) for r in self._db.execute(sql, args)), key=lambda e: e.path)
 
     # --- reporting ------------------------------------------------------------------------------
@@ -340,9 +379,14 @@ class Journal:
         failing = self._db.execute(
             "SELECT path, status, attempts, last_error FROM files WHERE last_error IS NOT NULL ORDER BY updated DESC"
             " LIMIT 50").fetchall()
+        clips = dict.fromkeys((PENDING, DONE, ERROR), 0)
+        if self._has("clips"):  # a journal from before clips were classified has none
+            clips.update(self._db.execute("SELECT f.status, COUNT(*) FROM clips c JOIN files f ON f.path = c.path "
+                                          "GROUP BY f.status").fetchall())
         return {"backlog": counts[PENDING], "done": counts[DONE], "errors": counts[ERROR], "last_activity": last,
+                "clips": {"backlog": clips[PENDING], "done": clips[DONE], "errors": clips[ERROR]},
                 "files_per_s_recent": rate, "recent_window_s": window,
-                "failing": [{"path": _name(p), "status": s, "attempts": a, "error": _name(e)}
+                "failing": [{"path": name_of(p), "status": s, "attempts": a, "error": name_of(e)}
                             for p, s, a, e in failing]}
 
     def integrity_check(self) -> str:
@@ -360,57 +404,28 @@ class Journal:
             for folder, (videos, others, examples) in counts.items():
                 if videos or others:
                     self._db.execute("INSERT OR REPLACE INTO unclassified VALUES (?, ?, ?, ?, ?)",
-                                     (_stored(folder), videos, others, json.dumps(examples), now))
+                                     (stored(folder), videos, others, json.dumps(examples), now))
                 else:
-                    self._db.execute("DELETE FROM unclassified WHERE folder = ?", (_stored(folder),))
+                    self._db.execute("DELETE FROM unclassified WHERE folder = ?", (stored(folder),))
 
     def unclassified(self) -> dict[str, dict]:
         """What note_unclassified stored, by folder: {"videos": n, "others": n, "examples": [names]}."""
         try:
-            if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unclassified'"
-                                ).fetchone() is None:
+            if not self._has("unclassified"):
                 return {}
             rows = self._db.execute("SELECT folder, videos, others, examples FROM unclassified ORDER BY folder")
-            return {_name(f): {"videos": v, "others": o, "examples": json.loads(e)} for f, v, o, e in rows}
+            return {name_of(f): {"videos": v, "others": o, "examples": json.loads(e)} for f, v, o, e in rows}
         except sqlite3.DatabaseError as exc:
             raise _open_error(self.path, exc) from exc
 
     # --- plumbing -------------------------------------------------------------------------------
 
+    def _has(self, table: str) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                (table,)).fetchone() is not None
+
     def _transaction(self):
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one durable step.
-
-    A full disk (SQLITE_FULL) can fail a statement or the COMMIT itself, and SQLite may already have
-    rolled the transaction back: roll back only what is still open, so the error that matters is the
-    one raised and the connection is ready for the next transaction once there is room again.
-    """
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if kind is None:
-            try:
-                self._db.execute("COMMIT")
-                return
-            except sqlite3.Error:
-                self._rollback()
-                raise
-        self._rollback()
-
-    def _rollback(self) -> None:
-        if self._db.in_transaction:
-            try:
-                self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # the original error is the one to report; SQLite rolls back on its own when it must
+        return Transaction(self._db)
 
 
 def _open_error(path: Path, exc: sqlite3.Error) -> DataError:
@@ -449,27 +464,12 @@ def _remove_new(path: Path) -> None:
 
 
 def _entry(row: tuple) -> Entry:
-    path, folder, size, mtime_ns, status, probs, captured, attempts, last_error, _, updated = row
-    return Entry(path=_name(path), folder=_name(folder), size=size, mtime_ns=mtime_ns, status=status,
+    """A `files` row (and, from `finished`, whether it is a clip and its clip cells) as an Entry."""
+    path, folder, size, mtime_ns, status, probs, captured, attempts, last_error, _, updated = row[:11]
+    clip = None
+    if len(row) > 11 and row[11]:
+        frames, duration, rate, best = row[12:]
+        clip = Clip(frames=frames or 0, duration=duration, frame_rate=rate, best_frame=best)
+    return Entry(path=name_of(path), folder=name_of(folder), size=size, mtime_ns=mtime_ns, status=status,
                  probs=json.loads(probs) if probs else None, captured=captured, attempts=attempts,
-                 last_error=_name(last_error), updated=updated)
-
-
-def _stored(text: str | None) -> str | bytes | None:
-    """A name (or a message naming one) as SQLite can hold it: the text, or the bytes of a name that is not UTF-8."""
-    if text is None:
-        return None
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        pass
-    try:
-        return name_bytes(text)
-    except UnicodeEncodeError:  # a surrogate no file name holds, in a message: kept readable, not one-to-one
-        return display(text)
-
-
-def _name(value: str | bytes | None) -> str | None:
-    """What `_stored` stored, as Python holds the name (bytes that are not UTF-8 as lone surrogates)."""
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+                 last_error=name_of(last_error), updated=updated, clip=clip)

@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from trapcls.core.model.bundle import Bundle
@@ -129,7 +129,7 @@ class Rebuild:
         others = sorted({row[columns.model] for row in rows} - {mine}) if columns.model is not None else []
         if columns.fmt == "field" and (others or columns.classes != tuple(map(neutralise, self.bundle.classes))):
             raise _OtherModel(", ".join(others) or f"classes {', '.join(columns.classes)}")
-        if header != self.layout.header():
+        if header not in (self.layout.header(), replace(self.layout, clips=True).header()):  # without clips, with
             raise DataError(f"its columns are not the ones this model writes ({short(header)})")
         return [self._csv_entry(row, folder, updated) for row in parse_table(csv_path, header, rows).rows]
 
@@ -145,7 +145,7 @@ class Rebuild:
         except OSError:  # gone, or on a share not mounted now: the row stands (Journal.observe takes it when seen)
             size = mtime_ns = UNKNOWN
         known = {"path": path, "folder": folder, "size": size, "mtime_ns": mtime_ns, "captured": row.captured or None,
-                 "updated": updated}
+                 "updated": updated, "clip": row.clip}
         if row.ok:
             return Entry(status=DONE, probs=[float(p) for p in row.probs], attempts=0, last_error=None, **known)
         return Entry(status=ERROR, probs=None, attempts=self.max_attempts, last_error=row.error or "error", **known)

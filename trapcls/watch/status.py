@@ -13,6 +13,7 @@ from trapcls.core.frames.discover import Unclassified
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import storage_fault
 from trapcls.core.system.names import display
+from trapcls.watch.intake import CLASSIFIED
 from trapcls.watch.journal import CorruptJournal, Journal
 from trapcls.watch.paths import journal_path, state_path
 from trapcls.watch.state import PAUSED, RUNNING, daemon_state, describe
@@ -20,8 +21,9 @@ from trapcls.watch.state import PAUSED, RUNNING, daemon_state, describe
 
 def watch_status(out: Path) -> dict:
     """The report on the watch writing into `out`: "daemon" (trapcls.watch.state.daemon_state), "journal" (its
-    path, None when a running daemon has written nothing yet), the journal's counts and failing files, and
-    "unclassified" (videos and other files per camera folder, as the rescans found them).
+    path, None when a running daemon has written nothing yet), the journal's counts (all files, and under "clips"
+    the video clips among them) and failing files, and "unclassified" (videos it does not decode and other files
+    per camera folder, as the rescans found them).
 
     No journal, or one that cannot be opened, is an error (DataError) unless a daemon runs for `out`: one whose
     disk was full from the start may not have made it yet, and on a full or failing disk the journal may not
@@ -59,21 +61,32 @@ def status_lines(report: dict) -> list[str]:
         return [*lines, f"journal: {report['unreadable']}"]
     stamp = report["last_activity"]
     last = datetime.fromtimestamp(stamp).isoformat(timespec="seconds") if stamp else "never"
-    lines += [f"backlog: {report['backlog']}", f"done: {report['done']}", f"errors: {report['errors']}",
-              f"last activity: {last}",
+    clips = report.get("clips") or {}
+    lines += [f"{key}: {report[key]}{_of_which(report[key], clips.get(key, 0)) if any(clips.values()) else ''}"
+              for key in ("backlog", "done", "errors")]
+    lines += [f"last activity: {last}",
               f"throughput (last {report['recent_window_s'] / 60:.0f} min): {report['files_per_s_recent']:.2f} files/s"]
     for f in report["failing"]:
         state = "gave up" if f["status"] == "error" else f"will retry ({f['attempts']} tries so far)"
         lines.append(f"failing: {f['path']}: {f['error']} [{state}]")
     for name, counts in report["unclassified"].items():
         u = Unclassified(**counts)
-        lines.append(f"not classified: {name}: {u.describe()} ({u.example()}); trapcls classifies still images")
+        lines.append(f"not classified: {name}: {u.describe()} ({u.example()}); {CLASSIFIED}")
     return lines
+
+
+def _of_which(files: int, clips: int) -> str:
+    """" (N frames and M clips)" of a count other than 0, where the journal holds clips (a frames-only watch reads
+    as it always did)."""
+    if not files:
+        return ""
+    frames = files - clips
+    return f" ({frames} frame{'' if frames == 1 else 's'} and {clips} clip{'' if clips == 1 else 's'})"
 
 
 def _nothing_written(path: Path) -> bool:
     """No journal yet, or the empty file SQLite makes before the first write that failed."""
     try:
         return path.stat().st_size == 0
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no journal, or OUT (or its .trapcls) is no folder
         return True

@@ -9,24 +9,31 @@ and set aside: its frames are still classified into the journal, its CSVs are tr
 --rescan-interval (at least ASIDE_RETRY_MIN s) and at the next start, and the other cameras go on.
 A fault of OUT's disk as a whole (full, read-only, gone) instead pauses the daemon (trapcls.watch.guard).
 --all-csv is a log appended to in whole fsynced batches; after a crash it is caught up from the journal.
+
+Video clips: as in every trapcls CSV, the clip columns (frames, duration_s, frame_rate, best_frame) appear with
+the first clip, so a frames-only watch writes what it always wrote. A camera folder's CSV is rewritten whole
+anyway; --all-csv, appended to for months, gets them in one atomic rewrite when its first clip comes (a new one
+as one written by a trapcls from before clips), every row kept with the four cells empty
+(`Writers._add_clip_columns`).
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.system.fsutil import atomic_write_at, csv_text, named
+from trapcls.core.system.fsutil import atomic_write_at, atomic_write_text, csv_text, named, writing
 from trapcls.core.system.names import display
-from trapcls.core.table.append import CsvAppender
-from trapcls.core.table.layout import Layout
-from trapcls.core.table.read import parse_table
+from trapcls.core.table.append import ROWS_KEPT, CsvAppender
+from trapcls.core.table.layout import CLIP_TAIL, Layout
+from trapcls.core.table.read import parse_table, read_table
 from trapcls.core.table.row import Row
 from trapcls.results.events import event_row, events_header, group_events
 from trapcls.watch.config import WatchConfig
@@ -48,7 +55,8 @@ class _Aside:
 
 
 class Writers:
-    """The CSVs of one watch: the per-folder CSVs under OUT, in `layout`, and the optional --all-csv log.
+    """The CSVs of one watch: the per-folder CSVs under OUT, in `layout` (with the clip columns where there are
+    clips: `clip_layout`), and the optional --all-csv log.
 
     `whole_disk(exc)` says whether a failed write in a camera folder is a fault of OUT's disk as a whole
     (trapcls.watch.guard.DiskGuard.whole_disk): then it is raised, and the daemon pauses.
@@ -56,7 +64,8 @@ class Writers:
 
     def __init__(self, config: WatchConfig, out: Path, layout: Layout, *,
                  whole_disk: Callable[[BaseException], bool] = lambda exc: True) -> None:
-        self.config, self.out, self.layout = config, out, layout
+        self.config, self.out, self.layout = config, out, replace(layout, clips=False)
+        self.clip_layout = replace(layout, clips=True)
         self._whole_disk = whole_disk
         self._all: CsvAppender | None = None  # --all-csv
         self.aside: dict[str, _Aside] = {}  # camera folders whose CSVs cannot be written now
@@ -97,10 +106,11 @@ class Writers:
         links; how many rows."""
         rows = journal.finished(folder)
         prefix = "" if folder == "." else folder + "/"
-        cells = [self.layout.cells(row_of(entry, entry.path[len(prefix):])) for entry in rows]
-        files = {CSV_NAME: csv_text(self.layout.header(), cells)}
+        layout = self.clip_layout if any(entry.clip is not None for entry in rows) else self.layout
+        cells = [layout.cells(row_of(entry, entry.path[len(prefix):])) for entry in rows]
+        files = {CSV_NAME: csv_text(layout.header(), cells)}
         if self.config.events:
-            files[EVENTS_NAME] = self._events(folder, cells)
+            files[EVENTS_NAME] = self._events(folder, layout, cells)
         fd = open_folder(self.out, folder)
         try:
             for name, text in files.items():
@@ -112,11 +122,11 @@ class Writers:
             os.close(fd)
         return len(rows)
 
-    def _events(self, folder: str, cells: list[list[str]]) -> str:
+    def _events(self, folder: str, layout: Layout, cells: list[list[str]]) -> str:
         """events.csv for one camera folder (its deployment), from its predictions.csv's cells exactly as written,
         read back as `trapcls events` reads the file: the two agree to the last digit on every CPU. The paths are
         relative to the camera folder already, and the event ids keep them whole."""
-        table = parse_table(self.out / folder / CSV_NAME, self.layout.header(), cells)
+        table = parse_table(self.out / folder / CSV_NAME, layout.header(), cells)
         grouped = group_events(table, gap=self.config.gap, deployment=lambda _: folder, relative=True)
         rule = self.layout.blank_rule
         return csv_text(events_header(table.classes, table.blank),
@@ -147,15 +157,35 @@ class Writers:
         self._all = None
         if not self.config.all_csv:
             return
-        self._all = CsvAppender(self.config.all_csv, self.layout, flag="--all-csv")
+        path = self.config.all_csv
+        clips = path.is_file() and _header(path) == self.clip_layout.header()  # it holds a clip already
+        self._all = CsvAppender(path, self.clip_layout if clips else self.layout, flag="--all-csv")
         missing = [e for e in journal.finished() if self.layout.key(Row(e.path, None)) not in self._all.done]
         if missing:
-            self._all.append([row_of(e, e.path) for e in missing])
+            self._append([row_of(e, e.path) for e in missing])
 
     def log(self, results: Iterable[Row], finished: set[str]) -> None:
         """Append to --all-csv the results of a batch whose files are finished (done, or given up on)."""
         if self._all is not None:
-            self._all.append([r for r in results if r.path in finished])
+            self._append([r for r in results if r.path in finished])
+
+    def _append(self, rows: list[Row]) -> None:
+        if any(r.clip is not None for r in rows) and not self._all.layout.clips:
+            self._add_clip_columns()
+        self._all.append(rows)
+
+    def _add_clip_columns(self) -> None:
+        """The first clip for --all-csv: rewrite it with the clip columns (temp file, fsync, replace), each row as
+        it was plus four empty cells, and append to it from now on. A crash before the replace leaves the file as
+        it was; the clip, not in it then, is appended at the next start (`open_log`), which comes here again."""
+        path = self.config.all_csv
+        self._all.close()
+        with writing(path, "--all-csv", ROWS_KEPT):
+            header, rows = read_table(path)
+            atomic_write_text(path, csv_text(self.clip_layout.header(), (row + [""] * len(CLIP_TAIL) for row in rows)))
+        self._all = CsvAppender(path, self.clip_layout, flag="--all-csv")
+        log.info("--all-csv %s: added the clip columns (%s) for its first video clip; its %d rows are kept, with "
+                 "those cells empty", display(str(path)), ", ".join(CLIP_TAIL), len(rows))
 
     def close_log(self) -> None:
         """Let go of --all-csv (every append was fsynced: nothing is left to write; a torn last line is cut when it
@@ -167,5 +197,15 @@ class Writers:
 def row_of(entry: Entry, rel: str) -> Row:
     """A journal entry as the row its camera folder's CSV lists (`rel`: its path inside that folder)."""
     if entry.status == "done":
-        return Row(rel, np.asarray(entry.probs), captured=entry.captured or "")
-    return Row(rel, None, captured=entry.captured or "", error=entry.last_error or "error")
+        return Row(rel, np.asarray(entry.probs), captured=entry.captured or "", clip=entry.clip)
+    return Row(rel, None, captured=entry.captured or "", error=entry.last_error or "error", clip=entry.clip)
+
+
+def _header(path: Path) -> list[str] | None:
+    """The first row of a CSV (None when it cannot be read as one: CsvAppender then says what is wrong)."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.read(1 << 16).split(b"\n", 1)[0]
+        return next(csv.reader([first.decode("utf-8-sig")]), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
