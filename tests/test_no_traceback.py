@@ -136,6 +136,9 @@ CASES: list[tuple[str, str, int, str]] = [
      1, "{folder}"),
     ("predict-video-frames-is-the-labels", "predict {clips} --bundle {bundle} --out {out_csv} --video-frames "
      "{torn_labels}", 1, "not the frames CSV"),
+    ("watch-clip-settle-negative", "watch {folder} --bundle {bundle} --clip-settle -1", 2, "--clip-settle"),
+    ("watch-video-fps-0", "watch {folder} --bundle {bundle} --video-fps 0", 2, "--video-fps"),
+    ("watch-video-max-frames-0", "watch {folder} --bundle {bundle} --video-max-frames 0", 2, "--video-max-frames"),
     ("events-clip-ends-after-9999", "events {long_clip_csv} --out {out_csv}", 1, "ends after the year 9999"),
     ("convert-clip-rate-nan", "convert {nan_rate_csv} --to megadetector --out {out_json}", 1,
      "not finite numbers"),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trapcls.core.frames.discover import CLIP_SUFFIXES, ImageFile, Unclassified, discover
+from trapcls.core.frames.discover import CLASSIFIED, ImageFile, Unclassified, discover
 from trapcls.core.frames.preprocess import PreprocessSpec, preprocess_frame
 from trapcls.core.model.blank import BlankRule
 from trapcls.core.model.bundle import Bundle, load_bundle
@@ -93,8 +93,7 @@ def unclassified_lines(per_folder: dict[str, Unclassified], limit: int = 10) -> 
         total.merge(folder)
     lines = []
     if total.videos:
-        lines.append(f"{total.videos} video{'s' if total.videos > 1 else ''} not classified: trapcls classifies "
-                     f"still images (JPEG, PNG) and clips ({' '.join(CLIP_SUFFIXES)})")
+        lines.append(f"{total.videos} video{'s' if total.videos > 1 else ''} not classified: {CLASSIFIED}")
     if total.others:
         lines.append(f"{total.others} other file{'s' if total.others > 1 else ''} not classified: not JPEG or PNG")
     lines += [f"  {name}: {per_folder[name].describe()} ({per_folder[name].example()})"

@@ -21,7 +21,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from trapcls.core.frames.discover import CLIP_SUFFIXES, TreeScanner, Unclassified, discover, is_candidate, is_clip
+from trapcls.core.frames.discover import CLASSIFIED, TreeScanner, Unclassified, discover, is_candidate, is_clip
 from trapcls.core.system.exceptions import DataError
 from trapcls.watch.config import WatchConfig
 from trapcls.watch.journal import Journal
@@ -30,9 +30,6 @@ from trapcls.watch.paths import CSV_NAME, EVENTS_NAME
 log = logging.getLogger("trapcls.watch.daemon")  # the daemon's log: one stream for the operator
 
 FULL_SCAN_EVERY = 10  # every 10th rescan lists every folder, changed or not (Intake.scan)
-CLASSIFIED = f"trapcls classifies still images (JPEG, PNG) and clips ({' '.join(CLIP_SUFFIXES)})"
-
-
 class Intake:
     """The files of the inbox on their way into the journal: seen, waiting to settle, or known (filed)."""
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from trapcls.core.frames.discover import Unclassified
+from trapcls.core.frames.discover import CLASSIFIED, Unclassified
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import storage_fault
 from trapcls.core.system.names import display
-from trapcls.watch.intake import CLASSIFIED
 from trapcls.watch.journal import CorruptJournal, Journal
 from trapcls.watch.paths import journal_path, state_path
 from trapcls.watch.state import PAUSED, RUNNING, daemon_state, describe

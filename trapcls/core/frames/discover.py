@@ -28,6 +28,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".3gp", ".wmv", ".asf"
                   ".webm", ".flv")
 # The video clips trapcls classifies (any case; core/frames/video.py decodes them); other videos are counted only.
 CLIP_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".asf", ".wmv", ".mkv")
+# What trapcls classifies, in the words every "not classified" report uses.
+CLASSIFIED = f"trapcls classifies still images (JPEG, PNG) and clips ({' '.join(CLIP_SUFFIXES)})"
 # Files an operating system leaves in folders; as silent as hidden names.
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
 EXAMPLES = 3
