@@ -156,6 +156,7 @@ def test_exported_timm_models_convert_to_half_the_size(arch, tmp_path):
         assert logits.dtype == np.float32 and logits.shape == (len(batch), 3) and np.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_imagenet_lite0_in_fp16_matches_fp32_on_real_frames(tmp_path, shared_data):
     model = create_model("tf_efficientnet_lite0", 1000, weights=LITE0_WEIGHTS).eval()  # the ImageNet head
     save_checkpoint(tmp_path / "best.pt", model, arch="tf_efficientnet_lite0", classes=[f"c{i}" for i in range(1000)],

@@ -89,6 +89,7 @@ def test_shape_arithmetic_and_the_float_groups_are_found(lite0_onnx):
     assert "/conv_head/Conv" in float_node_names(model, ("last_conv",))
 
 
+@pytest.mark.slow
 def test_a_float_conv_stays_float_when_onnx_runtime_optimises_the_graph(lite0_onnx, tmp_path):
     """Between a DequantizeLinear and a QuantizeLinear ONNX Runtime would quantize a float conv's weights itself
     (per tensor); keeping the stem's Pad and activation float too leaves it a real float conv."""

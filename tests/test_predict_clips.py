@@ -64,6 +64,7 @@ def test_video_options_thin_the_sampled_frames(card, tmp_path):
     trapcls("predict", card, "--out", tmp_path / "x.csv", "--video-fps", "0", rc=2)
 
 
+@pytest.mark.slow
 def test_clips_resume_shard_and_merge_like_frames(card, tmp_path):
     whole = tmp_path / "whole.csv"
     _predict(card, whole)

@@ -142,6 +142,7 @@ def test_evaluate_refuses_a_report_that_is_its_predictions_or_labels(tmp_path, h
     assert {path: path.read_bytes() for path in kept} == kept
 
 
+@pytest.mark.slow
 def test_evaluate_may_replace_its_own_earlier_report_in_the_labels_folder(tmp_path):
     """The rule is about inputs only: a report left in a class-folder tree by an earlier run is no input."""
     labels = tmp_path / "labels"
@@ -229,6 +230,7 @@ def _limited(limit_mib: int, *args) -> subprocess.CompletedProcess:
                           preexec_fn=cap, cwd=REPO, timeout=300)
 
 
+@pytest.mark.slow
 def test_evaluate_memory_grows_with_the_input_not_the_classes_squared(tmp_path):
     """20,000 class columns and 5 rows: a 1.5 MB CSV. A confusion matrix over every class is 3.2 GB; evaluate runs
     in well under 1 GiB of address space (about 300 MiB measured)."""

@@ -112,6 +112,7 @@ def test_names_that_are_not_utf8_or_hold_control_characters_are_classified_and_w
         assert {len(r) for r in csv.reader(fh)} == {len(text.split("\n")[0].split(","))}
 
 
+@pytest.mark.slow
 def test_such_names_round_trip_through_resume_shards_merge_and_events(tmp_path):
     card = _card(tmp_path / "card", NAMES)
     whole = tmp_path / "whole.csv"

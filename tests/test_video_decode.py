@@ -115,6 +115,7 @@ def test_a_dropped_frame_keeps_frame_numbers_and_times_apart():
     assert clip.frame_numbers[:3] == (0, 1, 2) and clip.times[:3] == (0.0, 2.0, 3.0)
 
 
+@pytest.mark.slow
 def test_every_zamba_clip_decodes(shared_data):
     clips = sorted(p for p in (shared_data / "zamba_videos").rglob("*") if is_clip(p.name))
     assert len(clips) == 19
@@ -500,6 +501,7 @@ def slow_decode(path, spec, *, started, **kwargs):
     return sample_clip(path, spec, **kwargs)
 
 
+@pytest.mark.slow
 def test_the_time_limit_grows_with_the_duration_the_clip_states(tmp_path):
     """A 1 s limit, 2 s of work: a clip that states 60 s may take 1 + 2 x 60 s; one that states nothing may not."""
     clips = [shutil.copyfile(AVI, tmp_path / name) for name in ("slow-60.avi", "slow-none.avi")]

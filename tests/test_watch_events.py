@@ -148,6 +148,7 @@ def test_rescan_finds_files_whose_events_were_lost(watch, tmp_path):
 # --- 4. polling ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_polling_finds_new_files_and_new_camera_folders(watch, tmp_path):
     inbox = tmp_path / "inbox"
     copy_frame("baboon-3.jpg", inbox / "cam1" / "first.jpg")
