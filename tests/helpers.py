@@ -354,21 +354,43 @@ class NotifyListener:
 # --- video clips made from real frames ---------------------------------------------------------------------
 
 
-def write_clip(path: Path, frames: list[Path], *, fps: int = 5, repeat: int = 1, size: tuple[int, int] = (320, 240),
-               codec: str = "libx264", metadata: dict[str, str] | None = None) -> Path:
-    """A clip of real frames (each shown `repeat` times) at `fps`, encoded with PyAV's own FFmpeg; `metadata` for the
-    container (e.g. creation_time, the clip's capture time)."""
+def frames_of(paths: list[Path], size: tuple[int, int] = (320, 240), count: int | None = None) -> list[Image.Image]:
+    """Real frames as RGB images at `size`, in the order given, cycled to `count` frames when given."""
+    loaded = {p: Image.open(p).convert("RGB").resize(size) for p in dict.fromkeys(paths)}
+    frames = [loaded[p] for p in paths]
+    return frames if count is None else [frames[i % len(frames)] for i in range(count)]
+
+
+def write_clip(path: Path, frames: list[Image.Image], *, codec: str = "libx264", rate: int = 10,
+               times: list[float] | None = None, audio: bool = False, metadata: dict | None = None,
+               options: dict | None = None, stream_options: dict | None = None) -> Path:
+    """A clip of `frames` with PyAV's own FFmpeg, in the container `path`'s suffix names: `times` (seconds) set each
+    frame's pts, `audio` adds a silent track, `metadata` tags the container (creation_time: the capture time),
+    `options` go to the muxer (movflags) and `stream_options` to the encoder (preset)."""
+    import fractions
+
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        container.metadata.update(metadata or {})
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for frame_path in frames:
-            image = Image.open(frame_path).convert("RGB").resize(size)
-            for _ in range(repeat):
-                container.mux(stream.encode(av.VideoFrame.from_image(image)))
-        container.mux(stream.encode())
+    with av.open(str(path), "w", options=options or {}) as out:
+        out.metadata.update(metadata or {})
+        stream = out.add_stream(codec, rate=rate, options=stream_options or {})
+        stream.width, stream.height = frames[0].size
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        if times is not None:
+            stream.codec_context.time_base = fractions.Fraction(1, 1000)
+        sound = out.add_stream("aac", rate=16000) if audio else None
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_image(img)
+            if times is not None:
+                frame.pts, frame.time_base = round(times[i] * 1000), fractions.Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+            if sound is not None:  # 0.1 s of silence per frame
+                for k in range(2):
+                    chunk = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.float32), format="fltp", layout="mono")
+                    chunk.sample_rate, chunk.pts = 16000, (2 * i + k) * 800
+                    out.mux(sound.encode(chunk))
+        out.mux(stream.encode())
+        if sound is not None:
+            out.mux(sound.encode())
     return path

@@ -28,6 +28,7 @@ from helpers import (
     REPO,
     SHARED_DATA,
     csv_rows,
+    frames_of,
     trapcls,
     validate_camtrap_dp,
     validate_megadetector,
@@ -362,9 +363,9 @@ def predicted_clips(tmp_path_factory) -> tuple[Path, Path]:
     inbox = tmp_path_factory.mktemp("clips") / "inbox"
     shutil.copytree(BURST, inbox / "camA", ignore=shutil.ignore_patterns("*.md", "*.txt"))
     frames = sorted(BURST.glob("*.JPG"))
-    write_clip(inbox / "camA" / "visit.mp4", frames, fps=5, repeat=2, size=(160, 120),
+    write_clip(inbox / "camA" / "visit.mp4", frames_of([f for f in frames for _ in range(2)], (160, 120)), rate=5,
                metadata={"creation_time": "2021-04-11T20:43:20Z"})
-    write_clip(inbox / "camA" / "LATE.MP4", frames[:5], fps=5, size=(160, 120),
+    write_clip(inbox / "camA" / "LATE.MP4", frames_of(frames[:5], (160, 120)), rate=5,
                metadata={"creation_time": "2021-04-11T20:50:00Z"})
     shutil.copytree(CLIPS, inbox / "camB", ignore=shutil.ignore_patterns("*.md", "LICENSE*"))
     (inbox / "camB" / "empty.mp4").write_bytes(b"")

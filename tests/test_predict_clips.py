@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FRAMES, csv_rows, trapcls, write_clip
+from helpers import FRAMES, csv_rows, frames_of, trapcls, write_clip
 
 BLANK = FRAMES / "59be3e9d-23d2-11e8-a6a3-ec086b02610b.jpg"  # the shipped model calls it blank
 BABOON = FRAMES / "baboon-3.jpg"
@@ -22,8 +22,8 @@ def card(tmp_path_factory) -> Path:
     """A camera folder: a still, a clip blank for 2 s then a baboon for 1 s (5 fps), a blank clip, bad clips."""
     root = tmp_path_factory.mktemp("card")
     shutil.copyfile(BABOON, root / "still.jpg")
-    write_clip(root / "cam" / "baboon.mp4", [BLANK, BLANK, BABOON], fps=5, repeat=5)
-    write_clip(root / "cam" / "empty.MP4", [BLANK, BLANK, BLANK], fps=5, repeat=5)
+    write_clip(root / "cam" / "baboon.mp4", frames_of([BLANK] * 10 + [BABOON] * 5), rate=5)
+    write_clip(root / "cam" / "empty.MP4", frames_of([BLANK] * 15), rate=5)
     (root / "cam" / "zero.avi").write_bytes(b"")
     (root / "cam" / "notes.mov").write_text("not a video at all\n")
     return root

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import BURST, REPO
+from helpers import BURST, REPO, frames_of, write_clip
 from trapcls.core.frames.clip_time import capture_time, parse_stamp
 from trapcls.core.frames.discover import CLIP_SUFFIXES as VIDEO_SUFFIXES
 from trapcls.core.frames.discover import is_clip
@@ -46,36 +46,7 @@ SIZE = (128, 96)  # clips made here: small, so each test takes a fraction of a s
 
 def burst(count: int = 10, size: tuple[int, int] = SIZE) -> list[Image.Image]:
     """The committed RECONYX burst (10 real IR frames of a heron), cycled to `count` frames at `size`."""
-    frames = [Image.open(p).convert("RGB").resize(size) for p in sorted(BURST.glob("*.JPG"))]
-    return [frames[i % len(frames)] for i in range(count)]
-
-
-def write_clip(path: Path, frames: list[Image.Image], *, codec: str = "libx264", rate: int = 10,
-               times: list[float] | None = None, audio: bool = False, metadata: dict | None = None,
-               options: dict | None = None) -> Path:
-    """A clip of `frames` in the container `path`'s suffix names; `times` (seconds) set each frame's pts."""
-    with av.open(str(path), "w", options=options or {}) as out:
-        out.metadata.update(metadata or {})
-        stream = out.add_stream(codec, rate=rate)
-        stream.width, stream.height = frames[0].size
-        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        if times is not None:
-            stream.codec_context.time_base = fractions.Fraction(1, 1000)
-        sound = out.add_stream("aac", rate=16000) if audio else None
-        for i, img in enumerate(frames):
-            frame = av.VideoFrame.from_image(img)
-            if times is not None:
-                frame.pts, frame.time_base = round(times[i] * 1000), fractions.Fraction(1, 1000)
-            out.mux(stream.encode(frame))
-            if sound is not None:  # 0.1 s of silence per frame
-                for k in range(2):
-                    chunk = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.float32), format="fltp", layout="mono")
-                    chunk.sample_rate, chunk.pts = 16000, (2 * i + k) * 800
-                    out.mux(sound.encode(chunk))
-        out.mux(stream.encode())
-        if sound is not None:
-            out.mux(sound.encode())
-    return path
+    return frames_of(sorted(BURST.glob("*.JPG")), size, count)
 
 
 def still_input(img: Image.Image) -> np.ndarray:

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from helpers import BURST, csv_rows, journal, status, trapcls, wait_until, write_jpeg
+from helpers import BURST, csv_rows, frames_of, journal, status, trapcls, wait_until, write_clip, write_jpeg
 
 CLIP_CELLS = ("frames", "duration_s", "frame_rate", "best_frame")
 
@@ -27,19 +26,10 @@ CLIP_CELLS = ("frames", "duration_s", "frame_rate", "best_frame")
 def _make_clip(path: Path, *, seconds: float = 4, fps: int = 10, size: tuple[int, int] = (320, 240)) -> Path:
     """A clip of the burst's frames in turn: H.264 in an .mp4 (index last, as cameras write it), MPEG-4 part 2 in
     an .avi."""
-    import av
-
-    frames = [av.VideoFrame.from_image(Image.open(p).convert("RGB").resize(size)) for p in sorted(BURST.glob("*.JPG"))]
-    path.parent.mkdir(parents=True, exist_ok=True)
     h264 = path.suffix.lower() == ".mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264" if h264 else "mpeg4", rate=fps,
-                                      options={"preset": "ultrafast"} if h264 else {})
-        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
-        for i in range(round(seconds * fps)):
-            container.mux(stream.encode(frames[i % len(frames)]))
-        container.mux(stream.encode())
-    return path
+    return write_clip(path, frames_of(sorted(BURST.glob("*.JPG")), size, round(seconds * fps)),
+                      codec="libx264" if h264 else "mpeg4", rate=fps,
+                      stream_options={"preset": "ultrafast"} if h264 else None)
 
 
 def _copy_slowly(sources: dict[Path, Path], *, chunks: int = 5, pause: float = 1.0) -> None:
