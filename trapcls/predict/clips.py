@@ -25,6 +25,7 @@ from trapcls.core.model.bundle import Bundle
 from trapcls.core.model.probs import combine_frames
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import atomic_write_text, csv_text, writing
+from trapcls.core.system.hardware import cores
 from trapcls.core.system.names import neutralise
 from trapcls.core.table.row import Clip, Row, number
 from trapcls.predict.backends import Backend
@@ -68,7 +69,7 @@ def clip_row(rel: str, sampled, probs: np.ndarray, bundle: Bundle) -> Row:
 
 def _workers(options: RunOptions) -> int:
     # Each decoder is a process using FFmpeg's own threads: a couple of them keep a CPU busy beside inference.
-    return options.workers or max(1, min(2, os.cpu_count() or 1))
+    return options.workers or min(2, cores())
 
 
 class FrameRows:
