@@ -58,6 +58,16 @@ def predict(
     video_timeout: VideoTimeout = P.video_timeout,
     video_frames: Annotated[Optional[Path], typer.Option(
         help="Also write one row per sampled frame of each video clip to this CSV.")] = P.video_frames,
+    detections: Annotated[Optional[Path], typer.Option(
+        help="MegaDetector output JSON (format 1.0-1.6) for these images: classify each box at or above the "
+             "detection threshold as a crop instead of the whole frame; a frame without such a box is blank.")]
+    = P.detections,
+    detection_threshold: Annotated[Optional[float], typer.Option(
+        help="Detector confidence a box needs to be classified [default: the file's typical_detection_threshold, "
+             "else 0.2].")] = P.detection_threshold,
+    boxes_out: Annotated[Optional[Path], typer.Option(
+        help="With --detections: one row per classified box (box, detector confidence, class probabilities) "
+             "[default: OUT's name with .boxes.csv].")] = P.boxes_out,
     overwrite: Annotated[bool, typer.Option(help="Start --out afresh instead of resuming it.")] = P.overwrite,
     strict: Annotated[bool, typer.Option(help="Exit 1 when any image classified in this run could not be read.")]
     = False,

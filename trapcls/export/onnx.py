@@ -118,7 +118,8 @@ def export_onnx(source: Path, out: Path, *, verify_images: list[Path] | None = N
         metrics = {k: v for k, v in ckpt["metrics"].items() if k.startswith("val_")}
         training = {"checkpoint": ckpt["path"], "epoch": ckpt["epoch"], "config": ckpt["config"]}
         manifest_args = dict(arch=ckpt["arch"], classes=ckpt["classes"], preprocess=spec, metrics=metrics,
-                             training=training, calibration=ckpt.get("calibration"), name=_bundle_name(out))
+                             training=training, calibration=ckpt.get("calibration"), name=_bundle_name(out),
+                             crop=ckpt.get("crop"))
         bundle = write_manifest(staging, **manifest_args)
         parity = check_parity(model, bundle, images)
         export = {"torch": torch.__version__, "opset": OPSET, "precision": "fp32", "parity": asdict(parity),

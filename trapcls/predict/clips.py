@@ -10,8 +10,6 @@ by its frame number. `FrameRows` writes the sampled frames' own rows (`--video-f
 
 from __future__ import annotations
 
-import csv
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -23,14 +21,13 @@ from trapcls.core.frames.discover import ImageFile
 from trapcls.core.model.blank import blank_index
 from trapcls.core.model.bundle import Bundle
 from trapcls.core.model.probs import combine_frames
-from trapcls.core.system.exceptions import DataError
-from trapcls.core.system.fsutil import atomic_write_text, csv_text, writing
 from trapcls.core.system.hardware import cores
 from trapcls.core.system.names import neutralise
 from trapcls.core.table.row import Clip, Row, number
 from trapcls.predict.backends import Backend
 from trapcls.predict.config import RunOptions
 from trapcls.predict.infer import frame_probs
+from trapcls.predict.side_csv import SideCsv
 
 
 def classify_clips(files: list[ImageFile], bundle: Bundle, backend: Backend, options: RunOptions, *,
@@ -74,29 +71,12 @@ def _workers(options: RunOptions) -> int:
 
 class FrameRows:
     """`--video-frames`: one row per sampled frame of each clip (clip, frame_number, time_s, label, probability,
-    <classes>, model), appended as each clip finishes. On resume, rows of clips whose own row did not reach the
-    main CSV (a run killed in between) are dropped, so that the clip's frames are written once, when it is redone.
-    """
+    <classes>, model), appended as each clip finishes; it resumes with the main CSV (predict/side_csv.py)."""
 
     def __init__(self, path: Path, bundle: Bundle, done: set[str]) -> None:
-        self.path, self.classes, self.model = path, bundle.classes, bundle.model_id
-        self.header = ["clip", "frame_number", "time_s", "label", "probability", *map(neutralise, self.classes),
-                       "model"]
-        if path.is_dir():
-            raise DataError(f"--video-frames {path} is a folder; give a CSV file path.")
-        with writing(path, "--video-frames", "the rows written so far are kept"):
-            self._start(done)
-
-    def _start(self, done: set[str]) -> None:
-        kept: list[list[str]] = []
-        if self.path.exists() and self.path.stat().st_size:
-            with open(self.path, newline="", encoding="utf-8-sig") as fh:
-                rows = list(csv.reader(fh))
-            if not rows or rows[0] != self.header:
-                raise DataError(f"--video-frames {self.path} exists and is not the frames CSV of this model: it was "
-                                "left untouched. Choose another file name.")
-            kept = [r for r in rows[1:] if len(r) == len(self.header) and r[0] in done]
-        atomic_write_text(self.path, csv_text(self.header, kept))
+        self.classes, self.model = bundle.classes, bundle.model_id
+        header = ["clip", "frame_number", "time_s", "label", "probability", *map(neutralise, self.classes), "model"]
+        self.csv = SideCsv(path, header, "--video-frames", "frames", done)
 
     def write(self, rel: str, sampled, probs: np.ndarray) -> None:
         lines = []
@@ -105,9 +85,4 @@ class FrameRows:
             top = int(np.argmax([float(c) for c in written]))
             lines.append([neutralise(rel), str(number_), f"{time_:.6g}", neutralise(self.classes[top]),
                           written[top], *written, neutralise(self.model)])
-        with writing(self.path, "--video-frames", "the rows written so far are kept"):
-            with open(self.path, "a", newline="", encoding="utf-8") as fh:
-                csv.writer(fh, lineterminator="\n").writerows(lines)
-                fh.flush()
-                os.fsync(fh.fileno())
-
+        self.csv.append(lines)

@@ -50,6 +50,11 @@ class PredictConfig(RunOptions):
     overwrite: bool = False
     tta: bool = False
     video_frames: Path | None = None  # also write one row per sampled frame of each clip here
+    # Classify the boxes of a MegaDetector output file instead of whole frames (predict/detect.py); the threshold
+    # defaults to the file's own (core/frames/detections.py); box rows go to boxes_out, else beside `out`.
+    detections: Path | None = None
+    detection_threshold: float | None = option(None, low=0, high=1, hint="leave it out for the file's own")
+    boxes_out: Path | None = None
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -58,6 +63,13 @@ class PredictConfig(RunOptions):
                                         "{file_list}")
         if self.shard is not None:
             check_shard(*self.shard)
+        for name in ("detection_threshold", "boxes_out"):
+            if getattr(self, name) is not None and self.detections is None:
+                raise OptionError(name, "applies to detector boxes: give {detections} too")
+        if self.boxes_out is not None and self.boxes_out.absolute() in (self.out.absolute(),
+                                                                        self.detections.absolute()):
+            raise OptionError("boxes_out", "names the same file as {out} or {detections}: give the box rows a file of "
+                                           "their own")
         if self.blank_threshold is not None and self.fmt == "submission":
             raise OptionError("blank_threshold", "does not apply: the submission format has no is_blank column")
 

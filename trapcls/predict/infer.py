@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
 from trapcls.core.model.bundle import Bundle
 from trapcls.core.model.probs import probabilities
-from trapcls.core.system.exceptions import BundleError
+from trapcls.core.system.exceptions import BundleError, ImageReadError
 from trapcls.predict.backends import Backend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A frame that could not be decoded: why (without the file's path: its row names the file), and its capture
+    time when the EXIF header was readable."""
+
+    error: str
+    captured: str | None = None
+
+
+def decode(path: Path, load: Callable[[Path], tuple[object, str | None]]) -> tuple[object, str | None] | Failure:
+    """`load(path)` (model input and capture time), or the Failure that becomes the file's error row."""
+    # The error cell travels (MegaDetector JSON, shared CSVs): this machine's absolute path stays out of it.
+    try:
+        return load(path)
+    except ImageReadError as exc:
+        return Failure(exc.reason, exc.captured)
+    except Exception as exc:  # a decoder bug on one odd file must not stop a 50,000-file run
+        log.exception("unexpected error decoding %s", path)
+        detail = str(exc).replace(str(path), path.name)
+        return Failure(f"unexpected error while decoding: {type(exc).__name__}: {detail}")
 
 
 def frame_probs(x: np.ndarray, bundle: Bundle, backend: Backend, tta: bool = False) -> np.ndarray:

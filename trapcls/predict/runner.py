@@ -15,30 +15,33 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from trapcls.core.frames.discover import CLASSIFIED, ImageFile, Unclassified, discover
-from trapcls.core.frames.preprocess import PreprocessSpec, preprocess_frame
+from trapcls.core.frames.preprocess import preprocess_frame
 from trapcls.core.model.blank import BlankRule
 from trapcls.core.model.bundle import Bundle, load_bundle
-from trapcls.core.system.exceptions import ImageReadError
+from trapcls.core.system.fsutil import refuse_input_as_output
 from trapcls.core.system.hardware import cores
 from trapcls.core.system.names import display
 from trapcls.core.table.append import CsvAppender
 from trapcls.core.table.layout import check_submission_ids
-from trapcls.core.table.row import Row
+from trapcls.core.table.row import Clip, Row
 from trapcls.predict.backends import Backend, choose_backend, create_backend
 from trapcls.predict.clips import FrameRows, classify_clips
 from trapcls.predict.config import DEFAULT_BATCH, PredictConfig
-from trapcls.predict.infer import frame_probs
+from trapcls.predict.detect import BoxClassifier, boxes_path, check_model_input
+from trapcls.predict.infer import Failure, decode, frame_probs
 from trapcls.predict.merge import merge_csvs
 from trapcls.predict.shard import select_shard
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_FAILURES = 20
+NO_CLIP_BOXES = "a video clip: --detections classifies the boxes of still frames (classify clips without it)"
 
 
 @dataclass
@@ -61,6 +64,7 @@ class PredictSummary:
     blank_rule: BlankRule | None = None  # the is_blank rule (field format, a model with a blank class)
     # Videos and other non-image files in the folders walked, per folder (relative to the inputs' common parent).
     unclassified: dict[str, Unclassified] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what the model was given, the detections matched (--detections)
 
     def lines(self) -> list[str]:
         """What the run did, for the terminal."""
@@ -77,6 +81,7 @@ class PredictSummary:
         notes = [f"backend: {self.backend} on {self.device} ({self.reason})"]
         notes += [f"precision: {self.precision}"] if self.precision else []
         notes += [self.blank_rule.describe()] if self.blank_rule else []
+        notes += self.warnings
         notes += [f"resumed: {self.skipped} files were already in {self.out}"] if self.skipped else []
         notes += [f"repaired: cut an incomplete last line from {self.out}"] if self.repaired else []
         notes += unclassified_lines(self.unclassified)
@@ -118,7 +123,9 @@ def run_predict(
     found = discover(config.inputs, file_list=config.file_list, ignore=config.out, clips=True)
     files = found.files
     # The clip columns when the whole job holds a clip (not this shard only: every shard writes one header).
-    layout = bundle.layout(config.fmt, config.blank_threshold, clips=any(f.is_clip for f in files))
+    warning = check_model_input(bundle, crops=config.detections is not None)
+    layout = bundle.layout(config.fmt, config.blank_threshold, clips=any(f.is_clip for f in files),
+                           detections=config.detections is not None)
     if config.fmt == "submission":
         check_submission_ids([f.rel for f in files])  # over the whole job, so clashes between shards are caught too
     if config.shard:
@@ -138,17 +145,21 @@ def run_predict(
     clips = [f for f in todo if f.is_clip]
     try:  # checked before the work starts, like --out
         per_frame = FrameRows(config.video_frames, bundle, appender.done) if config.video_frames and clips else None
+        boxes = _box_classifier(config, bundle, files, appender.done)
     except BaseException:
         appender.close()
         raise
+    summary.warnings = [warning] if warning else []
     if on_total:
         on_total(len(todo))
     start = time.perf_counter()
     try:
         batch_size = config.batch_size or DEFAULT_BATCH.get(backend.device, 8)
         work = [classify_batches(frames, bundle, backend, batch_size=batch_size, workers=config.workers,
-                                 tta=config.tta)]
-        if clips:
+                                 tta=config.tta, boxes=boxes)]
+        if clips and boxes is not None:  # MegaDetector's boxes of a clip are per sampled frame: not read yet
+            work.append([[Row(f.rel, None, error=NO_CLIP_BOXES, clip=Clip()) for f in clips]])
+        elif clips:
             work.append(classify_clips(clips, bundle, backend, config, batch_size=batch_size, tta=config.tta,
                                        frames=per_frame))
         for results in itertools.chain(*work):
@@ -160,7 +171,23 @@ def run_predict(
         appender.close()
         summary.seconds = time.perf_counter() - start
     merge_csvs([config.out], config.out)  # canonical order: the same file however the work was split
+    if boxes is not None:
+        boxes.writer.finish()
+        summary.warnings += boxes.notes()
     return summary
+
+
+def _box_classifier(config: PredictConfig, bundle: Bundle, files: list[ImageFile],
+                    done: set[str]) -> BoxClassifier | None:
+    """--detections: the detector's file read and matched to the job's frames, and the boxes CSV started."""
+    if config.detections is None:
+        return None
+    boxes_out = config.boxes_out or boxes_path(config.out)
+    refuse_input_as_output(boxes_out, [("--out", config.out), ("--detections", config.detections),
+                                       *(("an input", f.path) for f in files)], flag="--boxes-out")
+    return BoxClassifier.start(config.detections, config.detection_threshold, bundle,
+                               paths=[f.rel for f in files if not f.is_clip],
+                               boxes_out=boxes_out, done=done)
 
 
 def _count(summary: PredictSummary, results: list[Row]) -> None:
@@ -182,18 +209,25 @@ def classify_batches(
     batch_size: int = 16,
     workers: int | None = None,
     tta: bool = False,
+    boxes: BoxClassifier | None = None,
 ) -> Iterator[list[Row]]:
-    """One Row per file, one list per batch, in order; decoding runs ahead of inference."""
+    """One Row per file, one list per batch, in order; decoding runs ahead of inference. With `boxes`, each frame
+    is classified from its detector boxes (predict/detect.py), through the same pipeline."""
     batches = iter([files[i:i + batch_size] for i in range(0, len(files), batch_size)])
     decode_pool = ThreadPoolExecutor(max_workers=workers or cores(), thread_name_prefix="decode")
     infer_pool = ThreadPoolExecutor(max_workers=backend.slots, thread_name_prefix="infer")
     in_flight: deque[Future] = deque()
+    if boxes is None:
+        load = partial(preprocess_frame, spec=bundle.preprocess)
+        decode_file, finish = (lambda f: decode(f.path, load)), partial(_infer, bundle=bundle, backend=backend, tta=tta)
+    else:
+        decode_file, finish = boxes.decode, partial(boxes.rows, backend=backend, batch_size=batch_size, tta=tta)
 
     def submit_next() -> None:
         batch = next(batches, None)
         if batch is not None:
-            decoded = [decode_pool.submit(_decode, f.path, bundle.preprocess) for f in batch]
-            in_flight.append(infer_pool.submit(_infer, batch, decoded, bundle, backend, tta))
+            decoded = [decode_pool.submit(decode_file, f) for f in batch]
+            in_flight.append(infer_pool.submit(lambda b, d: finish(b, [f.result() for f in d]), batch, decoded))
 
     try:
         # Every slot busy plus two batches decoding ahead: enough to hide decode latency,
@@ -211,30 +245,8 @@ def classify_batches(
         infer_pool.shutdown(wait=True, cancel_futures=True)
 
 
-@dataclass(frozen=True)
-class _Failure:
-    """A frame that could not be decoded: why (without the file's path: its row names the file), and its capture
-    time when the EXIF header was readable."""
-
-    error: str
-    captured: str | None = None
-
-
-def _decode(path: Path, spec: PreprocessSpec) -> tuple[np.ndarray, str | None] | _Failure:
-    # The error cell travels (MegaDetector JSON, shared CSVs): this machine's absolute path stays out of it.
-    try:
-        return preprocess_frame(path, spec)
-    except ImageReadError as exc:
-        return _Failure(exc.reason, exc.captured)
-    except Exception as exc:  # a decoder bug on one odd file must not stop a 50,000-file run
-        log.exception("unexpected error decoding %s", path)
-        detail = str(exc).replace(str(path), path.name)
-        return _Failure(f"unexpected error while decoding: {type(exc).__name__}: {detail}")
-
-
-def _infer(batch: list[ImageFile], decoded: list[Future], bundle: Bundle, backend: Backend, tta: bool) -> list[Row]:
-    items = [future.result() for future in decoded]
-    good = [i for i, item in enumerate(items) if not isinstance(item, _Failure)]
+def _infer(batch: list[ImageFile], items: list, *, bundle: Bundle, backend: Backend, tta: bool) -> list[Row]:
+    good = [i for i, item in enumerate(items) if not isinstance(item, Failure)]
     probs = {}
     if good:
         p = frame_probs(np.stack([items[i][0] for i in good]), bundle, backend, tta)
@@ -242,7 +254,7 @@ def _infer(batch: list[ImageFile], decoded: list[Future], bundle: Bundle, backen
     out = []
     for i, file in enumerate(batch):
         item = items[i]
-        if isinstance(item, _Failure):
+        if isinstance(item, Failure):
             # The caller reports failures (predict in full, watch rate-limited).
             log.debug("%s: %s", file.rel, item.error)
             out.append(Row(file.rel, None, captured=item.captured or "", error=item.error))

@@ -14,14 +14,15 @@ from pathlib import Path
 
 from trapcls.core.frames.labels import listing
 from trapcls.core.model.blank import BLANK_NAMES
+from trapcls.core.model.boxes import HUMAN_NAMES, VEHICLE_NAMES
 from trapcls.core.system.exceptions import DataError
 
 # Camtrap DP 1.0.2, observations-table-schema.json: observationType's enum.
 OBSERVATION_TYPES = ("animal", "human", "vehicle", "blank", "unknown", "unclassified")
 DEFAULT_TYPES = {
     **dict.fromkeys(BLANK_NAMES, "blank"),
-    **dict.fromkeys(("human", "humans", "person", "people", "human_vehicle"), "human"),
-    **dict.fromkeys(("vehicle", "vehicles", "car", "cars", "truck"), "vehicle"),
+    **dict.fromkeys(HUMAN_NAMES, "human"),
+    **dict.fromkeys(VEHICLE_NAMES, "vehicle"),
     **dict.fromkeys(("unknown", "other", "unidentified"), "unknown"),
 }
 

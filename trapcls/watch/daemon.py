@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from trapcls.core.frames.discover import ImageFile
 from trapcls.core.model.bundle import load_bundle
-from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.exceptions import BundleError, DataError
 from trapcls.core.system.fsutil import check_writable, storage_fault
 from trapcls.core.system.names import display
 from trapcls.core.table.row import Row
@@ -141,6 +141,10 @@ class Watcher:
             if storage_fault(exc) != "disk full":
                 raise  # a full disk is waited out (open_at_start), so that systemd does not restart us in a loop
         bundle = load_bundle(config.bundle)
+        if bundle.crop is not None:  # the watch has no detector boxes to give it
+            raise BundleError(f"{bundle.model_id} was trained on detector crops (bundle.json \"crop\"): it classifies "
+                              "boxes, and the watch classifies whole frames. Watch with a whole-frame model, or run "
+                              "MegaDetector and `trapcls predict --detections` on each folder.")
         choice = choose_backend(config.backend, bundle)
         backend = create_backend(choice.name, bundle, threads=config.threads)
         self.summary.backend = f"{choice.name} on {backend.device}"

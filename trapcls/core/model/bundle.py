@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trapcls import __version__
+from trapcls.core.frames.crop import CropSpec
 from trapcls.core.frames.preprocess import PreprocessSpec
 from trapcls.core.model.blank import BlankRule, given_rule, model_rule, rule_for
 from trapcls.core.model.bundle_checks import check_blank_policy, check_classes, check_fields, check_files, check_onnx
@@ -68,6 +69,12 @@ class Bundle:
         return " ".join([name, *([f"v{version}"] if version not in (None, "") else []), f"sha256:{sha}"])
 
     @property
+    def crop(self) -> CropSpec | None:
+        """The crop geometry the model was trained on (`train --detections`), or None: it takes whole frames."""
+        section = self.manifest.get("crop")
+        return None if section is None else CropSpec.from_dict(section, str(self.root / MANIFEST))
+
+    @property
     def blank_policy(self) -> dict[str, Any] | None:
         """The certified blank threshold `trapcls evaluate --blank-miss --write-bundle` stored, if any."""
         return self.manifest.get("blank_policy")
@@ -77,13 +84,14 @@ class Bundle:
         default (trapcls.core.model.blank)."""
         return given_rule(given) if given is not None else model_rule(self.blank_policy, self.model_id)
 
-    def layout(self, fmt: str, blank_threshold: float | None = None, *, clips: bool = False) -> Layout:
+    def layout(self, fmt: str, blank_threshold: float | None = None, *, clips: bool = False,
+               detections: bool = False) -> Layout:
         """The CSV a run of this model writes: its blank rule (or the threshold given) where an is_blank column is
-        written; a threshold given where there is none is refused. `clips`: it holds video clips (field format:
-        the clip columns)."""
+        written; a threshold given where there is none is refused. `clips`: it holds video clips, `detections`:
+        frames classified from detector boxes (field format: their columns)."""
         rule = rule_for(self.classes, blank_threshold, self.blank_rule)
         return Layout(fmt, self.classes, rule if fmt == "field" else None, model=self.model_id,
-                      clips=clips and fmt == "field")
+                      clips=clips and fmt == "field", detections=detections and fmt == "field")
 
     @property
     def class_counts(self) -> dict[str, int] | None:
@@ -133,6 +141,7 @@ def write_manifest(
     training: dict[str, Any] | None = None,
     export: dict[str, Any] | None = None,
     name: str | None = None,
+    crop: dict[str, Any] | None = None,
 ) -> Bundle:
     """Write bundle.json for the model files already in `root`, then load it back validated."""
     root = Path(root)
@@ -152,6 +161,7 @@ def write_manifest(
         "arch": arch,
         "classes": list(classes),
         "preprocess": preprocess.to_dict(),
+        **({"crop": crop} if crop is not None else {}),  # trained on detector crops (core/frames/crop.py)
         "output": "logits",
         # A fitted calibration also records the validation log loss before and after it.
         "calibration": calibration or {"temperature": 1.0, "fitted": False},
@@ -196,6 +206,8 @@ def load_bundle(path: str | Path) -> Bundle:
     except BundleError as exc:
         raise BundleError(f"{manifest_path}: {exc}") from exc
     check_fields(manifest, manifest_path)
+    if manifest.get("crop") is not None:
+        CropSpec.from_dict(manifest["crop"], str(manifest_path))
     temperature = _temperature(manifest.get("calibration", {}), manifest_path)
     check_files(root, manifest["files"], manifest_path, required=ONNX_FILE)
     check_blank_policy(manifest.get("blank_policy"), manifest_path)

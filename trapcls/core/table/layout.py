@@ -1,9 +1,11 @@
 """Rows as cells and cells as rows: the columns of the field and submission CSVs, in one place.
 
 field: path, captured, label, probability, [is_blank,] <classes>, status, error, model[, frames, duration_s,
-frame_rate, best_frame]. is_blank appears when the classes include a blank class (the decision of the command's
-BlankRule); model is the bundle's `model_id`, the same on every row, so results of two models never mix silently.
-The clip columns appear when the CSV holds video clips (empty on a frame's row).
+frame_rate, best_frame][, boxes, species]. is_blank appears when the classes include a blank class (the decision of
+the command's BlankRule); model is the bundle's `model_id`, the same on every row, so results of two models never
+mix silently. The clip columns appear when the CSV holds video clips (empty on a frame's row); the detection
+columns when the frames were classified from a detector's boxes (`boxes`: how many were classified; `species`:
+the classes they show, each once, joined by ";").
 submission: id, <classes>; a file that failed gets the uniform distribution (the competition
 format has no room for an error).
 """
@@ -25,9 +27,11 @@ FORMATS = ("field", "submission")
 FIELD_LEAD = ["path", "captured", "label", "probability"]
 FIELD_TAIL = ["status", "error", "model"]
 CLIP_TAIL = ["frames", "duration_s", "frame_rate", "best_frame"]
+DETECTION_TAIL = ["boxes", "species"]
+SPECIES_SEPARATOR = ";"
 STATUSES = ("ok", "error")
 # Column names the writers use besides the classes; a class may not take one of them.
-RESERVED_NAMES = frozenset({"id", *FIELD_LEAD, "is_blank", *FIELD_TAIL, *CLIP_TAIL})
+RESERVED_NAMES = frozenset({"id", *FIELD_LEAD, "is_blank", *FIELD_TAIL, *CLIP_TAIL, *DETECTION_TAIL})
 
 
 def check_format(fmt: str) -> None:
@@ -45,6 +49,7 @@ class Layout:
     blank_rule: BlankRule | None = None
     model: str = ""
     clips: bool = False  # field: the clip columns (a CSV that holds video clips)
+    detections: bool = False  # field: the detection columns (frames classified from a detector's boxes)
 
     def __post_init__(self) -> None:
         check_format(self.fmt)
@@ -60,7 +65,8 @@ class Layout:
         if self.fmt == "submission":
             return ["id", *classes]
         flag = ["is_blank"] if self.blank is not None else []
-        return [*FIELD_LEAD, *flag, *classes, *FIELD_TAIL, *(CLIP_TAIL if self.clips else [])]
+        return [*FIELD_LEAD, *flag, *classes, *FIELD_TAIL, *(CLIP_TAIL if self.clips else []),
+                *(DETECTION_TAIL if self.detections else [])]
 
     def key(self, row: Row) -> str:
         """The row's first cell, exactly as written."""
@@ -75,7 +81,7 @@ class Layout:
             return [self.key(row), *map(number, probs)]
         flag = 1 if self.blank is not None else 0
         model = neutralise(self.model)
-        clip = self._clip_cells(row)
+        clip = self._clip_cells(row) + self._detection_cells(row)
         if not row.ok:
             return [self.key(row), row.captured, "", "", *([""] * (flag + n)), "error", neutralise(row.error),
                     model, *clip]
@@ -98,6 +104,17 @@ class Layout:
                 "" if clip.best_frame is None else str(clip.best_frame)]
 
 
+    def _detection_cells(self, row: Row) -> list[str]:
+        if not self.detections:
+            if row.detected is not None:
+                raise DataError(f"{row.path} was classified from detector boxes, and this CSV has no detection columns")
+            return []
+        found = row.detected
+        if found is None or not row.ok:
+            return ["", ""]
+        return [str(found.count), SPECIES_SEPARATOR.join(map(neutralise, found.species))]
+
+
 def _optional(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}"
 
@@ -116,6 +133,7 @@ class Columns:
     is_blank: int | None  # index of the is_blank column (field CSVs of a model with a blank class)
     model: int | None  # index of the model column (field CSVs written before it existed have none)
     clip: int | None = None  # index of the first clip column (field CSVs that hold video clips)
+    detections: int | None = None  # index of the first detection column (frames classified from boxes)
 
     @property
     def status(self) -> int | None:
@@ -127,6 +145,8 @@ def parse_header(header: list[str], path: Path) -> Columns:
     if header and header[0] == "id":
         _check_distinct(tuple(header[1:]), path)
         return Columns("submission", tuple(header[1:]), 1, None, None)
+    detections = len(header) - len(DETECTION_TAIL) if header[-len(DETECTION_TAIL):] == DETECTION_TAIL else None
+    header = header[:detections]
     clip = len(header) - len(CLIP_TAIL) if header[-len(CLIP_TAIL):] == CLIP_TAIL else None
     header = header[:clip]
     tail = next((n for n in (3, 2) if header[-n:] == FIELD_TAIL[:n]), None)
@@ -139,7 +159,7 @@ def parse_header(header: list[str], path: Path) -> Columns:
     if len(classes) < 2:
         raise DataError(f"{path}: found {len(classes)} class columns; a classifier has at least 2.")
     _check_distinct(classes, path)
-    return Columns("field", classes, first, flag, len(header) - 1 if tail == 3 else None, clip)
+    return Columns("field", classes, first, flag, len(header) - 1 if tail == 3 else None, clip, detections)
 
 
 def _check_distinct(classes: tuple[str, ...], path: Path) -> None:

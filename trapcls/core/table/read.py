@@ -18,8 +18,8 @@ import numpy as np
 from trapcls.core.model.blank import blank_index
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.names import neutralise, unneutralise
-from trapcls.core.table.layout import STATUSES, Columns, parse_header
-from trapcls.core.table.row import Clip, Row
+from trapcls.core.table.layout import SPECIES_SEPARATOR, STATUSES, Columns, parse_header
+from trapcls.core.table.row import Clip, Detected, Row
 
 EXAMPLES = 5
 SUM_TOLERANCE = 1e-3  # a field row whose probabilities sum further from 1 is not a distribution
@@ -125,11 +125,22 @@ def _row(path: Path, columns: Columns, line: int, cells: list[str], distribution
             raise DataError(f"{where}: capture time {captured!r} is not an ISO 8601 date and time.") from None
     if status not in STATUSES:
         raise DataError(f"{where}: the status {status!r} is neither ok nor error.")
-    clip = _clip(cells[columns.clip:], where) if columns.clip is not None else None
+    clip = _clip(cells[columns.clip:columns.detections], where) if columns.clip is not None else None
+    detected = _detected(cells[columns.detections:], where) if columns.detections is not None else None
     if status != "ok":
         return Row(path=name, probs=None, captured=captured, error=unneutralise(cells[columns.status + 1]), clip=clip)
     probs = _probs(cells[columns.first:columns.status], where, distributions)
-    return Row(path=name, probs=probs, captured=captured, clip=clip)
+    return Row(path=name, probs=probs, captured=captured, clip=clip, detected=detected)
+
+
+def _detected(cells: list[str], where: str) -> Detected | None:
+    """A detection row's cells (boxes, species); None on a row without them (an error row)."""
+    count, species = cells
+    if not count and not species:
+        return None
+    if not count.isdigit():
+        raise DataError(f"{where}: the boxes cell {count!r} is not a count of boxes.")
+    return Detected(int(count), tuple(unneutralise(s) for s in species.split(SPECIES_SEPARATOR)) if species else ())
 
 
 def _clip(cells: list[str], where: str) -> Clip | None:

@@ -8,6 +8,8 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
+from trapcls.core.frames.detections import Box
+
 # Probabilities are written with this many significant digits: enough to tell any two apart that matter,
 # few enough that a CSV stays readable. Everything computed from a written row uses these values.
 DIGITS = 8
@@ -26,13 +28,33 @@ class Clip:
 
 
 @dataclass(frozen=True)
+class BoxResult:
+    """One detector box a frame's row was computed from, and the class probabilities it got (a person or vehicle
+    box mapped to the model's human or vehicle class gets that class with probability 1)."""
+
+    box: Box
+    probs: np.ndarray
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What a frame's row holds when it was classified from a detector's boxes (`predict --detections`): how many
+    boxes were at or above the detection threshold (each classified), the classes they show (each once, blank
+    never), and the boxes themselves (empty when read back from the frame CSV alone: they are in --boxes-out)."""
+
+    count: int = 0
+    species: tuple[str, ...] = ()
+    boxes: tuple[BoxResult, ...] = ()
+
+
+@dataclass(frozen=True)
 class Row:
     """The outcome for one file (a frame or a video clip): probabilities in class order, or the reason it failed.
 
     `path` is relative and '/'-separated, exactly the key the CSV's first cell holds (for a submission,
     its stem is the id). `captured` is the capture time as ISO 8601 camera-local time (a frame's EXIF, a
     clip's container metadata: its start), with an offset when the file had one, "" when there is none.
-    `clip` is set for a video clip.
+    `clip` is set for a video clip, `detected` for a frame classified from a detector's boxes.
     """
 
     path: str
@@ -40,6 +62,7 @@ class Row:
     captured: str = ""
     error: str = ""
     clip: Clip | None = None
+    detected: Detected | None = None
 
     @property
     def ok(self) -> bool:
