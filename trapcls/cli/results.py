@@ -69,8 +69,19 @@ def convert(
     bundle: WriterBundle = CV.bundle,
     blank_threshold: BlankThreshold = CV.blank_threshold,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = CV.overwrite,
+    boxes: Annotated[Optional[Path], typer.Option(
+        help="A detection run (predict --detections): its boxes CSV (predict --boxes-out); default: PRED.boxes.csv "
+             "beside PRED.csv.")] = CV.boxes,
+    detections: Annotated[Optional[Path], typer.Option(
+        help="A detection run: the MegaDetector JSON predict read. Needed for --to megadetector (every box, those "
+             "below the detection threshold too, and the detector are carried over); checked against the boxes "
+             "CSV.")] = CV.detections,
 ) -> None:
-    """Convert a field CSV for the tools field work continues in: Timelapse (MegaDetector JSON) or Camtrap DP."""
+    """Convert a field CSV for the tools field work continues in: Timelapse (MegaDetector JSON) or Camtrap DP.
+
+    A detection run's CSV (predict --detections) is exported box by box: per-box classifications in the
+    MegaDetector JSON, one observation with its bbox per box in Camtrap DP (docs/results.md).
+    """
     from trapcls.results import run_convert
 
     summary = run_convert(config(ctx, ConvertConfig))

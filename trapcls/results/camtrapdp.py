@@ -29,7 +29,15 @@ Conventions (Camtrap DP's own vocabulary in `code`):
   `classificationProbability` is the probability of the class reported, and `observationTags`
   names it (`modelClass:<class>`). An unreadable frame, or an event with no readable frame, is
   `unclassified`, with no classification fields. `count` is empty: a classifier does not count.
-- datapackage.json: `contributors` (trapcls), the `project` (title, `samplingDesign`
+- A detection run (`predict --detections`; its boxes come from its boxes CSV, convert.py): a frame that is
+  not blank gets one media-level observation per classified box instead of one for the frame, with the box's
+  `bboxX`, `bboxY`, `bboxWidth`, `bboxHeight` (MegaDetector's, relative to the frame, top left), the verdict
+  above on the box's own probabilities (so a person box mapped to the human class is `human`), and tags that
+  name the detector's category, confidence and box number (`detectionCategory:animal|detectionConfidence:0.93|
+  detectionBox:0`). A box the classifier calls blank gets none: it is a detector false positive, and the frame
+  is blank only when all its boxes are (core/model/boxes.py). A blank frame (no box at or above the detection
+  threshold, or only blank ones) keeps its one blank observation, as any blank frame. Events are as above.
+- datapackage.json (camtrapdp_package.py): `contributors` (trapcls), the `project` (title, `samplingDesign`
   opportunistic, `captureMethod` activityDetection) and the missing `licenses` are placeholders
   to edit before publishing; `spatial` is the deployments' bounding box, `temporal` their dates,
   `taxonomic` the scientific names observed (a --taxa `vernacularName` is taken as English);
@@ -46,7 +54,6 @@ import hashlib
 import json
 import mimetypes
 import re
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path, PurePosixPath
@@ -60,15 +67,14 @@ from trapcls.core.system.fsutil import atomic_write_text, refuse_input_as_output
 from trapcls.core.system.names import display, name_bytes
 from trapcls.core.table.read import Table
 from trapcls.core.table.row import Row
+from trapcls.results.camtrapdp_package import PROFILE as PROFILE  # the package's profile, for its readers
+from trapcls.results.camtrapdp_package import descriptor
 from trapcls.results.clips import clip_end, files_word, known_duration, known_rate
 from trapcls.results.config import ConvertConfig, ConvertSummary
 from trapcls.results.deployments import DEPLOYMENT_FIELDS, read_deployments
 from trapcls.results.events import Event, deployment_of, group_events
 from trapcls.results.taxa import Taxon, taxa_for
 
-VERSION = "1.0.2"
-PROFILE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}/camtrap-dp-profile.json"
-TABLES = ("deployments", "media", "observations")
 # The columns of the three Table Schemas, in their order (a validator checks the header against them).
 MEDIA_FIELDS = (
     "mediaID", "deploymentID", "captureMethod", "timestamp", "filePath", "filePublic", "fileName", "fileMediatype",
@@ -79,6 +85,7 @@ OBSERVATION_FIELDS = (
     "individualPositionRadius", "individualPositionAngle", "individualSpeed", "bboxX", "bboxY", "bboxWidth",
     "bboxHeight", "classificationMethod", "classifiedBy", "classificationTimestamp", "classificationProbability",
     "observationTags", "observationComments")
+BBOX_FIELDS = ("bboxX", "bboxY", "bboxWidth", "bboxHeight")
 TAXON_RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species", "subspecies")
 PLACEHOLDER_LOCATION = "placeholder location: pass --deployments"
 # IANA media types by suffix: the frames and every video clip suffix trapcls classifies (the system's mimetypes table
@@ -87,7 +94,6 @@ _MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                ".m4v": "video/x-m4v", ".mov": "video/quicktime", ".avi": "video/x-msvideo", ".asf": "video/x-ms-asf",
                ".wmv": "video/x-ms-wmv", ".mkv": "video/x-matroska"}
 _OFFSET = re.compile(r"^(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?$")
-_NAME = re.compile(r"[^a-z0-9._-]+")
 _UNREADABLE = "not classified: trapcls could not read the image(s)"
 
 
@@ -111,13 +117,15 @@ def write_camtrap_dp(table: Table, config: ConvertConfig, *, threshold: float) -
     observations = _observation_rows(events, moments, verdict)
     deployments = _deployment_rows(media, config.deployments, notes)
     _note_observations(observations, notes)
-    package = _descriptor(table, deployments, observations, taxa, now)
+    _note_boxes(table, media, observations, notes)
+    package = descriptor(table, deployments, observations, taxa, now)
     _write(config.out, config.overwrite, {"deployments": (DEPLOYMENT_FIELDS, deployments),
                                           "media": (MEDIA_FIELDS, media),
                                           "observations": (OBSERVATION_FIELDS, observations)}, package)
     return ConvertSummary(out=config.out, to="camtrap-dp", frames=len(media),
                           clips=sum(m["fileMediatype"].startswith("video/") for m in media),
-                          events=sum(o["observationLevel"] == "event" for o in observations), notes=notes)
+                          events=sum(o["observationLevel"] == "event" for o in observations), notes=notes,
+                          boxes=sum(bool(o.get("bboxX")) for o in observations))
 
 
 def parse_timezone(text: str | None) -> tzinfo | None:
@@ -279,10 +287,29 @@ def _observation_rows(events: list[Event], moments: dict[str, datetime],
                      "eventEnd": _stamp(max(e for _, e in spans)), "observationLevel": "event",
                      **verdict(event.probs)})
         for frame, (start, end) in zip(frames, spans):
-            rows.append({"observationID": _id("media-observation", frame.path), "deploymentID": event.deployment,
-                         "mediaID": _id("media", frame.path), "eventID": event.id, "eventStart": _stamp(start),
-                         "eventEnd": _stamp(end), "observationLevel": "media", **verdict(frame.probs)})
+            rows.extend(media_observations(frame, verdict, {
+                "deploymentID": event.deployment, "mediaID": _id("media", frame.path), "eventID": event.id,
+                "eventStart": _stamp(start), "eventEnd": _stamp(end), "observationLevel": "media"}))
     return rows
+
+
+def media_observations(frame: Row, verdict: Callable[[np.ndarray | None], dict[str, str]],
+                       common: dict[str, str]) -> list[dict[str, str]]:
+    """A media file's media-level observations: one per classified detector box the classifier does not call
+    blank, with its bbox (a detection run's frame that is not blank), else one for the whole file."""
+    whole = {"observationID": _id("media-observation", frame.path), **common, **verdict(frame.probs)}
+    if frame.detected is None or whole["observationType"] in ("blank", "unclassified"):
+        return [whole]
+    rows = []
+    for result in frame.detected.boxes:
+        found, box = verdict(result.probs), result.box
+        if found["observationType"] == "blank":  # a detector box the classifier calls empty: no observation
+            continue
+        rows.append({"observationID": _id(f"box-observation:{box.index}", frame.path), **common, **found,
+                     **dict(zip(BBOX_FIELDS, (f"{v:.6g}" for v in box.bbox))),
+                     "observationTags": f"{found['observationTags']}|detectionCategory:{box.category}"
+                                        f"|detectionConfidence:{box.conf:.6g}|detectionBox:{box.index}"})
+    return rows or [whole]  # every box blank by a rounding hair while the frame is not: the frame's verdict
 
 
 def _note_observations(observations: list[dict[str, str]], notes: list[str]) -> None:
@@ -295,6 +322,20 @@ def _note_observations(observations: list[dict[str, str]], notes: list[str]) -> 
     if unnamed:
         notes.append(f"Animal observations of the classes {listing(unnamed)} have no scientificName (GBIF needs "
                      "one): pass --taxa FILE with the columns class,scientificName.")
+
+
+def _note_boxes(table: Table, media: list[dict[str, str]], observations: list[dict[str, str]],
+                notes: list[str]) -> None:
+    """A detection run's: how many box observations came of how many classified boxes."""
+    kept = {m["filePath"] for m in media}
+    frames = [f for f in table.rows if f.detected is not None and f.path in kept]
+    if not frames:
+        return
+    classified = sum(len(f.detected.boxes) for f in frames)
+    boxes = sum(bool(o.get("bboxX")) for o in observations)
+    notes.append(f"{boxes} media-level observations are detector boxes (with a bbox) of the {classified} boxes "
+                 "classified: a box the classifier calls blank has none, and a frame with no box left has one "
+                 "observation of its own (blank).")
 
 
 def _deployment_rows(media: list[dict[str, str]], given_file: Path | None, notes: list[str]) -> list[dict[str, str]]:
@@ -332,71 +373,6 @@ def _check_ranks(taxa: dict[str, Taxon], taxa_file: Path | None) -> None:
     if bad:
         raise DataError(f"--taxa {taxa_file}: taxonRank must be one of {', '.join(TAXON_RANKS)} (or empty); "
                         f"got {listing(bad)}.")
-
-
-def _descriptor(table: Table, deployments: list[dict[str, str]], observations: list[dict[str, str]],
-                taxa: dict[str, Taxon], now: datetime) -> dict:
-    """datapackage.json: the Camtrap DP metadata, with placeholders where trapcls cannot know."""
-    model, source = display(table.model or "an unnamed model"), display(table.source.name)  # JSON text is Unicode
-    slug = _NAME.sub("-", table.source.stem.lower()).strip("-.") or "predictions"
-    return {
-        "resources": [{"name": name, "path": f"{name}.csv", "profile": "tabular-data-resource", "format": "csv",
-                       "mediatype": "text/csv", "encoding": "utf-8",
-                       "schema": f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}/{name}-table-schema.json"}
-                      for name in TABLES],
-        "profile": PROFILE,
-        "name": f"trapcls-{slug}",
-        "id": str(uuid.uuid4()),
-        "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "title": f"Camera trap images classified by trapcls: {source}",
-        "contributors": [{"title": "trapcls (placeholder: replace with the people and organisations behind the data)",
-                          "role": "contributor"}],
-        "description": (f"Machine classifications of camera-trap images by the model {model} with trapcls "
-                        f"{__version__}, converted from {source}. Each image has a media-level "
-                        "observation and each event (a burst of one camera) an event-level observation. "
-                        "Contributors, project and licenses are placeholders to complete before publishing."),
-        "sources": [{"title": "trapcls", "version": __version__}, {"title": f"classifier: {model}"}],
-        "project": {"title": f"Placeholder: the project behind {source}",
-                    "samplingDesign": "opportunistic", "captureMethod": ["activityDetection"],
-                    "individualAnimals": False, "observationLevel": ["media", "event"]},
-        "spatial": _spatial(deployments),
-        "temporal": _temporal(deployments),
-        "taxonomic": _taxonomic(taxa, {o["scientificName"] for o in observations if o.get("scientificName")}),
-    }
-
-
-def _spatial(deployments: list[dict[str, str]]) -> dict:
-    """GeoJSON of the deployments: a Point for one location, else their bounding box."""
-    lons = [float(d["longitude"]) for d in deployments]
-    lats = [float(d["latitude"]) for d in deployments]
-    west, east, south, north = min(lons), max(lons), min(lats), max(lats)
-    if (west, south) == (east, north):
-        return {"type": "Point", "coordinates": [west, south]}
-    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
-    return {"type": "Polygon", "coordinates": [ring]}
-
-
-def _temporal(deployments: list[dict[str, str]]) -> dict[str, str]:
-    """The first deployment's start date and the last one's end date, each in its own time zone."""
-    start = min((datetime.fromisoformat(d["deploymentStart"]) for d in deployments))
-    end = max((datetime.fromisoformat(d["deploymentEnd"]) for d in deployments))
-    return {"start": start.date().isoformat(), "end": end.date().isoformat()}
-
-
-def _taxonomic(taxa: dict[str, Taxon], observed: set[str]) -> list[dict]:
-    """One entry per scientific name observed, with its rank and vernacular name from --taxa."""
-    entries: dict[str, dict] = {}
-    for taxon in taxa.values():
-        name = taxon.scientific_name
-        if not name or name not in observed or name in entries:
-            continue
-        entry: dict = {"scientificName": name}
-        if taxon.rank:
-            entry["taxonRank"] = taxon.rank
-        if taxon.vernacular_name:
-            entry["vernacularNames"] = {"eng": taxon.vernacular_name}
-        entries[name] = entry
-    return [entries[name] for name in sorted(entries)]
 
 
 PACKAGE_FILES = ("datapackage.json", "deployments.csv", "media.csv", "observations.csv")

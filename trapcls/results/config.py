@@ -63,10 +63,15 @@ class ConvertConfig(ReadOptions, EventOptions):
     taxa: Path | None = None  # camtrap-dp and megadetector: class -> scientific name / observation type
     timezone: str | None = None  # camtrap-dp: the cameras' UTC offset or IANA zone (EXIF has none)
     overwrite: bool = False
+    # A detection run (`predict --detections`): its boxes CSV (None: the sibling <stem>.boxes.csv) and the
+    # detector's file it was classified from (megadetector: required, its boxes and detector are carried over).
+    boxes: Path | None = None
+    detections: Path | None = None
 
     def inputs(self) -> list[tuple[str, Path | None]]:
         """The files this command reads, named for a message: no output may be one of them."""
-        return [*super().inputs(), ("the --taxa CSV", self.taxa), ("the --deployments CSV", self.deployments)]
+        return [*super().inputs(), ("the --taxa CSV", self.taxa), ("the --deployments CSV", self.deployments),
+                ("the --boxes CSV", self.boxes), ("the --detections file", self.detections)]
 
 
 def files_phrase(files: int, clips: int) -> str:
@@ -89,11 +94,13 @@ class ConvertSummary:
     notes: list[str] = field(default_factory=list)  # what the user should know (placeholders, frames left out)
     rule: BlankRule | None = None  # the blank rule applied, and why (None: no blank class)
     clips: int = 0  # how many of `frames` are video clips
+    boxes: int = 0  # a detection run's: detector boxes written (megadetector), box observations (camtrap-dp)
 
     def lines(self) -> list[str]:
         """What was written, for the terminal."""
+        boxes = f", {self.boxes} {'box observations' if self.to == 'camtrap-dp' else 'boxes'}" if self.boxes else ""
         events = f", {self.events} events" if self.events else ""
-        return [f"{files_phrase(self.frames, self.clips)}{events} -> {self.out} ({self.to})"]
+        return [f"{files_phrase(self.frames, self.clips)}{boxes}{events} -> {self.out} ({self.to})"]
 
     def notices(self) -> list[str]:
         """What the user should know besides: the blank rule applied and why, then the notes."""

@@ -2,8 +2,8 @@
 
 The format (https://lila.science/megadetector-output-format, checked by MegaDetector's
 `validate_batch_results`) describes boxes a detector found and, per box, what a classifier said.
-trapcls has no detector: it classifies whole frames. The file says so (`info.detector`) and
-writes each frame this way:
+A whole-frame CSV has no detector behind it: the file says so (`info.detector`) and writes each frame this
+way (a detection run is written from its detector's boxes, below):
 
 - a readable frame that is not blank (P(blank) < the blank threshold, or a model without a blank
   class) gets ONE detection covering the whole frame, `bbox` [0, 0, 1, 1] (x, y, width, height,
@@ -41,6 +41,23 @@ writes each frame this way:
   that failed gets `failure`, `detections: null`, `frame_rate` -1 and no frames processed, as
   MegaDetector writes a failed video. `datetime` is the clip's start.
 
+A detection run (`predict --detections md.json`; convert reads its boxes CSV and md.json, detection_run.py) is
+written from the detector's boxes instead:
+
+- each frame's entry holds every box md.json gives it, in md.json's order and with its category id,
+  confidence and bbox, those below predict's detection threshold too (they were not classified, so they have
+  no `classifications`, as in MegaDetector's own output of a classifier run with a threshold);
+- a classified box has `classifications` by the rule of a whole frame above: every non-blank class, most
+  probable first, as P(class | not blank), renormalised over the non-blank classes. The box's P(blank) is
+  what the classifier says of a detector box it sees as empty: a box it calls blank (P(blank) >= the blank
+  threshold) gets no classifications, as a blank frame gets none, and the detector's `conf` stays the
+  detector's;
+- a frame that failed (unreadable, or md.json's own `failure`: predict wrote it as an error row) gets
+  `failure` and `detections: null`; a frame without boxes gets `detections: []`;
+- `detection_categories` are md.json's, and `info` carries its detector: `detector`, `detector_metadata`
+  and `detection_completion_time` as md.json states them; `classifier` is the CSV's model, and
+  `custom_metadata` names the CSV, the boxes CSV and md.json.
+
 Categories: `classification_categories` maps the class's position in the model's class list
 (the CSV's column order) to its name, for every class except blank: blank is never a
 classification (a blank frame has no detection to carry one), and the format's way to say
@@ -68,6 +85,7 @@ from trapcls.core.table.read import Table
 from trapcls.core.table.row import Clip, Row
 from trapcls.results.clips import files_word, known_rate
 from trapcls.results.config import ConvertConfig, ConvertSummary
+from trapcls.results.detection_run import RunBoxes
 from trapcls.results.taxa import Taxon, taxa_for
 
 FORMAT_VERSION = "1.6"
@@ -81,21 +99,28 @@ COMPLETION_TIME = "%Y-%m-%d %H:%M:%S"  # the format's completion times
 EXIF_TIME = "%Y:%m:%d %H:%M:%S"  # per-image datetime, as run_detector_batch writes it
 DIGITS = 6
 FAILED_FRAME_RATE = -1.0  # a failed video's frame_rate, as MegaDetector writes it (the validator then wants `failure`)
+# A detection run's info fields that describe the detector, carried over from its file.
+CARRIED_INFO = ("detection_completion_time", "detector_metadata")
 STAND_IN_FRAME_RATE = 1.0  # a clip of unknown frame rate: Timelapse drops a video detection without a positive one
 _DRIVE = re.compile(r"^[A-Za-z]:")  # C:\x.jpg, or C:x.jpg (relative to drive C's current folder)
 
 
-def write_megadetector(table: Table, config: ConvertConfig, *, threshold: float) -> ConvertSummary:
-    """Write `table` as MegaDetector format 1.6 JSON to `config.out`, atomically; blank: P(blank) >= threshold."""
+def write_megadetector(table: Table, config: ConvertConfig, *, threshold: float,
+                       run: RunBoxes | None = None) -> ConvertSummary:
+    """Write `table` as MegaDetector format 1.6 JSON to `config.out`, atomically; blank: P(blank) >= threshold.
+    With `run` (a detection run, its detector's file given) the detector's boxes, each classified one with its
+    classifications."""
     check_out(config, overwrite=config.overwrite)
     outside = [frame.path for frame in table.rows if not inside_image_folder(frame.path)]
     if outside:
         table = replace(table, rows=[frame for frame in table.rows if inside_image_folder(frame.path)])
-    results = megadetector_results(table, taxa_for(table.classes, config.taxa), threshold=threshold)
+    results = megadetector_results(table, taxa_for(table.classes, config.taxa), threshold=threshold, run=run)
     with writing(config.out):
         atomic_write_text(config.out, json.dumps(results, indent=1, allow_nan=False) + "\n")
+    notes = _notes(table, config.out, outside) + (_box_notes(table, results, run) if run is not None else [])
     return ConvertSummary(out=config.out, to="megadetector", frames=len(table.rows),
-                          clips=sum(f.clip is not None for f in table.rows), notes=_notes(table, config.out, outside))
+                          clips=sum(f.clip is not None for f in table.rows), notes=notes,
+                          boxes=sum(len(im["detections"] or ()) for im in results["images"]) if run else 0)
 
 
 def inside_image_folder(path: str) -> bool:
@@ -117,17 +142,25 @@ def check_out(config: ConvertConfig, *, overwrite: bool) -> None:
         raise DataError(f"--out {out} already exists; pass --overwrite to replace it, or choose another --out.")
 
 
-def megadetector_results(table: Table, taxa: dict[str, Taxon], *, threshold: float) -> dict:
-    """The whole JSON document for `table` (see the module docstring for the convention)."""
+def megadetector_results(table: Table, taxa: dict[str, Taxon], *, threshold: float,
+                         run: RunBoxes | None = None) -> dict:
+    """The whole JSON document for `table` (see the module docstring for the convention); with `run`, a detection
+    run's."""
     ids = {i: str(i) for i in range(len(table.classes)) if i != table.blank}
     kinds = [CATEGORY_OF_TYPE.get(taxa[name].observation_type, "1") for name in table.classes]
+    if run is None:
+        info, categories = _info(table, threshold), dict(DETECTION_CATEGORIES)
+        images = [image_entry(frame, blank=table.blank, kinds=kinds, threshold=threshold) for frame in table.rows]
+    else:
+        info, categories = detection_info(table, threshold, run), dict(run.detections.categories)
+        images = [box_image_entry(frame, run, blank=table.blank, threshold=threshold) for frame in table.rows]
     return {
-        "info": _info(table, threshold),
-        "detection_categories": dict(DETECTION_CATEGORIES),
+        "info": info,
+        "detection_categories": categories,
         "classification_categories": {ids[i]: display(table.classes[i]) for i in ids},
         "classification_category_descriptions": {
             ids[i]: display(taxa[table.classes[i]].scientific_name or table.classes[i]) for i in ids},
-        "images": [image_entry(frame, blank=table.blank, kinds=kinds, threshold=threshold) for frame in table.rows],
+        "images": images,
     }
 
 
@@ -150,13 +183,11 @@ def _info(table: Table, threshold: float) -> dict:
 def image_entry(frame: Row, *, blank: int | None, kinds: list[str], threshold: float) -> dict:
     """One `images[]` entry: a whole-frame detection, none (blank), or a failure (unreadable); a clip's with its
     video fields."""
-    entry: dict = {"file": display(frame.path)}
-    if frame.captured:
-        entry["datetime"] = frame.time.strftime(EXIF_TIME)
+    entry = file_fields(frame)
     if not frame.ok:
         if frame.clip is not None:
             entry.update(frame_rate=FAILED_FRAME_RATE, frames_processed=[])
-        return {**entry, "failure": display(frame.error or "unreadable (the CSV gives no reason)"), "detections": None}
+        return failed(entry, frame)
     detection = whole_frame_detection(frame.probs, blank=blank, kinds=kinds, threshold=threshold)
     if frame.clip is not None:
         rate, number = clip_anchor(frame.clip)
@@ -164,6 +195,19 @@ def image_entry(frame: Row, *, blank: int | None, kinds: list[str], threshold: f
         if detection is not None:
             detection["frame_number"] = number
     return {**entry, "detections": [] if detection is None else [detection]}
+
+
+def file_fields(frame: Row) -> dict:
+    """An entry's `file` and, when the frame has a capture time, its `datetime`."""
+    entry: dict = {"file": display(frame.path)}
+    if frame.captured:
+        entry["datetime"] = frame.time.strftime(EXIF_TIME)
+    return entry
+
+
+def failed(entry: dict, frame: Row) -> dict:
+    """The entry of a file that could not be classified: its error as `failure`, and no detections."""
+    return {**entry, "failure": display(frame.error or "unreadable (the CSV gives no reason)"), "detections": None}
 
 
 def clip_anchor(clip: Clip) -> tuple[float, int]:
@@ -177,14 +221,87 @@ def clip_anchor(clip: Clip) -> tuple[float, int]:
 
 def whole_frame_detection(probs: np.ndarray, *, blank: int | None, kinds: list[str], threshold: float) -> dict | None:
     """The detection of a non-blank frame, or None when P(blank) >= threshold (or nothing else has probability)."""
+    found = classifications(probs, blank=blank, threshold=threshold)
+    if found is None:
+        return None
+    conf = 1.0 if blank is None else 1.0 - float(probs[blank])
+    return {"category": kinds[int(found[0][0])], "conf": _round(conf), "bbox": list(WHOLE_FRAME),
+            "classifications": found}
+
+
+def classifications(probs: np.ndarray, *, blank: int | None, threshold: float) -> list[list] | None:
+    """[class id, P(class | not blank)] for every non-blank class, most probable first, of a whole frame or a
+    box; None when it is blank (P(blank) >= threshold) or nothing else has probability. The one rule of both."""
     others = [i for i in range(len(probs)) if i != blank]
     mass = float(probs[others].sum())
     if mass <= 0 or (blank is not None and probs[blank] >= threshold):
         return None
     order = sorted(others, key=lambda i: (-probs[i], i))
-    conf = 1.0 if blank is None else 1.0 - float(probs[blank])
-    return {"category": kinds[order[0]], "conf": _round(conf), "bbox": list(WHOLE_FRAME),
-            "classifications": [[str(i), _round(probs[i] / mass)] for i in order]}
+    return [[str(i), _round(probs[i] / mass)] for i in order]
+
+
+def detection_info(table: Table, threshold: float, run: RunBoxes) -> dict:
+    """A detection run's `info`: the detector's fields carried over from its file, the classifier trapcls's."""
+    source = run.detections.info
+    info = {"format_version": FORMAT_VERSION, "detector": display(run.detections.detector)}
+    info.update({key: source[key] for key in CARRIED_INFO if key in source and _plain(source[key])})
+    info.update({
+        "classifier": display(table.model or UNKNOWN_MODEL),
+        "classification_completion_time": datetime.now().strftime(COMPLETION_TIME),
+        "custom_metadata": {"trapcls_version": __version__, "predictions": display(table.source.name),
+                            "blank_threshold": threshold, "boxes": display(run.boxes.name),
+                            "detections": display(run.detections.source.name)},
+    })
+    return info
+
+
+def box_image_entry(frame: Row, run: RunBoxes, *, blank: int | None, threshold: float) -> dict:
+    """A detection run's `images[]` entry: every box of the frame's entry in the detector's file, in its order, the
+    classified ones with their classifications; a failure for a frame that could not be classified."""
+    entry = file_fields(frame)
+    if not frame.ok:
+        return failed(entry, frame)
+    found = run.entries.get(frame.path)
+    probs = {r.box.index: r.probs for r in frame.detected.boxes} if frame.detected is not None else {}
+    category = {}
+    for key, name in run.detections.categories.items():
+        category.setdefault(name, key)
+    detections = []
+    for box in found.boxes if found is not None else ():
+        detection = {"category": category[box.category], "conf": _round(box.conf),
+                     "bbox": [_round(v) for v in box.bbox]}
+        classified = classifications(probs[box.index], blank=blank, threshold=threshold) \
+            if box.index in probs else None
+        if classified is not None:
+            detection["classifications"] = classified
+        detections.append(detection)
+    return {**entry, "detections": detections}
+
+
+def _box_notes(table: Table, results: dict, run: RunBoxes) -> list[str]:
+    """What a detection run's JSON holds: how many boxes, how many classified, how many of those called blank."""
+    written = sum(len(im["detections"] or ()) for im in results["images"])
+    classified = sum(len(f.detected.boxes) for f in table.rows if f.ok and f.detected is not None)
+    named = sum("classifications" in d for im in results["images"] for d in im["detections"] or ())
+    note = f"{written} boxes written, {classified} of them classified (at or above predict's detection threshold)"
+    if written > classified:
+        note += f"; the other {written - classified} have no classifications"
+    if classified > named:
+        note += f"; {classified - named} classified boxes the classifier calls blank have none either"
+    notes = [note + "."]
+    if run.unused:
+        notes.append(f"{run.unused} entries of {display(run.detections.source.name)} match no frame of the CSV and "
+                     "are left out.")
+    return notes
+
+
+def _plain(value: object) -> bool:
+    """Whether a value read from the detector's file can be written as strict JSON (no NaN or infinity)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _notes(table: Table, out: Path, outside: list[str]) -> list[str]:
