@@ -366,3 +366,14 @@ def test_a_model_without_a_blank_class_is_refused_for_detections(field, tmp_path
     proc = trapcls("predict", field / "images", "--bundle", bundle, "--detections", field / "md.json",
                    "--out", tmp_path / "p.csv", rc=1)
     assert "no blank class" in proc.stderr
+
+
+def test_convert_refuses_a_boxes_csv_that_is_not_this_runs(field, run, tmp_path):
+    boxes = tmp_path / "boxes.csv"
+    lines = (field / "pred.boxes.csv").read_text().splitlines(keepends=True)
+    boxes.write_text("".join(lines) + lines[1].replace("baboon_and_warthog.jpg", "elsewhere.jpg", 1))
+    proc = trapcls("convert", run["out"], "--to", "camtrap-dp", "--out", tmp_path / "pkg", "--boxes", boxes, rc=1)
+    assert "elsewhere.jpg" in proc.stderr and "not this run's" in proc.stderr
+    proc = trapcls("convert", run["out"], "--to", "camtrap-dp", "--out", tmp_path / "pkg", "--boxes",
+                   field / "md.json", rc=1)
+    assert "not a trapcls boxes CSV" in proc.stderr

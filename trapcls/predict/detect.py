@@ -32,11 +32,6 @@ from trapcls.predict.side_csv import SideCsv
 log = logging.getLogger(__name__)
 
 
-def boxes_path(out: Path) -> Path:
-    """Where a detection run's box rows go when --boxes-out is not given: beside --out, `<stem>.boxes.csv`."""
-    return out.with_name(f"{out.stem}.boxes.csv")
-
-
 def check_model_input(bundle: Bundle, crops: bool) -> str:
     """"" when the run feeds the model what it was trained on; else a warning (crops for a whole-frame model).
     A crop model given whole frames is refused: its probabilities on a whole frame mean nothing."""

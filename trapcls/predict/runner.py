@@ -28,12 +28,13 @@ from trapcls.core.system.fsutil import refuse_input_as_output
 from trapcls.core.system.hardware import cores
 from trapcls.core.system.names import display
 from trapcls.core.table.append import CsvAppender
+from trapcls.core.table.boxes import boxes_path
 from trapcls.core.table.layout import check_submission_ids
 from trapcls.core.table.row import Clip, Row
 from trapcls.predict.backends import Backend, choose_backend, create_backend
 from trapcls.predict.clips import FrameRows, classify_clips
 from trapcls.predict.config import DEFAULT_BATCH, PredictConfig
-from trapcls.predict.detect import BoxClassifier, boxes_path, check_model_input
+from trapcls.predict.detect import BoxClassifier, check_model_input
 from trapcls.predict.infer import Failure, decode, frame_probs
 from trapcls.predict.merge import merge_csvs
 from trapcls.predict.shard import select_shard

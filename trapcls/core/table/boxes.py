@@ -9,6 +9,7 @@ relative to the frame. Only boxes at or above the detection threshold are classi
 
 from __future__ import annotations
 
+import csv
 import math
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -25,6 +26,11 @@ from trapcls.core.table.row import BoxResult, Row, number
 
 BOX_LEAD = ["path", "box", "category", "detection_conf", "bbox_x", "bbox_y", "bbox_width", "bbox_height", "label",
             "probability"]
+
+
+def boxes_path(out: Path) -> Path:
+    """Where a detection run's box rows go when --boxes-out is not given: beside --out, `<stem>.boxes.csv`."""
+    return out.with_name(f"{out.stem}.boxes.csv")
 
 
 @dataclass(frozen=True)
@@ -57,11 +63,12 @@ class BoxTable:
 
 def read_boxes(path: Path) -> BoxTable:
     """Read a boxes CSV; DataError naming the file and row when it is not one or a cell is wrong."""
-    header, rows = read_table(path)
     where = display(str(path))
-    if header[:len(BOX_LEAD)] != BOX_LEAD or not header or header[-1] != "model":
+    header = _first_line(path)
+    if header[:len(BOX_LEAD)] != BOX_LEAD or header[-1:] != ["model"]:
         raise DataError(f"{where}: not a trapcls boxes CSV (header starts {short(header[:4])}); expected "
                         f"{','.join(BOX_LEAD[:4])},... as `predict --boxes-out` writes it.")
+    header, rows = read_table(path)
     classes = tuple(unneutralise(c) for c in header[len(BOX_LEAD):-1])
     models = {row[-1] for row in rows}
     if len(models) > 1:
@@ -72,6 +79,15 @@ def read_boxes(path: Path) -> BoxTable:
         by_path[name].append(_result(cells, len(classes), f"{where}: row {line} ({display(name)})"))
     return BoxTable(classes, unneutralise(models.pop()) if models else "",
                     {p: tuple(sorted(b, key=lambda r: r.box.index)) for p, b in by_path.items()})
+
+
+def _first_line(path: Path) -> list[str]:
+    """The header, read before the whole file: a file that is no boxes CSV is named as such, not as a damaged one."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            return next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
 
 
 def _result(cells: list[str], n: int, where: str) -> BoxResult:
@@ -94,6 +110,11 @@ def _result(cells: list[str], n: int, where: str) -> BoxResult:
 def attach_boxes(rows: list[Row], boxes: BoxTable, source: Path) -> list[Row]:
     """The frame rows of a detection run with their boxes from its boxes CSV; DataError when the two files are
     not of one run (another model, or a frame whose box count differs)."""
+    extra = sorted(set(boxes.by_path) - {row.path for row in rows if row.detected is not None})
+    if extra:
+        raise DataError(f"{display(str(source))} holds boxes of {len(extra)} frame{'s' if len(extra) > 1 else ''} "
+                        f"the predictions CSV has no detection row for, e.g. {display(extra[0])}: the boxes CSV is not "
+                        "this run's. Pass the --boxes-out file the same predict run wrote.")
     out = []
     for row in rows:
         found = row.detected

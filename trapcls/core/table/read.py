@@ -35,6 +35,7 @@ class Table:
     model: str | None  # None for a submission, and for field CSVs written before the model column existed
     rows: list[Row]
     blank_cells: tuple[str, ...] | None = None  # the is_blank column as written, row by row (None: no column)
+    detections: bool = False  # the detection columns: its frames were classified from detector boxes
 
     @property
     def blank(self) -> int | None:
@@ -85,7 +86,8 @@ def parse_table(source: Path, header: list[str], cells: list[list[str]], *, dist
     _check_unique(source, rows)
     flags = tuple(row[columns.is_blank] for row in cells) if columns.is_blank is not None else None
     return Table(source=source, fmt=columns.fmt, classes=tuple(map(unneutralise, columns.classes)),
-                 model=model and unneutralise(model), rows=rows, blank_cells=flags)
+                 model=model and unneutralise(model), rows=rows, blank_cells=flags,
+                 detections=columns.detections is not None)
 
 
 def read_field(path: Path) -> Table:
