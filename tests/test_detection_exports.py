@@ -432,3 +432,29 @@ def test_ena24_with_its_megadetector_output_exports_validated(shared_data, schem
              if o["observationLevel"] == "media"]
     assert len(media) == 21
     assert sum(bool(o["bboxX"]) for o in media) == sum(row["is_blank"] == "false" for row in frames.values())
+
+
+@pytest.mark.slow
+def test_ena24_with_hand_drawn_boxes_every_animal_classified_and_exported(shared_data, schemas, tmp_path):
+    """The 25 animals of the 21 ENA24 frames, boxed by hand (train/detections/): every box classified and in the
+    boxes CSV, several boxes of one frame listed once per species, both exports validated."""
+    hand = Path(__file__).resolve().parents[1] / "train" / "detections" / "ena24-hand-boxes.json"
+    entries = {e["file"]: e["detections"] for e in json.loads(hand.read_text())["images"]}
+    images = tmp_path / "ena24"
+    images.mkdir()
+    for i, frame in enumerate(sorted((shared_data / "ena24_small").glob("*.jpg"))):
+        timed_jpeg(Image.open(frame), images / frame.name, f"2019:06:01 12:{i:02d}:00")
+    pred = tmp_path / "pred.csv"
+    trapcls("predict", images, "--detections", hand, "--out", pred)
+    frames, boxes = csv_rows(pred), box_rows(tmp_path / "pred.boxes.csv")
+    assert set(boxes) == {(f, i) for f, found in entries.items() for i in range(len(found))}
+    assert len(boxes) == 25 and frames["9455.jpg"]["boxes"] == "3"
+    for path, row in frames.items():
+        tops = {boxes[(path, i)]["label"] for i in range(len(entries[path]))} - {"blank"}
+        assert sorted(row["species"].split(";") if row["species"] else []) == sorted(tops)
+    trapcls("convert", pred, "--to", "megadetector", "--out", tmp_path / "md.json", "--detections", hand)
+    result = validate_megadetector(tmp_path / "md.json", image_root=images)
+    assert result["errors"] == [] and result["warnings"] == []
+    trapcls("convert", pred, "--to", "camtrap-dp", "--out", tmp_path / "pkg", "--timezone", "America/New_York",
+            "--taxa", taxa_file(tmp_path))
+    assert validate_camtrap_dp(tmp_path / "pkg", schemas) == []
