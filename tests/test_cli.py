@@ -14,7 +14,7 @@ from helpers import DEMO, make_bad_inputs, trapcls
 from trapcls import __version__
 
 COMMANDS = ["train", "predict", "merge", "watch", "status", "evaluate", "events", "convert", "adapt", "doctor",
-            "export"]
+            "export", "ensemble"]
 
 
 def _listed(help_text: str) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from trapcls import __version__
-from trapcls.cli import doctor, errors, evaluate, export, predict, results, train, watch
+from trapcls.cli import doctor, ensemble, errors, evaluate, export, predict, results, train, watch
 from trapcls.core.system.exceptions import TrapclsError
 
 app = typer.Typer(
@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 export_app = typer.Typer(help="Turn a trained checkpoint into a deployable model bundle; build and check it on the "
                               "device that runs it (tensorrt, openvino).", no_args_is_help=True)
+ensemble_app = typer.Typer(help="Combine models: fit weights on their out-of-fold predictions, apply them to test "
+                                "predictions as a submission.", no_args_is_help=True)
 
 # (group, name, function): every command, in the order --help lists them.
 COMMANDS = (
@@ -40,6 +42,8 @@ COMMANDS = (
     (app, "watch", watch.watch),
     (app, "status", watch.status),
     (app, "evaluate", evaluate.evaluate),
+    (ensemble_app, "fit", ensemble.fit),
+    (ensemble_app, "apply", ensemble.apply),
     (app, "events", results.events),
     (app, "convert", results.convert),
     (app, "adapt", results.adapt),
@@ -48,6 +52,7 @@ COMMANDS = (
 for group, name, function in COMMANDS:
     group.command(name)(errors.guarded(name, function))
 app.add_typer(export_app, name="export")
+app.add_typer(ensemble_app, name="ensemble")
 
 
 def _version(value: bool) -> None:

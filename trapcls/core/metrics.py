@@ -15,9 +15,14 @@ LOG_LOSS_EPS = 1e-15
 
 def log_loss(probs: np.ndarray, labels: np.ndarray, eps: float = LOG_LOSS_EPS) -> float:
     """Mean negative log probability of the true class, probabilities clipped to [eps, 1-eps]."""
+    return float(np.mean(log_losses(probs, labels, eps)))
+
+
+def log_losses(probs: np.ndarray, labels: np.ndarray, eps: float = LOG_LOSS_EPS) -> np.ndarray:
+    """Each row's term of `log_loss` (its mean): for standard errors and paired differences of two models."""
     probs = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
     probs = probs / probs.sum(axis=1, keepdims=True)
-    return float(-np.mean(np.log(probs[np.arange(len(labels)), labels])))
+    return -np.log(probs[np.arange(len(labels)), labels])
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
