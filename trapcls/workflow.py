@@ -66,12 +66,15 @@ def write_validation_report(run_dir: Path, validation: Validation, *, command: s
     atomic_write_bytes(run_dir / "confusion.png", confusion_png(metrics["confusion"], metrics["confusion_classes"],
                                                                 normalised=True))
     paths = [s.path for s in validation.samples]
+    # A crop run's samples are boxes: several may come from one frame, so each is named with its box.
+    names = [s.path.name if s.box is None else f"{s.path.name} box {s.box.index}" for s in validation.samples]
+    what = "images" if all(s.box is None for s in validation.samples) else "samples (detector crops; blank frames " \
+        "without a box whole)"
     write_report(run_dir / "report.html", title=f"trapcls train: {validation.title}", metrics=metrics,
                  classes=validation.classes,
-                 galleries=galleries([p.name for p in paths], validation.probs, validation.labels, validation.classes,
-                                     paths),
+                 galleries=galleries(names, validation.probs, validation.labels, validation.classes, paths),
                  bundle_summary=None, command=command or f"trapcls train (options in {run_dir / 'config.json'})",
-                 notes=[f"Validation split of {run_dir}: {len(paths)} images, the best epoch's weights, calibrated."])
+                 notes=[f"Validation split of {run_dir}: {len(paths)} {what}, the best epoch's weights, calibrated."])
 
 
 def _validation_metrics(validation: Validation) -> dict:

@@ -93,6 +93,14 @@ def train(
         help="Label images by file name: a regex whose first (or 'label') group is the class, "
              "e.g. '(.+)_\\d+\\.jpg$'.")]
     = T.label_regex,
+    detections: Annotated[Optional[Path], typer.Option(
+        help="Train on detector crops: MegaDetector's batch-output JSON for DATA's frames. One sample per animal "
+             "box at or above the detection threshold, labelled with its frame's label; blank frames give their "
+             "false-positive boxes, or the whole frame when they have none; frames with no box are left out "
+             "(counted). The bundle records the crop geometry.")] = T.detections,
+    detection_threshold: Annotated[Optional[float], typer.Option(
+        help="Detector confidence a box needs to become a crop [default: the file's typical_detection_threshold, "
+             "else 0.2].")] = T.detection_threshold,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = T.seed,
     workers: Annotated[Optional[int], typer.Option(help="Data loader processes; default min(2, cores).")] = T.workers,
     overwrite: Annotated[bool, typer.Option(help="Reuse a non-empty --out folder.")] = T.overwrite,

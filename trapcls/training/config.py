@@ -29,7 +29,7 @@ DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-2}
 RUN_ONLY = frozenset({"out", "resume", "overwrite", "command"})
 # What a run adds to its config.json besides the options (resolved facts); a config file may hold them.
 RESOLVED = frozenset({"split", "device", "precision", "classes", "preprocess", "train_images", "val_images",
-                      "processes", "train_class_counts"})
+                      "processes", "train_class_counts", "crops"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +65,10 @@ class TrainConfig:
     folds: int = option(0, low=0, hint="0: off; k-fold needs at least 2")
     fold: int = option(1, low=1)
     label_regex: str | None = None
+    # Train on detector crops: MegaDetector's output for DATA's frames, and the confidence a box needs
+    # (default: the file's typical_detection_threshold, else 0.2; training/crops.py says what becomes a sample).
+    detections: Path | None = None
+    detection_threshold: float | None = option(None, low=0, high=1, hint="leave it out for the file's own")
     seed: int = 0
     workers: int | None = option(None, low=0, hint="0: load in the training process")
     overwrite: bool = False
@@ -83,6 +87,8 @@ class TrainConfig:
         check_options(self)
         if self.folds:
             check_folds(self.folds, self.fold)
+        if self.detection_threshold is not None and self.detections is None:
+            raise OptionError("detection_threshold", "applies to detector boxes: give {detections} too")
 
     @property
     def peak_lr(self) -> float:

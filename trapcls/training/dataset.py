@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from trapcls.core.frames.crop import crop, preprocess_crops
 from trapcls.core.frames.labels import Sample
 from trapcls.core.frames.preprocess import PreprocessSpec, draft_size, load_image, preprocess, to_array
 from trapcls.core.system.deps import require
@@ -24,7 +25,7 @@ class ImageDataset:
 
     Without `augment` an item is exactly `preprocess(path, spec)`, what every inference backend
     is fed; with it, the same decoding (reduced-size JPEG, EXIF rotation, RGB) and normalisation
-    around the augmentation.
+    around the augmentation. A sample with a detector box is that box's crop, by the one crop geometry.
     """
 
     def __init__(self, samples: list[Sample], index: dict[str, int], spec: PreprocessSpec, *,
@@ -37,11 +38,21 @@ class ImageDataset:
     def __getitem__(self, i: int):
         torch = require("torch")
         sample = self.samples[i]
+        if sample.box is not None:
+            return torch.from_numpy(self._crop(sample)), self.index[sample.label]
         if self.augment is not None:
             array = to_array(self.augment(load_image(sample.path, min_size=draft_size(self.spec))), self.spec)
         else:
             array = preprocess(sample.path, self.spec)
         return torch.from_numpy(array), self.index[sample.label]
+
+    def _crop(self, sample: Sample) -> np.ndarray:
+        """A detector box's crop (core/frames/crop.py): without `augment` exactly what `predict --detections`
+        feeds the model for that box; with it, the crop augmented as a whole frame would be."""
+        if self.augment is None:
+            return preprocess_crops(sample.path, [sample.box], self.spec)[0][0]
+        frame = load_image(sample.path)  # at full size, as preprocess_crops decodes it
+        return to_array(self.augment(crop(frame, sample.box)), self.spec)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trapcls.core.frames.crop import CropSpec
 from trapcls.core.frames.labels import Sample, load_samples
 from trapcls.core.model.build import create_model, preprocess_spec
 from trapcls.core.model.bundle import load_bundle
@@ -35,6 +36,7 @@ from trapcls.training import distributed
 from trapcls.training.calibrate import Calibration, fit_temperature
 from trapcls.training.checkpoint import LAST, CheckpointKeeper, GlobalRng, LoaderRng, load_train_state
 from trapcls.training.config import TrainConfig
+from trapcls.training.crops import CropPlan, check_expanded, plan_crops
 from trapcls.training.dataset import make_loaders
 from trapcls.training.epoch import Stepper, check_ranks_agree, collect_logits, evaluate, train_one_epoch, trainable
 from trapcls.training.lr_find import LrFind, find_lr
@@ -81,6 +83,7 @@ class TrainResult:
     main: bool = True  # False on torchrun ranks other than 0, which write and report nothing
     validation: Validation | None = None
     verify_images: tuple[Path, ...] = ()  # real frames of this run, for the export checks
+    crops: tuple[str, ...] = ()  # with --detections: what the detections gave (training/crops.py)
 
     def lines(self) -> list[str]:
         """The run for the terminal: the suggested LR of a sweep, or the best epoch, calibration and outputs."""
@@ -90,7 +93,7 @@ class TrainResult:
             return [f"suggested --lr {self.lr_find.suggestion:.2g} (plot: {self.run_dir / 'lr_find.png'})"]
         scores = ", ".join(f"{k}={self.best_metrics[k]:.4f}" for k in ("val_accuracy", "val_log_loss")
                            if k in self.best_metrics)
-        lines = [f"best epoch {self.best_epoch}{': ' + scores if scores else ''}"]
+        lines = [*self.crops, f"best epoch {self.best_epoch}{': ' + scores if scores else ''}"]
         if self.calibration:
             c = self.calibration
             lines.append(f"calibration: temperature {c.temperature:.3f}, validation log loss "
@@ -146,12 +149,17 @@ class Trainer:
                                     dist=dist)
         self._setup_optimizer()
         self.keeper = CheckpointKeeper(self.run_dir, early_stop=config.early_stop, meta={
-            "arch": self.arch, "classes": self.classes, "spec": self.spec, "config": self.resolved})
+            "arch": self.arch, "classes": self.classes, "spec": self.spec, "config": self.resolved,
+            # A crop run's best.pt, and so its bundle, says the model takes crops and which geometry.
+            **({"crop": CropSpec().to_dict()} if self.crops else {})})
 
     def _setup_data(self) -> None:
         config = self.config
         samples = load_samples(config.data, label_regex=config.label_regex)
         self.classes = sorted({s.label for s in samples})
+        self.crops: CropPlan | None = None
+        if config.detections is not None:
+            self.crops = plan_crops(config.data, config.detections, config.detection_threshold, samples)
         if self.state:  # a resumed run reuses its saved split, since the data folder may have grown since
             self.train_set, self.val_set = read_split(self.run_dir / "split.csv")
             self.grouping = self.state["config"]["split"]
@@ -163,8 +171,14 @@ class Trainer:
                                                                 **options)
             if self.dist.main:
                 write_split(self.run_dir / "split.csv", self.train_set, self.val_set, self.grouping)
-        log.info("%d images in %d classes: %d train, %d validation (split: %s)", len(samples), len(self.classes),
-                 len(self.train_set), len(self.val_set),
+        if self.crops:  # split on frames first, then crop: every box of a frame is in its frame's part
+            self.train_set = self.crops.expand(self.train_set, "train")
+            self.val_set = self.crops.expand(self.val_set, "val")
+            for line in self.crops.summary():
+                log.info("%s", line)
+            check_expanded(self.crops, self.train_set, self.classes)
+        log.info("%d images in %d classes: %d train, %d validation %s (split: %s)", len(samples), len(self.classes),
+                 len(self.train_set), len(self.val_set), "samples" if self.crops else "images",
                  self.grouping if self.grouping != "none" else "stratified by class")
 
     def _setup_model(self) -> None:
@@ -174,6 +188,7 @@ class Trainer:
             previous = load_bundle(config.from_bundle)
             arch, weights, img_size = previous.arch, previous.weights_path, img_size or previous.preprocess.height
             fresh_head = previous.classes != tuple(self.classes)
+            warn_input_change(previous, crops=self.crops is not None)
             log.info("starting from %s (%s); %s", previous.root, arch,
                      f"class list changed ({', '.join(previous.classes)} -> {', '.join(self.classes)}): classifier "
                      "re-initialised" if fresh_head else "same classes: classifier kept")
@@ -194,7 +209,8 @@ class Trainer:
             "classes": self.classes, "preprocess": self.spec.to_dict(), "train_images": len(self.train_set),
             "val_images": len(self.val_set), "processes": self.dist.world,
             # The class frequencies the model learnt: `trapcls adapt` starts from them.
-            "train_class_counts": {c: sum(s.label == c for s in self.train_set) for c in self.classes}}
+            "train_class_counts": {c: sum(s.label == c for s in self.train_set) for c in self.classes},
+            **({"crops": self.crops.facts()} if self.crops else {})}
         if self.state:
             check_same_run(self.state["config"], self.resolved, self.run_dir)
         if self.dist.main:
@@ -310,9 +326,10 @@ class Trainer:
         plot_curves(self.keeper.history, self.run_dir / "curves.png")
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         atomic_write_bytes(self.run_dir / "best.safetensors", require("safetensors.torch").save(state))
-        verify = tuple(s.path for s in (self.val_set or self.train_set))[:16]
+        verify = tuple(dict.fromkeys(s.path for s in (self.val_set or self.train_set)))[:16]  # a frame once
         return TrainResult(run_dir=self.run_dir, best_epoch=int(best["epoch"]), best_metrics=best,
-                           calibration=calibration, validation=validation, verify_images=verify)
+                           calibration=calibration, validation=validation, verify_images=verify,
+                           crops=tuple(self.crops.lines()) if self.crops else ())
 
     def _calibrate(self, model, best: dict[str, float]) -> tuple[Calibration | None, Validation]:
         logits, labels = collect_logits(model, self.loaders.val, device=self.device, show_progress=self.show_progress)
@@ -323,7 +340,10 @@ class Trainer:
                      calibration.val_log_loss_before, calibration.val_log_loss_after)
             self.keeper.save_best(model, calibration=calibration.to_dict())
         probs = probabilities(logits.numpy(), calibration.temperature if calibration else 1.0)
-        title = f"validation, best epoch {int(best['epoch'])} ({len(self.val_set)} images)"
+        frames = len({s.path for s in self.val_set})
+        title = (f"validation, best epoch {int(best['epoch'])} ("
+                 + (f"{len(self.val_set)} crops and whole blank frames of {frames} frames)" if self.crops
+                    else f"{len(self.val_set)} images)"))
         return calibration, Validation(samples=self.val_set, labels=labels.numpy(), probs=probs,
                                        classes=self.classes, title=title)
 
@@ -345,6 +365,19 @@ def check_config(config: TrainConfig, dist: distributed.Dist) -> None:
             raise DataError(f"{previous.root} has no weights.safetensors to start from.")
     elif not config.arch:
         raise OptionError("arch", "is required (or {from_bundle} to continue from an earlier model)")
+
+
+def warn_input_change(previous, *, crops: bool) -> None:
+    """A warning when --from-bundle starts from a model trained on the other input (whole frames or crops).
+
+    Not refused: the backbone's features carry over, and the new bundle records its own input, so nothing
+    downstream is fed the wrong kind. But the starting head learnt the other kind, so say so.
+    """
+    if (previous.crop is not None) == crops:
+        return
+    was, now = ("whole frames", "detector crops") if crops else ("detector crops", "whole frames")
+    log.warning("--from-bundle %s was trained on %s; this run trains on %s, so its weights are only a starting "
+                "point, and the new bundle will expect %s", previous.root, was, now, now)
 
 
 def prepare_run_dir(out: Path, overwrite: bool, *, resume: bool) -> Path:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from trapcls.core.frames.detections import Box
 from trapcls.core.frames.discover import discover
 from trapcls.core.model.bundle_checks import class_names_problem
 from trapcls.core.system.exceptions import DataError, OptionError
@@ -26,11 +27,13 @@ _WHERE_LABELS = ("a class is a sub-folder's name, a label cell of a CSV, a colum
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image, and the site (camera location) it came from when the data says."""
+    """One labelled image, and the site (camera location) it came from when the data says. `box`: a detector box
+    of the frame when the sample is that box's crop (`train --detections`), else None: the whole frame."""
 
     path: Path
     label: str
     site: str | None = None
+    box: Box | None = None
 
 
 def load_samples(data: Path, *, label_regex: str | None = None, check_files: bool = True,

@@ -22,12 +22,14 @@ BEST = "best.pt"
 
 def save_checkpoint(path: Path, model, *, arch: str, classes: list[str], spec: PreprocessSpec, epoch: int,
                     metrics: dict[str, float], config: dict[str, Any],
-                    calibration: dict[str, Any] | None = None) -> None:
-    """Save everything needed to rebuild the model without the run folder (and its fitted calibration)."""
+                    calibration: dict[str, Any] | None = None, crop: dict[str, Any] | None = None) -> None:
+    """Save everything needed to rebuild the model without the run folder (and its fitted calibration; `crop`: the
+    crop geometry of a model trained on detector crops, which export writes into the bundle)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_payload(path, CHECKPOINT_FORMAT, {"arch": arch, "classes": list(classes), "preprocess": spec.to_dict(),
                                            "epoch": epoch, "metrics": metrics, "config": config,
-                                           "calibration": calibration, "state_dict": state})
+                                           "calibration": calibration, "state_dict": state,
+                                           **({"crop": crop} if crop is not None else {})})
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
