@@ -13,7 +13,7 @@ import pytest
 from helpers import DEMO, make_bad_inputs, trapcls
 from trapcls import __version__
 
-COMMANDS = ["train", "predict", "merge", "watch", "status", "evaluate", "events", "convert", "adapt", "doctor",
+COMMANDS = ["train", "oof", "predict", "merge", "watch", "status", "evaluate", "events", "convert", "adapt", "doctor",
             "export", "ensemble"]
 
 

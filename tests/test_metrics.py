@@ -11,11 +11,13 @@ import pytest
 from trapcls.core.metrics import (
     LOG_LOSS_EPS,
     balanced_accuracy,
+    balanced_accuracy_se,
     binary_detection,
     compare,
     evaluate_probs,
     expected_calibration_error,
     log_loss,
+    mean_se,
     reliability_bins,
     top_k_accuracy,
 )
@@ -250,3 +252,15 @@ def test_compare_sorts_classes_by_how_much_their_f1_differs():
     assert json.loads(json.dumps(out)) == out
     with pytest.raises(DataError, match="same rows"):
         compare(a, evaluate_probs(np.eye(3), np.arange(3), CLASSES), CLASSES)
+
+
+def test_standard_errors_against_hand_computed_values():
+    # Over frames: sd(ddof=1)/sqrt(n). Over sites: sqrt(G/(G-1) * sum_g (sum of the site's deviations)^2) / n.
+    values = np.array([1.0, 2.0, 3.0, 6.0])
+    assert mean_se(values) == pytest.approx((3.0, np.std(values, ddof=1) / 2))
+    # sites a: (1, 2) deviations -2, -1 -> -3; b: (3, 6) -> 0, 3 -> 3; sqrt(2 * (9 + 9)) / 4 = 1.5
+    assert mean_se(values, ["a", "a", "b", "b"]) == pytest.approx((3.0, 1.5))
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.8, 0.2]])
+    labels = np.array([0, 0, 0, 1, 1])  # recall: class 0 2/3, class 1 1/2
+    expected = np.sqrt((2 / 3) * (1 / 3) / 3 + 0.5 * 0.5 / 2) / 2
+    assert balanced_accuracy_se(probs, labels) == pytest.approx(expected)

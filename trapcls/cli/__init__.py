@@ -34,6 +34,7 @@ ensemble_app = typer.Typer(help="Combine models: fit weights on their out-of-fol
 # (group, name, function): every command, in the order --help lists them.
 COMMANDS = (
     (app, "train", train.train),
+    (app, "oof", train.oof),
     (export_app, "onnx", export.onnx),
     (export_app, "tensorrt", export.tensorrt),
     (export_app, "openvino", export.openvino),

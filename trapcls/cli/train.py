@@ -86,9 +86,13 @@ def train(
     group_by: Annotated[GroupBy, typer.Option(
         help="Keep each group on one side of the split: auto (site when the data has sites, else stratified by "
              "class), site, folder (camera folder) or none.")] = GroupBy(T.group_by),
-    folds: Annotated[int, typer.Option(help="k-fold cross-validation by group: the number of folds (0 = off).")]
+    folds: Annotated[int, typer.Option(help="k-fold cross-validation by group: the number of folds (0 = off). "
+                                            "Every fold trains into OUT/fold-k/, then OUT/oof.csv holds the "
+                                            "out-of-fold predictions (trapcls oof).")]
     = T.folds,
-    fold: Annotated[int, typer.Option(help="Which fold (1..--folds) is validation in this run.")] = T.fold,
+    fold: Annotated[Optional[int], typer.Option(
+        help="Train only this fold (1..--folds) into OUT/fold-k/: what one task of a cluster array runs; "
+             "`trapcls oof OUT` joins the folds [default: every fold, one after another].")] = T.fold,
     label_regex: Annotated[Optional[str], typer.Option(
         help="Label images by file name: a regex whose first (or 'label') group is the class, "
              "e.g. '(.+)_\\d+\\.jpg$'.")]
@@ -122,6 +126,7 @@ def train(
     = T.calibrate,
 ) -> None:
     """Fine-tune a timm model on labelled images; writes OUT/best.pt, metrics.csv, split.csv and OUT/bundle."""
+    from trapcls.folds import run_folds
     from trapcls.training.config import train_config
     from trapcls.workflow import run_train
 
@@ -130,5 +135,25 @@ def train(
     flags = options(ctx, TrainConfig, typed_only=True)
     if no_export:
         flags["export"] = "none"
-    result = run_train(train_config({**flags, "command": command_line()}, config_file=config), show_progress=True)
+    settings = train_config({**flags, "command": command_line()}, config_file=config)
+    result = (run_folds if settings.folds else run_train)(settings, show_progress=True)
     show(result.lines())
+
+
+def oof(
+    folds: Annotated[Path, typer.Argument(help="The --out of `trapcls train --folds K` (its fold-k/ folders).")],
+    out: Annotated[Optional[Path], typer.Option(help="The out-of-fold CSV to write [default: FOLDS/oof.csv].")]
+    = None,
+    tta: Annotated[bool, typer.Option(help="Average each frame with its horizontal mirror, as predict --tta (use "
+                                           "it if the test predictions use it).")] = False,
+    batch_size: Annotated[Optional[int], typer.Option(help="Frames per inference batch [default: predict's].")]
+    = None,
+) -> None:
+    """Join a fold set: every training frame with the probabilities of the fold model that did not train on it
+    (id,<classes>,fold,model), the CV scores with their standard errors overall, per fold and per site, and
+    FOLDS/bundle, the fold models averaged for the test set (its model id is the `model` column)."""
+    from trapcls.oof import OofConfig, run_oof
+
+    if batch_size is not None and batch_size < 1:
+        raise typer.BadParameter(f"must be at least 1, got {batch_size}", param_hint="--batch-size")
+    show(run_oof(OofConfig(folds=folds, out=out or folds / "oof.csv", tta=tta, batch_size=batch_size)).lines())

@@ -27,7 +27,12 @@ def log_losses(probs: np.ndarray, labels: np.ndarray, eps: float = LOG_LOSS_EPS)
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     """Share of rows whose highest probability is the true class."""
-    return float(np.mean(np.argmax(probs, axis=1) == labels))
+    return float(np.mean(top1_hits(probs, labels)))
+
+
+def top1_hits(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """1.0 for each row whose highest probability is the true class, else 0.0 (`accuracy`'s terms)."""
+    return (np.argmax(probs, axis=1) == labels).astype(np.float64)
 
 
 def macro_f1(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -105,6 +110,30 @@ def _checked(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndar
 def _ratio(numerator: int, denominator: int) -> float | None:
     """numerator / denominator, or None where the denominator is 0 (undefined, not 0)."""
     return numerator / denominator if denominator else None
+
+
+def mean_se(values: np.ndarray, groups: Sequence[str] | None = None) -> tuple[float, float]:
+    """The mean of per-frame values (losses, 0/1 hits) and its standard error: the sample standard deviation over
+    sqrt(frames); with `groups` (a site per frame), the cluster-robust one, which counts frames of one site as one
+    draw (what a site-grouped split needs: a camera's frames are alike). 0 for fewer than 2 frames or groups."""
+    values = np.asarray(values, dtype=np.float64)
+    n, mean = len(values), float(np.mean(values)) if len(values) else float("nan")
+    if groups is None:
+        return mean, float(np.std(values, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    keys = np.asarray(groups, dtype=object)
+    sums = np.array([(values[keys == g] - mean).sum() for g in dict.fromkeys(keys)])
+    g = len(sums)
+    return mean, float(np.sqrt(g / (g - 1) * np.sum(sums ** 2)) / n) if g > 1 else 0.0
+
+
+def balanced_accuracy_se(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The standard error of `balanced_accuracy`: each class's recall is a proportion of its own frames, so
+    sqrt(sum over present classes of r(1 - r) / n_c) / (classes present)."""
+    probs, labels = _checked(probs, labels)
+    tp, _, support = top1_counts(probs, labels, probs.shape[1])
+    present = support > 0
+    recall = tp[present] / support[present]
+    return float(np.sqrt(np.sum(recall * (1 - recall) / support[present])) / present.sum())
 
 
 def balanced_accuracy(probs: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> float:

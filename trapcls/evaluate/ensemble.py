@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from trapcls import __version__
-from trapcls.core.metrics import LOG_LOSS_RULE, log_losses
+from trapcls.core.metrics import LOG_LOSS_RULE, log_losses, mean_se
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import atomic_write_text, refuse_input_as_output, writing
 from trapcls.core.system.names import display
 from trapcls.evaluate.ensemble_config import EnsembleFitConfig
-from trapcls.evaluate.ensemble_fit import Z95, combine, cross_fitted_losses, fit, mean_se, paired
+from trapcls.evaluate.ensemble_fit import Z95, combine, cross_fitted_losses, fit, paired
 from trapcls.evaluate.ensemble_members import (
     EXAMPLES,
     Member,

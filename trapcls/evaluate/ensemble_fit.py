@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from trapcls.core.metrics import LOG_LOSS_EPS, log_losses
+from trapcls.core.metrics import LOG_LOSS_EPS, log_losses, mean_se
 from trapcls.core.system.deps import require
 
 Z95 = 1.959964  # the normal quantile of a two-sided 95% interval
@@ -82,12 +82,6 @@ def cross_fitted_losses(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray
         weights, temperature = fit(probs[:, ~held], labels[~held])
         losses[held] = log_losses(combine(probs[:, held], weights, temperature), labels[held])
     return losses
-
-
-def mean_se(losses: np.ndarray) -> tuple[float, float]:
-    """The mean of per-frame losses and its standard error (sample standard deviation / sqrt(frames))."""
-    n = len(losses)
-    return float(np.mean(losses)), float(np.std(losses, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> dict:

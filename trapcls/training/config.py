@@ -63,7 +63,7 @@ class TrainConfig:
     val_fraction: float = option(0.2, low=0, high=1, high_open=True)
     group_by: str = option("auto", choices=GROUP_BY)
     folds: int = option(0, low=0, hint="0: off; k-fold needs at least 2")
-    fold: int = option(1, low=1)
+    fold: int | None = option(None, low=1, hint="leave it out to train every fold")
     label_regex: str | None = None
     # Train on detector crops: MegaDetector's output for DATA's frames, and the confidence a box needs
     # (default: the file's typical_detection_threshold, else 0.2; training/crops.py says what becomes a sample).
@@ -87,6 +87,8 @@ class TrainConfig:
         check_options(self)
         if self.folds:
             check_folds(self.folds, self.fold)
+        elif self.fold is not None:
+            raise OptionError("fold", "applies to k-fold cross-validation: give {folds} too")
         if self.detection_threshold is not None and self.detections is None:
             raise OptionError("detection_threshold", "applies to detector boxes: give {detections} too")
 
@@ -96,11 +98,11 @@ class TrainConfig:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
 
-def check_folds(folds: int, fold: int) -> None:
-    """OptionError unless fold `fold` of `folds` (1-based) exists and k-fold has at least 2 folds."""
+def check_folds(folds: int, fold: int | None) -> None:
+    """OptionError unless fold `fold` of `folds` (1-based; None: every fold) exists and k-fold has at least 2 folds."""
     if folds < 2:
         raise OptionError("folds", f"k-fold needs at least 2 folds, got {folds} (0: no k-fold)")
-    if not 1 <= fold <= folds:
+    if fold is not None and not 1 <= fold <= folds:
         raise OptionError("fold", f"folds count from 1, so it must be between 1 and {folds}, got {fold}")
 
 
