@@ -40,6 +40,11 @@ BlankThreshold = Annotated[Optional[float], typer.Option(
                               f"frame's). Default: the model's certified blank policy if it has one (see evaluate "
                               f"--blank-miss), else {DEFAULT_BLANK_THRESHOLD}.")]
 
+# --- detector boxes (predict, train) ---------------------------------------------------------------------
+DetectionThreshold = Annotated[Optional[float], typer.Option(
+    "--detection-threshold", help="With --detections: the detector confidence a box needs to be used (at or "
+                                  "above it) [default: the file's typical_detection_threshold, else 0.2].")]
+
 # --- running the model (predict, watch) ------------------------------------------------------------------
 Backend = Annotated[BackendName, typer.Option(
     "--backend", help="Inference engine; auto picks the fastest available and says which. openvino (CPU) runs bf16 "

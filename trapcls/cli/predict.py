@@ -12,6 +12,7 @@ from trapcls.cli.options import (
     BackendName,
     BatchSize,
     BlankThreshold,
+    DetectionThreshold,
     RunBundle,
     Threads,
     VideoFps,
@@ -62,9 +63,7 @@ def predict(
         help="MegaDetector output JSON (format 1.0-1.6) for these images: classify each box at or above the "
              "detection threshold as a crop instead of the whole frame; a frame without such a box is blank.")]
     = P.detections,
-    detection_threshold: Annotated[Optional[float], typer.Option(
-        help="Detector confidence a box needs to be classified [default: the file's typical_detection_threshold, "
-             "else 0.2].")] = P.detection_threshold,
+    detection_threshold: DetectionThreshold = P.detection_threshold,
     boxes_out: Annotated[Optional[Path], typer.Option(
         help="With --detections: one row per classified box (box, detector confidence, class probabilities) "
              "[default: OUT's name with .boxes.csv].")] = P.boxes_out,

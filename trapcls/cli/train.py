@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from trapcls.cli.options import choices, command_line, options, show
+from trapcls.cli.options import DetectionThreshold, choices, command_line, options, show
 from trapcls.core.system.exceptions import TrapclsError
 from trapcls.export import parse_targets
 from trapcls.training.config import AUGMENTS, BALANCES, DEFAULT_LR, GROUP_BY, OPTIMIZERS, TrainConfig
@@ -102,9 +102,7 @@ def train(
              "box at or above the detection threshold, labelled with its frame's label; blank frames give their "
              "false-positive boxes, or the whole frame when they have none; frames with no box are left out "
              "(counted). The bundle records the crop geometry.")] = T.detections,
-    detection_threshold: Annotated[Optional[float], typer.Option(
-        help="Detector confidence a box needs to become a crop [default: the file's typical_detection_threshold, "
-             "else 0.2].")] = T.detection_threshold,
+    detection_threshold: DetectionThreshold = T.detection_threshold,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = T.seed,
     workers: Annotated[Optional[int], typer.Option(help="Data loader processes; default min(2, cores).")] = T.workers,
     overwrite: Annotated[bool, typer.Option(help="Reuse a non-empty --out folder.")] = T.overwrite,
