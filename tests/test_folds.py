@@ -93,6 +93,18 @@ def test_oof_again_writes_the_same_table_and_reports_scores_with_standard_errors
     assert "fold 3" in proc.stdout and "±" in proc.stdout and "standard error" in proc.stdout
 
 
+def test_oof_with_tta_gives_what_predict_with_tta_gives(fold_set, tmp_path):
+    trapcls("oof", fold_set, "--tta", "--out", tmp_path / "tta.csv")
+    plain, tta = _rows(fold_set / "oof.csv"), _rows(tmp_path / "tta.csv")
+    assert [r["id"] for r in tta] == [r["id"] for r in plain] and tta != plain
+    row = tta[0]
+    frame = next(p for p in (DEMO / "train").glob("*/*") if p.stem == row["id"])
+    trapcls("predict", frame, "--tta", "--bundle", fold_set / f"fold-{row['fold']}" / "bundle",
+            "--format", "submission", "--out", tmp_path / "one.csv")
+    assert {k: v for k, v in _rows(tmp_path / "one.csv")[0].items() if k != "id"} == \
+        {k: v for k, v in row.items() if k not in ("id", "fold", "model")}
+
+
 def test_one_fold_at_a_time_gives_the_table_of_all_folds_at_once(fold_set, tmp_path):
     """What each task of a cluster array runs: --fold k alone, then oof."""
     out = tmp_path / "array"
