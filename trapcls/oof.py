@@ -86,7 +86,8 @@ class OofSummary:
             lines.append(f"over its {self.overall.sites} sites instead: log loss ± {ll:.4f}, accuracy ± {acc:.4f}")
             worst = sorted(self.sites.items(), key=lambda item: -item[1].log_loss[0])[:WORST_SITES]
             lines.append(f"per site: {sites_path(self.out)}; highest log loss: " + ", ".join(
-                f"{display(site)} {score.log_loss[0]:.3f} ({score.frames} frames)" for site, score in worst))
+                f"{display(site)} {score.log_loss[0]:.3f} ({score.frames} frame{'s' if score.frames > 1 else ''})"
+                for site, score in worst))
         return lines
 
 
