@@ -493,13 +493,16 @@ def test_workers_stop_when_the_caller_raises(tmp_path):
 
 
 CHILD = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_video_decode import SPEC, flaky_decode
 from trapcls.predict.clip_workers import ClipDecoder
 
 if __name__ == "__main__":
+    # Ctrl-C as a terminal gives it: a suite started in the background (nohup, `cmd &`) runs with SIGINT ignored,
+    # and a child inherits that, so Python would install no KeyboardInterrupt (the other Ctrl-C tests do the same).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with ClipDecoder(SPEC, workers=2, decode_clip=flaky_decode, timeout=600) as decoder:
         for path, outcome in decoder.decode([Path(p) for p in sys.argv[1:]]):
             print("decoded", path.name, " ".join(map(str, decoder.pids())), flush=True)
