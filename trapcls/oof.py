@@ -28,7 +28,7 @@ from trapcls.core.model.bundle import load_bundle
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.fsutil import refuse_input_as_output, write_csv, writing
 from trapcls.core.system.names import display, neutralise
-from trapcls.core.table.layout import check_submission_ids
+from trapcls.core.table.layout import OOF_TAIL, check_submission_ids
 from trapcls.core.table.read import read_predictions
 from trapcls.core.table.row import number
 from trapcls.training.split import read_split
@@ -175,7 +175,7 @@ def run_oof(config: OofConfig) -> OofSummary:
     rows = [[neutralise(frames[i][1].path.stem), *map(number, probs[i]), str(frames[i][0]), neutralise(bundle.model_id)]
             for i in order]
     with writing(config.out, "--out"):
-        write_csv(config.out, ["id", *map(neutralise, classes), "fold", "model"], rows)
+        write_csv(config.out, ["id", *map(neutralise, classes), *OOF_TAIL], rows)
     written = np.array([[float(c) for c in row[1:1 + len(classes)]] for row in rows])  # as a reader gets them back
     ordered = [frames[i] for i in order]
     labels = np.array([classes.index(s.label) for _, s in ordered])

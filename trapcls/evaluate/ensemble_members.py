@@ -17,10 +17,9 @@ import numpy as np
 
 from trapcls.core.system.exceptions import DataError
 from trapcls.core.system.names import display, unneutralise
-from trapcls.core.table.layout import short
+from trapcls.core.table.layout import OOF_TAIL, short
 from trapcls.core.table.read import SUM_TOLERANCE, check_one_model, parse_table, read_predictions, read_table
 
-OOF_TAIL = ["fold", "model"]
 EXAMPLES = 5
 
 

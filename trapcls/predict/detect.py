@@ -8,7 +8,6 @@ in chunks of the batch size, by the same backend and probabilities as whole fram
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +25,8 @@ from trapcls.core.system.names import display
 from trapcls.core.table.boxes import BoxLayout
 from trapcls.core.table.row import BoxResult, Detected, Row
 from trapcls.predict.backends import Backend
-from trapcls.predict.infer import Failure, decode, frame_probs
+from trapcls.predict.infer import Failure, decode, failure_row, frame_probs
 from trapcls.predict.side_csv import SideCsv
-
-log = logging.getLogger(__name__)
 
 
 def check_model_input(bundle: Bundle, crops: bool) -> str:
@@ -111,8 +108,7 @@ class BoxClassifier:
         out, lines = [], []
         for file, item in zip(batch, items, strict=True):
             if isinstance(item, Failure):
-                log.debug("%s: %s", file.rel, item.error)
-                out.append(Row(file.rel, None, captured=item.captured or "", error=item.error))
+                out.append(failure_row(file.rel, item))
                 continue
             results = self._results(self.matching.by_path[file.rel], probs)
             frame, species = frame_from_boxes([r.probs for r in results], self.bundle.classes, self.blank)

@@ -12,6 +12,7 @@ import numpy as np
 from trapcls.core.model.bundle import Bundle
 from trapcls.core.model.probs import probabilities
 from trapcls.core.system.exceptions import BundleError, ImageReadError
+from trapcls.core.table.row import Row
 from trapcls.predict.backends import Backend
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,13 @@ class Failure:
 
     error: str
     captured: str | None = None
+
+
+def failure_row(rel: str, failure: Failure) -> Row:
+    """The error row of a file that could not be decoded. The caller reports failures (predict in full, watch
+    rate-limited)."""
+    log.debug("%s: %s", rel, failure.error)
+    return Row(rel, None, captured=failure.captured or "", error=failure.error)
 
 
 def decode(path: Path, load: Callable[[Path], tuple[object, str | None]]) -> tuple[object, str | None] | Failure:

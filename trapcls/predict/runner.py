@@ -35,7 +35,7 @@ from trapcls.predict.backends import Backend, choose_backend, create_backend
 from trapcls.predict.clips import FrameRows, classify_clips
 from trapcls.predict.config import DEFAULT_BATCH, PredictConfig
 from trapcls.predict.detect import BoxClassifier, check_model_input
-from trapcls.predict.infer import Failure, decode, frame_probs
+from trapcls.predict.infer import Failure, decode, failure_row, frame_probs
 from trapcls.predict.merge import merge_csvs
 from trapcls.predict.shard import select_shard
 
@@ -256,9 +256,7 @@ def _infer(batch: list[ImageFile], items: list, *, bundle: Bundle, backend: Back
     for i, file in enumerate(batch):
         item = items[i]
         if isinstance(item, Failure):
-            # The caller reports failures (predict in full, watch rate-limited).
-            log.debug("%s: %s", file.rel, item.error)
-            out.append(Row(file.rel, None, captured=item.captured or "", error=item.error))
+            out.append(failure_row(file.rel, item))
         else:
             out.append(Row(file.rel, probs[i], captured=item[1] or ""))
     return out

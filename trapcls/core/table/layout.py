@@ -28,6 +28,8 @@ FIELD_LEAD = ["path", "captured", "label", "probability"]
 FIELD_TAIL = ["status", "error", "model"]
 CLIP_TAIL = ["frames", "duration_s", "frame_rate", "best_frame"]
 DETECTION_TAIL = ["boxes", "species"]
+# An out-of-fold CSV (`trapcls oof` writes it, `trapcls ensemble fit` reads it): the submission layout plus these.
+OOF_TAIL = ["fold", "model"]
 SPECIES_SEPARATOR = ";"
 STATUSES = ("ok", "error")
 # Column names the writers use besides the classes; a class may not take one of them.
