@@ -22,7 +22,6 @@ The counts go to the log, config.json ("crops") and the run's summary lines.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from trapcls.core.frames.detections import Box, Detections, Entry, Matching, loa
 from trapcls.core.frames.labels import Sample
 from trapcls.core.model.blank import blank_index
 from trapcls.core.system.exceptions import DataError
+from trapcls.core.system.fsutil import sha256_file
 from trapcls.core.system.names import display
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class CropPlan:
 
     def facts(self) -> dict:
         """config.json's "crops": the file, the threshold, the geometry and the counts by part."""
-        return {"detections_sha256": _sha256(self.detections.source), "detector": self.detections.detector,
+        return {"detections_sha256": sha256_file(self.detections.source), "detector": self.detections.detector,
                 "threshold": self.threshold, "threshold_from": self.threshold_from,
                 "geometry": CropSpec().to_dict(), "frames_matched": len(self.matching.by_path),
                 "frames": self.matching.frames, **{part: asdict(c) for part, c in self.counts.items()}}
@@ -182,7 +182,3 @@ def _key(path: Path, base: Path) -> str:
 
 def _left_out(counts: CropCounts) -> int:
     return counts.no_box + counts.no_entry + counts.failed
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
